@@ -1,0 +1,77 @@
+//! Command-line flags, in the style of `datafusion-cli`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hindcast",
+    version,
+    about = "Point-in-time SQL over Parquet and CSV"
+)]
+pub struct Args {
+    /// SQL to run (repeatable; each may hold several `;`-separated statements)
+    #[arg(short = 'c', long = "command")]
+    pub command: Vec<String>,
+
+    /// File of SQL statements to run (repeatable)
+    #[arg(short = 'f', long = "file")]
+    pub file: Vec<PathBuf>,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// Print only results: no row counts or timings
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Memory limit for query execution, e.g. 512M or 2G; past it operators spill to disk
+    #[arg(short = 'm', long = "memory-limit", value_parser = parse_memory_limit)]
+    pub memory_limit: Option<usize>,
+
+    /// Most rows to show in table format (0 for all)
+    #[arg(long, default_value_t = 40)]
+    pub maxrows: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Tsv,
+    Json,
+    Ndjson,
+}
+
+/// `512M`, `2G`, `64k` or plain bytes.
+pub fn parse_memory_limit(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let (number, unit) = match text
+        .char_indices()
+        .find(|(_, c)| !c.is_ascii_digit() && *c != '.')
+    {
+        Some((i, _)) => text.split_at(i),
+        None => (text, ""),
+    };
+    let factor: f64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "K" | "KB" => 1024.0,
+        "M" | "MB" => 1024.0 * 1024.0,
+        "G" | "GB" => 1024.0 * 1024.0 * 1024.0,
+        "T" | "TB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => {
+            return Err(format!(
+                "unknown unit in memory limit {text:?}: use K, M, G or T, e.g. 512M"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("memory limit {text:?} is not a size such as 512M or 2G"))?;
+    if value <= 0.0 {
+        return Err(format!("memory limit {text:?} must be positive"));
+    }
+    Ok((value * factor) as usize)
+}

@@ -1,0 +1,107 @@
+//! Printing results in the formats `--format` offers.
+
+use std::io::Write;
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::display::FormatOptions;
+use datafusion::arrow::util::pretty::pretty_format_batches_with_options;
+use datafusion::common::{DataFusionError, Result};
+
+use crate::args::Format;
+
+pub struct Printer {
+    format: Format,
+    maxrows: usize,
+    quiet: bool,
+}
+
+impl Printer {
+    pub fn new(format: Format, maxrows: usize, quiet: bool) -> Self {
+        Self {
+            format,
+            maxrows,
+            quiet,
+        }
+    }
+
+    pub fn print(&self, batches: &[RecordBatch], elapsed: Duration) -> Result<()> {
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let mut out = std::io::stdout().lock();
+        let shown = match self.format {
+            Format::Table => self.table(&mut out, batches, rows)?,
+            Format::Csv | Format::Tsv => {
+                let delimiter = if self.format == Format::Csv {
+                    b','
+                } else {
+                    b'\t'
+                };
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_delimiter(delimiter)
+                    .with_header(true)
+                    .build(&mut out);
+                for batch in batches {
+                    writer.write(batch)?;
+                }
+                rows
+            }
+            Format::Json => {
+                let mut writer = datafusion::arrow::json::ArrayWriter::new(&mut out);
+                for batch in batches {
+                    writer.write(batch)?;
+                }
+                writer.finish()?;
+                drop(writer);
+                writeln!(out).map_err(DataFusionError::from)?;
+                rows
+            }
+            Format::Ndjson => {
+                let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut out);
+                for batch in batches {
+                    writer.write(batch)?;
+                }
+                writer.finish()?;
+                rows
+            }
+        };
+        if !self.quiet {
+            let noun = if rows == 1 { "row" } else { "rows" };
+            let note = if shown < rows {
+                format!(" (first {shown} shown)")
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "{rows} {noun}{note} in set. Query took {:.3} seconds.\n",
+                elapsed.as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+
+    /// Aligned table of at most `maxrows` rows; returns how many rows it showed.
+    fn table(&self, out: &mut impl Write, batches: &[RecordBatch], rows: usize) -> Result<usize> {
+        if batches.is_empty() || batches.iter().all(|b| b.num_columns() == 0) {
+            return Ok(0);
+        }
+        let limit = if self.maxrows == 0 {
+            rows
+        } else {
+            self.maxrows.min(rows)
+        };
+        let mut kept = vec![];
+        let mut left = limit;
+        for batch in batches {
+            if left == 0 && !kept.is_empty() {
+                break;
+            }
+            let take = left.min(batch.num_rows());
+            kept.push(batch.slice(0, take));
+            left -= take;
+        }
+        let options = FormatOptions::default().with_null("NULL");
+        let table = pretty_format_batches_with_options(&kept, &options)?;
+        writeln!(out, "{table}").map_err(DataFusionError::from)?;
+        Ok(limit)
+    }
+}

@@ -1,0 +1,339 @@
+//! `AsOfJoin`: the logical point-in-time join node.
+//!
+//! Every SQL form hindcast accepts (`ASOF JOIN ... MATCH_CONDITION`, and later temporal joins
+//! and rewritten `ROW_NUMBER()` queries) ends up as this one node, which the physical planner
+//! turns into [`crate::physical::AsOfJoinExec`].
+
+use std::cmp::Ordering;
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{
+    Column, DFSchema, DFSchemaRef, JoinType, Result, ScalarValue, internal_datafusion_err,
+    internal_err, plan_err,
+};
+use datafusion::logical_expr::logical_plan::builder::build_join_schema;
+use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
+use datafusion::logical_expr::{
+    Expr, ExprSchemable, Extension, LogicalPlan, UserDefinedLogicalNodeCore, cast,
+};
+
+use crate::time::{DisplayTtl, TimeDomain};
+
+/// The match condition's comparison, read as `left_time <op> right_time`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+pub enum MatchOp {
+    /// `l.ts >= r.ts`: the latest right row at or before the left row (features).
+    GtEq,
+    /// `l.ts > r.ts`: the latest right row strictly before.
+    Gt,
+    /// `l.ts <= r.ts`: the earliest right row at or after.
+    LtEq,
+    /// `l.ts < r.ts`: the earliest right row strictly after.
+    Lt,
+}
+
+impl MatchOp {
+    /// Backward joins look into the past of the left row.
+    pub fn is_backward(&self) -> bool {
+        matches!(self, MatchOp::GtEq | MatchOp::Gt)
+    }
+
+    /// Strict joins exclude right rows at exactly the left row's time.
+    pub fn is_strict(&self) -> bool {
+        matches!(self, MatchOp::Gt | MatchOp::Lt)
+    }
+
+    /// The same condition with its operands swapped (`a >= b` is `b <= a`).
+    pub fn swap(&self) -> Self {
+        match self {
+            MatchOp::GtEq => MatchOp::LtEq,
+            MatchOp::Gt => MatchOp::Lt,
+            MatchOp::LtEq => MatchOp::GtEq,
+            MatchOp::Lt => MatchOp::Gt,
+        }
+    }
+}
+
+impl fmt::Display for MatchOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MatchOp::GtEq => ">=",
+            MatchOp::Gt => ">",
+            MatchOp::LtEq => "<=",
+            MatchOp::Lt => "<",
+        })
+    }
+}
+
+/// For every left row, the one right row with equal keys that is closest in time on the
+/// side `op` allows, within `ttl`; left rows without one get NULLs. See `docs/semantics.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AsOfJoin {
+    pub left: Arc<LogicalPlan>,
+    pub right: Arc<LogicalPlan>,
+    /// Equality keys `(left, right)`, already cast to a common type per pair.
+    pub on: Vec<(Expr, Expr)>,
+    pub left_time: Expr,
+    pub right_time: Expr,
+    pub op: MatchOp,
+    /// The scale both time expressions are compared in.
+    pub domain: TimeDomain,
+    /// Inclusive bound on `|left_time - right_time|` in `domain` ticks; `None` is unbounded.
+    pub ttl: Option<i64>,
+    /// Right-side column whose larger value wins among rows tied on time (Feast's
+    /// created timestamp).
+    pub tie_breaker: Option<Expr>,
+    pub schema: DFSchemaRef,
+}
+
+impl AsOfJoin {
+    /// Validate and build the node. `ttl` is the literal the user wrote (`None` for none).
+    #[expect(clippy::too_many_arguments)]
+    pub fn try_new(
+        left: Arc<LogicalPlan>,
+        right: Arc<LogicalPlan>,
+        on: Vec<(Expr, Expr)>,
+        left_time: Expr,
+        right_time: Expr,
+        op: MatchOp,
+        ttl: Option<ScalarValue>,
+        tie_breaker: Option<Expr>,
+    ) -> Result<Self> {
+        let (left_schema, right_schema) = (left.schema(), right.schema());
+        let on = on
+            .into_iter()
+            .map(|(l, r)| coerce_key_pair(l, r, left_schema, right_schema))
+            .collect::<Result<Vec<_>>>()?;
+
+        let left_type = left_time.get_type(left_schema.as_ref())?;
+        let right_type = right_time.get_type(right_schema.as_ref())?;
+        let Some(domain) = TimeDomain::common(&left_type, &right_type) else {
+            return plan_err!(
+                "ASOF JOIN cannot compare the time columns {left_time} ({left_type}) and {right_time} ({right_type}): \
+                 both must be TIMESTAMP or DATE (any unit or time zone), or both integers; cast one side"
+            );
+        };
+        let ttl = match ttl {
+            Some(value) => domain.ttl_from_scalar(&value)?,
+            None => None,
+        };
+        if let Some(tie) = &tie_breaker {
+            let tie_type = tie.get_type(right_schema.as_ref())?;
+            if !tie_type.is_integer()
+                && !matches!(
+                    tie_type,
+                    DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+                )
+            {
+                return plan_err!(
+                    "the tie-breaker {tie} must be a TIMESTAMP, DATE or integer column, found {tie_type}"
+                );
+            }
+        }
+        let schema = Arc::new(build_join_schema(
+            left_schema,
+            right_schema,
+            &JoinType::Left,
+        )?);
+        Ok(Self {
+            left,
+            right,
+            on,
+            left_time,
+            right_time,
+            op,
+            domain,
+            ttl,
+            tie_breaker,
+            schema,
+        })
+    }
+
+    /// Wrap into a `LogicalPlan`.
+    pub fn into_plan(self) -> LogicalPlan {
+        LogicalPlan::Extension(Extension {
+            node: Arc::new(self),
+        })
+    }
+
+    fn right_exprs(&self) -> impl Iterator<Item = &Expr> {
+        self.on
+            .iter()
+            .map(|(_, r)| r)
+            .chain(std::iter::once(&self.right_time))
+            .chain(self.tie_breaker.iter())
+    }
+}
+
+/// Cast a key pair to the type both compare in, or explain why they cannot be compared.
+fn coerce_key_pair(
+    left: Expr,
+    right: Expr,
+    left_schema: &DFSchema,
+    right_schema: &DFSchema,
+) -> Result<(Expr, Expr)> {
+    let lt = left.get_type(left_schema)?;
+    let rt = right.get_type(right_schema)?;
+    if lt == rt {
+        return Ok((left, right));
+    }
+    let Some(common) = comparison_coercion(&lt, &rt) else {
+        return plan_err!(
+            "ASOF JOIN cannot compare the keys {left} ({lt}) and {right} ({rt}); cast one side"
+        );
+    };
+    let coerce = |e: Expr, t: &DataType| {
+        if *t == common {
+            e
+        } else {
+            cast(e, common.clone())
+        }
+    };
+    Ok((coerce(left, &lt), coerce(right, &rt)))
+}
+
+impl PartialOrd for AsOfJoin {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        // The schema is derived from the inputs, so it takes no part in ordering.
+        (
+            &self.left,
+            &self.right,
+            &self.on,
+            &self.left_time,
+            &self.right_time,
+            &self.op,
+            &self.domain,
+            &self.ttl,
+            &self.tie_breaker,
+        )
+            .partial_cmp(&(
+                &other.left,
+                &other.right,
+                &other.on,
+                &other.left_time,
+                &other.right_time,
+                &other.op,
+                &other.domain,
+                &other.ttl,
+                &other.tie_breaker,
+            ))
+    }
+}
+
+impl UserDefinedLogicalNodeCore for AsOfJoin {
+    fn name(&self) -> &str {
+        "AsOfJoin"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.left, &self.right]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    /// Left keys, left time, right keys, right time, then the tie-breaker if any.
+    fn expressions(&self) -> Vec<Expr> {
+        self.on
+            .iter()
+            .map(|(l, _)| l.clone())
+            .chain(std::iter::once(self.left_time.clone()))
+            .chain(self.right_exprs().cloned())
+            .collect()
+    }
+
+    /// Filters are never pushed through generically: DataFusion would push a predicate into
+    /// both inputs, and a filter on the right input changes which row wins. The
+    /// `PushDownAsOfFilter` rule pushes left-only predicates to the left input instead.
+    fn prevent_predicate_push_down_columns(&self) -> HashSet<String> {
+        self.schema
+            .columns()
+            .into_iter()
+            .map(|c: Column| c.name)
+            .collect()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "AsOfJoin: on=[")?;
+        for (i, (l, r)) in self.on.iter().enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            write!(f, "{l} = {r}")?;
+        }
+        write!(
+            f,
+            "], match=[{} {} {}]",
+            self.left_time, self.op, self.right_time
+        )?;
+        if let Some(ttl) = self.ttl {
+            write!(f, ", ttl={}", DisplayTtl(self.domain, ttl))?;
+        }
+        if let Some(tie) = &self.tie_breaker {
+            write!(f, ", tie_breaker=[{tie} DESC]")?;
+        }
+        Ok(())
+    }
+
+    fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> Result<Self> {
+        let [left, right]: [LogicalPlan; 2] = inputs
+            .try_into()
+            .map_err(|_| internal_datafusion_err!("AsOfJoin has two inputs"))?;
+        let n = self.on.len();
+        let expected = 2 * n + 2 + usize::from(self.tie_breaker.is_some());
+        if exprs.len() != expected {
+            return internal_err!(
+                "AsOfJoin expects {expected} expressions, got {}",
+                exprs.len()
+            );
+        }
+        let mut exprs = exprs.into_iter();
+        let left_keys: Vec<Expr> = exprs.by_ref().take(n).collect();
+        let left_time = exprs.next().expect("length checked");
+        let right_keys: Vec<Expr> = exprs.by_ref().take(n).collect();
+        let right_time = exprs.next().expect("length checked");
+        let tie_breaker = exprs.next();
+        let schema = Arc::new(build_join_schema(
+            left.schema(),
+            right.schema(),
+            &JoinType::Left,
+        )?);
+        Ok(Self {
+            left: Arc::new(left),
+            right: Arc::new(right),
+            on: left_keys.into_iter().zip(right_keys).collect(),
+            left_time,
+            right_time,
+            op: self.op,
+            domain: self.domain,
+            ttl: self.ttl,
+            tie_breaker,
+            schema,
+        })
+    }
+
+    /// Output columns map to the input they come from; `expressions()` adds the keys and
+    /// times. Every right column that is kept also takes part in the exact-tie rule, so the
+    /// rule only ever compares columns the query reads.
+    fn necessary_children_exprs(&self, output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
+        let left_len = self.left.schema().fields().len();
+        let (mut left, mut right) = (vec![], vec![]);
+        for &i in output_columns {
+            if i < left_len {
+                left.push(i);
+            } else {
+                right.push(i - left_len);
+            }
+        }
+        Some(vec![left, right])
+    }
+
+    fn supports_limit_pushdown(&self) -> bool {
+        // A LIMIT may go to the left input only; DataFusion pushes into every input.
+        false
+    }
+}

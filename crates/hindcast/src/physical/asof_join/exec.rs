@@ -1,0 +1,311 @@
+//! [`AsOfJoinExec`]: the `ExecutionPlan` of the point-in-time join.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::{Fields, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{JoinSide, JoinType, Result, assert_eq_or_internal_err, internal_err};
+use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::physical_expr::equivalence::join_equivalence_properties;
+use datafusion::physical_expr::{
+    LexOrdering, OrderingRequirements, PhysicalExprRef, PhysicalSortExpr,
+};
+use datafusion::physical_plan::execution_plan::{Boundedness, CardinalityEffect, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan,
+    ExecutionPlanProperties, InputDistributionRequirements, PlanProperties, ReplaceChildrenOptions,
+    SendableRecordBatchStream, apply_expression_roots,
+};
+
+use super::metrics::AsOfJoinMetrics;
+use super::stream::{AsOfJoinStream, JoinSpec};
+use crate::logical::MatchOp;
+use crate::time::{DisplayTtl, TimeDomain};
+
+/// Point-in-time join of co-partitioned inputs, each sorted by `(keys, time)`.
+///
+/// For every left row it emits that row plus the right row with equal keys nearest in time
+/// on the side `op` allows (within `ttl`), or NULLs. Output rows come in the left input's
+/// order, so the output keeps the left side's partitioning and ordering.
+#[derive(Debug, Clone)]
+pub struct AsOfJoinExec {
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+    /// Equality keys `(left, right)`; both already of one type per pair.
+    on: Vec<(PhysicalExprRef, PhysicalExprRef)>,
+    left_time: PhysicalExprRef,
+    right_time: PhysicalExprRef,
+    op: MatchOp,
+    domain: TimeDomain,
+    ttl: Option<i64>,
+    tie_breaker: Option<PhysicalExprRef>,
+    schema: SchemaRef,
+    cache: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl AsOfJoinExec {
+    #[expect(clippy::too_many_arguments)]
+    pub fn try_new(
+        left: Arc<dyn ExecutionPlan>,
+        right: Arc<dyn ExecutionPlan>,
+        on: Vec<(PhysicalExprRef, PhysicalExprRef)>,
+        left_time: PhysicalExprRef,
+        right_time: PhysicalExprRef,
+        op: MatchOp,
+        domain: TimeDomain,
+        ttl: Option<i64>,
+        tie_breaker: Option<PhysicalExprRef>,
+    ) -> Result<Self> {
+        let schema = join_schema(&left.schema(), &right.schema());
+        let eq_properties = join_equivalence_properties(
+            left.equivalence_properties().clone(),
+            right.equivalence_properties().clone(),
+            &JoinType::Left,
+            Arc::clone(&schema),
+            &[true, false],
+            Some(JoinSide::Left),
+            &[],
+        )?;
+        // Left columns come first in the output, so the left partitioning still holds.
+        let cache = PlanProperties::new(
+            eq_properties,
+            left.output_partitioning().clone(),
+            EmissionType::Incremental,
+            // Sorted inputs: the operator never runs on unbounded streams.
+            Boundedness::Bounded,
+        );
+        Ok(Self {
+            left,
+            right,
+            on,
+            left_time,
+            right_time,
+            op,
+            domain,
+            ttl,
+            tie_breaker,
+            schema,
+            cache: Arc::new(cache),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    /// The order the merge needs: keys, then time, ascending, NULLs first. The stream
+    /// compares keys with the same options, so its notion of "less" matches the sort.
+    fn sort_requirement(
+        keys: impl Iterator<Item = PhysicalExprRef>,
+        time: &PhysicalExprRef,
+    ) -> Option<OrderingRequirements> {
+        let options = SortOptions {
+            descending: false,
+            nulls_first: true,
+        };
+        let exprs = keys
+            .chain(std::iter::once(Arc::clone(time)))
+            .map(|expr| PhysicalSortExpr { expr, options });
+        LexOrdering::new(exprs).map(OrderingRequirements::from)
+    }
+}
+
+/// Left columns, then right columns made nullable (unmatched rows get NULLs).
+fn join_schema(left: &Schema, right: &Schema) -> SchemaRef {
+    let fields = left
+        .fields()
+        .iter()
+        .cloned()
+        .chain(
+            right
+                .fields()
+                .iter()
+                .map(|f| Arc::new(f.as_ref().clone().with_nullable(true))),
+        )
+        .collect::<Fields>();
+    let mut metadata = left.metadata().clone();
+    metadata.extend(right.metadata().clone());
+    Arc::new(Schema::new_with_metadata(fields, metadata))
+}
+
+impl DisplayAs for AsOfJoinExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let on = self
+            .on
+            .iter()
+            .map(|(l, r)| format!("({l} = {r})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let matching = format!("{} {} {}", self.left_time, self.op, self.right_time);
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => {
+                write!(f, "AsOfJoinExec: on=[{on}], match=[{matching}]")?;
+                if let Some(ttl) = self.ttl {
+                    write!(f, ", ttl={}", DisplayTtl(self.domain, ttl))?;
+                }
+                if let Some(tie) = &self.tie_breaker {
+                    write!(f, ", tie_breaker=[{tie} DESC]")?;
+                }
+                Ok(())
+            }
+            DisplayFormatType::TreeRender => {
+                writeln!(f, "on={on}")?;
+                writeln!(f, "match={matching}")?;
+                if let Some(ttl) = self.ttl {
+                    writeln!(f, "ttl={}", DisplayTtl(self.domain, ttl))?;
+                }
+                if let Some(tie) = &self.tie_breaker {
+                    writeln!(f, "tie_breaker={tie} DESC")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl ExecutionPlan for AsOfJoinExec {
+    fn name(&self) -> &'static str {
+        "AsOfJoinExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        self.input_distribution_requirements().into_per_child()
+    }
+
+    /// Rows with equal keys must meet in one partition. Without keys every row can match
+    /// every other, so the join runs in a single partition.
+    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
+        if self.on.is_empty() {
+            return InputDistributionRequirements::new(vec![
+                Distribution::SinglePartition,
+                Distribution::SinglePartition,
+            ]);
+        }
+        let (left, right) = self
+            .on
+            .iter()
+            .map(|(l, r)| (Arc::clone(l), Arc::clone(r)))
+            .unzip();
+        InputDistributionRequirements::co_partitioned(vec![
+            Distribution::KeyPartitioned(left),
+            Distribution::KeyPartitioned(right),
+        ])
+    }
+
+    fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        vec![
+            Self::sort_requirement(self.on.iter().map(|(l, _)| Arc::clone(l)), &self.left_time),
+            Self::sort_requirement(self.on.iter().map(|(_, r)| Arc::clone(r)), &self.right_time),
+        ]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true, false]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.left, &self.right]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&PhysicalExprRef) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        let roots = self
+            .on
+            .iter()
+            .flat_map(|(l, r)| [l, r])
+            .chain([&self.left_time, &self.right_time])
+            .chain(self.tie_breaker.iter());
+        apply_expression_roots(roots, f)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [left, right]: [Arc<dyn ExecutionPlan>; 2] = match children.try_into() {
+            Ok(children) => children,
+            Err(_) => return internal_err!("AsOfJoinExec has two children"),
+        };
+        match options.children_properties {
+            ChildrenPropertiesMode::Keep => Ok(Arc::new(Self {
+                left,
+                right,
+                metrics: ExecutionPlanMetricsSet::new(),
+                ..Self::clone(&self)
+            })),
+            ChildrenPropertiesMode::Recompute => Ok(Arc::new(Self::try_new(
+                left,
+                right,
+                self.on.clone(),
+                Arc::clone(&self.left_time),
+                Arc::clone(&self.right_time),
+                self.op,
+                self.domain,
+                self.ttl,
+                self.tie_breaker.clone(),
+            )?)),
+        }
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let left_partitions = self.left.output_partitioning().partition_count();
+        let right_partitions = self.right.output_partitioning().partition_count();
+        assert_eq_or_internal_err!(
+            left_partitions,
+            right_partitions,
+            "AsOfJoinExec needs co-partitioned inputs"
+        );
+        let spec = JoinSpec {
+            schema: Arc::clone(&self.schema),
+            left_keys: self.on.iter().map(|(l, _)| Arc::clone(l)).collect(),
+            right_keys: self.on.iter().map(|(_, r)| Arc::clone(r)).collect(),
+            left_time: Arc::clone(&self.left_time),
+            right_time: Arc::clone(&self.right_time),
+            tie_breaker: self.tie_breaker.clone(),
+            op: self.op,
+            domain: self.domain,
+            ttl: self.ttl,
+        };
+        let reservation =
+            MemoryConsumer::new(format!("AsOfJoin[{partition}]")).register(context.memory_pool());
+        AsOfJoinStream::try_new(
+            spec,
+            self.left.execute(partition, Arc::clone(&context))?,
+            self.right.execute(partition, Arc::clone(&context))?,
+            reservation,
+            AsOfJoinMetrics::new(&self.metrics, partition),
+        )
+        .map(|s| Box::pin(s) as SendableRecordBatchStream)
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn cardinality_effect(&self) -> CardinalityEffect {
+        CardinalityEffect::Equal
+    }
+}

@@ -1,0 +1,35 @@
+//! Metrics shown by `EXPLAIN ANALYZE` for [`super::AsOfJoinExec`].
+
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder,
+};
+
+/// Per-partition counters; `EXPLAIN ANALYZE` sums them over partitions.
+#[derive(Debug, Clone)]
+pub(super) struct AsOfJoinMetrics {
+    /// Output rows and compute time.
+    pub baseline: BaselineMetrics,
+    pub left_rows: Count,
+    pub right_rows: Count,
+    /// Left rows that found a winning right row.
+    pub matched_rows: Count,
+    /// Left rows whose nearest right row was older (or newer) than the TTL allows.
+    pub expired_by_ttl: Count,
+    /// Most bytes of right batches held at once.
+    pub peak_mem_used: Gauge,
+}
+
+impl AsOfJoinMetrics {
+    pub fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        let counter = |name: &'static str| MetricBuilder::new(metrics).counter(name, partition);
+        Self {
+            baseline: BaselineMetrics::new(metrics, partition),
+            left_rows: counter("left_rows"),
+            right_rows: counter("right_rows"),
+            matched_rows: counter("matched_rows"),
+            expired_by_ttl: counter("expired_by_ttl"),
+            peak_mem_used: MetricBuilder::new(metrics)
+                .peak_memory_usage("peak_mem_used", partition),
+        }
+    }
+}

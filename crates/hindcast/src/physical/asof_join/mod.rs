@@ -1,0 +1,16 @@
+//! The point-in-time (ASOF) join operator.
+//!
+//! - [`exec`]: [`AsOfJoinExec`], the `ExecutionPlan`: what it requires of its inputs
+//!   (co-partitioned by key, sorted by key then time) and what it promises downstream.
+//! - [`stream`]: the per-partition merge, a state machine over the two sorted inputs.
+//! - [`metrics`]: what `EXPLAIN ANALYZE` shows.
+//!
+//! The operator itself buffers only a few right batches per partition; the sorts below it
+//! are DataFusion's `SortExec`s, which account their memory to the pool and spill to disk,
+//! so a feature table larger than memory is sorted out of core and merged in one pass.
+
+mod exec;
+mod metrics;
+mod stream;
+
+pub use exec::AsOfJoinExec;

@@ -1,0 +1,691 @@
+//! The per-partition merge of [`super::AsOfJoinExec`].
+//!
+//! Both inputs arrive sorted by `(keys, time)` ascending, NULLs first. The stream walks the
+//! left rows in that order with one cursor into the right rows, which only moves forward:
+//!
+//! - **backward** (`>=`, `>`): the cursor passes every right row at or before the left row
+//!   (strictly before for `>`); the last valid row passed, if its keys equal the left row's,
+//!   is the winner. Rows tied on `(keys, time)` are contiguous, so the winner of a tie is
+//!   folded in as the cursor passes them.
+//! - **forward** (`<=`, `<`): the cursor passes every right row before the left row; the
+//!   group of rows tied on `(keys, time)` at the cursor holds the winner. The group is
+//!   scanned ahead of the cursor (memoised in [`Group`]) without moving it, because the next
+//!   left row may need the same group.
+//!
+//! Among tied rows the larger tie-breaker (created timestamp) wins, then the row whose
+//! columns compare larger left to right, so the winner never depends on the order in which
+//! tied rows arrive, and with it on batch sizes, partitioning or spilling.
+//!
+//! A left row or right row with a NULL key or time never matches.
+//!
+//! ```text
+//!          ┌────────────── left batch merged: emit ───────────────┐
+//!          ▼                                                      │
+//!      PullLeft ──── batch ────> Merging ─────────────────────────┘
+//!          │                      │   ▲
+//!        (end)        needs more  │   │  right batch,
+//!          ▼          right rows  ▼   │  or right input ended
+//!        Done                   PullRight
+//! ```
+//!
+//! Memory: the current left batch and the right batches between the oldest row the output
+//! still references and the cursor. When a left batch spans many right batches the pending
+//! output is emitted early so those batches can be released.
+
+use std::cmp::Ordering;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, new_null_array};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::{SortOptions, interleave};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::{Result, internal_err};
+use datafusion::execution::memory_pool::MemoryReservation;
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
+use datafusion::physical_expr::PhysicalExprRef;
+use futures::{Stream, StreamExt};
+
+use super::metrics::AsOfJoinMetrics;
+use crate::logical::MatchOp;
+use crate::time::TimeDomain;
+
+/// When the output pending for one left batch references more right batches than this,
+/// it is emitted early so they can be released: a spine that is sparse against its
+/// features would otherwise pin most of the right input in memory.
+const MAX_PINNED_RIGHT_BATCHES: usize = 8;
+
+/// Everything the stream needs to know about the join.
+pub(super) struct JoinSpec {
+    pub schema: SchemaRef,
+    pub left_keys: Vec<PhysicalExprRef>,
+    pub right_keys: Vec<PhysicalExprRef>,
+    pub left_time: PhysicalExprRef,
+    pub right_time: PhysicalExprRef,
+    pub tie_breaker: Option<PhysicalExprRef>,
+    pub op: MatchOp,
+    pub domain: TimeDomain,
+    pub ttl: Option<i64>,
+}
+
+/// A batch with its join columns evaluated once.
+struct Keyed {
+    batch: RecordBatch,
+    /// Keys in row format, so multi-column keys compare as byte strings. `None` without keys.
+    keys: Option<Rows>,
+    time: Int64Array,
+    /// Right side only: the tie-breaker in a comparable form.
+    tie: Option<Int64Array>,
+    /// Rows with a NULL key or time are invalid: they never match.
+    invalid: Option<NullBuffer>,
+}
+
+impl Keyed {
+    fn valid(&self, row: usize) -> bool {
+        self.invalid.as_ref().is_none_or(|n| n.is_valid(row))
+    }
+
+    fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+}
+
+/// Position of a right row: batch number since the stream started, and row in that batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct RowRef {
+    batch: usize,
+    row: usize,
+}
+
+/// The group of right rows tied on `(keys, time)` starting at the cursor (forward joins).
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    start: RowRef,
+    /// Next row to look at.
+    scan: RowRef,
+    /// Winner among the rows scanned so far.
+    best: RowRef,
+}
+
+/// Why the merge stopped.
+enum Step {
+    /// The right rows buffered so far are not enough to decide the next left row; the
+    /// batch, if any, is output emitted early to release right batches.
+    NeedRight(Option<RecordBatch>),
+    /// The current left batch is finished; this is the rest of its output.
+    LeftDone(RecordBatch),
+}
+
+enum State {
+    PullLeft,
+    Merging,
+    PullRight,
+    Done,
+}
+
+pub(super) struct AsOfJoinStream {
+    spec: JoinSpec,
+    left_input: SendableRecordBatchStream,
+    right_input: SendableRecordBatchStream,
+    state: State,
+    converter: Option<RowConverter>,
+    /// One all-NULL row per right column: the source of unmatched rows' right columns.
+    null_right: Vec<ArrayRef>,
+
+    left: Option<Keyed>,
+    /// Next left row to decide.
+    left_row: usize,
+    /// First left row not yet emitted.
+    emit_from: usize,
+    /// Winners of rows `emit_from..left_row`.
+    picks: Vec<Option<RowRef>>,
+
+    right: VecDeque<Keyed>,
+    /// Batch number of `right[0]`.
+    right_base: usize,
+    right_done: bool,
+    cursor: RowRef,
+    /// Backward joins: the winner among the rows the cursor has passed.
+    candidate: Option<RowRef>,
+    /// Forward joins: the tie group at the cursor, as far as it has been scanned.
+    group: Option<Group>,
+
+    reservation: MemoryReservation,
+    metrics: AsOfJoinMetrics,
+}
+
+impl AsOfJoinStream {
+    pub fn try_new(
+        spec: JoinSpec,
+        left_input: SendableRecordBatchStream,
+        right_input: SendableRecordBatchStream,
+        reservation: MemoryReservation,
+        metrics: AsOfJoinMetrics,
+    ) -> Result<Self> {
+        let right_schema = right_input.schema();
+        let key_fields = spec
+            .right_keys
+            .iter()
+            .map(|k| {
+                let options = SortOptions {
+                    descending: false,
+                    nulls_first: true,
+                };
+                Ok(SortField::new_with_options(
+                    k.data_type(&right_schema)?,
+                    options,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let converter = if key_fields.is_empty() {
+            None
+        } else {
+            Some(RowConverter::new(key_fields)?)
+        };
+        let null_right = right_schema
+            .fields()
+            .iter()
+            .map(|f| new_null_array(f.data_type(), 1))
+            .collect();
+        Ok(Self {
+            spec,
+            left_input,
+            right_input,
+            state: State::PullLeft,
+            converter,
+            null_right,
+            left: None,
+            left_row: 0,
+            emit_from: 0,
+            picks: vec![],
+            right: VecDeque::new(),
+            right_base: 0,
+            right_done: false,
+            cursor: RowRef { batch: 0, row: 0 },
+            candidate: None,
+            group: None,
+            reservation,
+            metrics,
+        })
+    }
+
+    fn keyed(
+        &self,
+        batch: RecordBatch,
+        keys: &[PhysicalExprRef],
+        time: &PhysicalExprRef,
+        tie: Option<&PhysicalExprRef>,
+    ) -> Result<Keyed> {
+        let n = batch.num_rows();
+        let key_arrays = keys
+            .iter()
+            .map(|k| k.evaluate(&batch)?.into_array(n))
+            .collect::<Result<Vec<_>>>()?;
+        let time_array = time.evaluate(&batch)?.into_array(n)?;
+        let time = self.spec.domain.to_i64(&time_array)?;
+        let mut invalid = time.nulls().cloned();
+        for k in &key_arrays {
+            invalid = NullBuffer::union(invalid.as_ref(), k.logical_nulls().as_ref());
+        }
+        let keys = match &self.converter {
+            Some(c) => Some(c.convert_columns(&key_arrays)?),
+            None => None,
+        };
+        let tie = match tie {
+            Some(expr) => {
+                let array = expr.evaluate(&batch)?.into_array(n)?;
+                Some(tie_values(&array)?)
+            }
+            None => None,
+        };
+        Ok(Keyed {
+            batch,
+            keys,
+            time,
+            tie,
+            invalid,
+        })
+    }
+
+    fn right_batch(&self, batch: usize) -> Option<&Keyed> {
+        batch
+            .checked_sub(self.right_base)
+            .and_then(|i| self.right.get(i))
+    }
+
+    fn right_row(&self, r: RowRef) -> &Keyed {
+        self.right_batch(r.batch)
+            .expect("a referenced right batch is still buffered")
+    }
+
+    /// The cursor's row, moving the cursor over exhausted batches. `Err(())` when more right
+    /// input is needed, `Ok(None)` when the right input is exhausted.
+    fn cursor_row(&mut self) -> std::result::Result<Option<RowRef>, ()> {
+        loop {
+            let Some(batch) = self.right_batch(self.cursor.batch) else {
+                return if self.right_done { Ok(None) } else { Err(()) };
+            };
+            if self.cursor.row < batch.num_rows() {
+                return Ok(Some(self.cursor));
+            }
+            self.cursor = RowRef {
+                batch: self.cursor.batch + 1,
+                row: 0,
+            };
+        }
+    }
+
+    /// Compare the keys of right row `r` with left row `i`.
+    fn cmp_keys(&self, r: RowRef, i: usize) -> Ordering {
+        let left = self.left.as_ref().expect("merging a left batch");
+        match (&self.right_row(r).keys, &left.keys) {
+            (Some(rk), Some(lk)) => rk.row(r.row).cmp(&lk.row(i)),
+            _ => Ordering::Equal,
+        }
+    }
+
+    /// Whether two right rows are tied on keys and time.
+    fn same_group(&self, a: RowRef, b: RowRef) -> bool {
+        let (ba, bb) = (self.right_row(a), self.right_row(b));
+        if ba.time.value(a.row) != bb.time.value(b.row) {
+            return false;
+        }
+        match (&ba.keys, &bb.keys) {
+            (Some(ka), Some(kb)) => ka.row(a.row) == kb.row(b.row),
+            _ => true,
+        }
+    }
+
+    /// The winner of two right rows tied on keys and time.
+    fn better(&self, a: RowRef, b: RowRef) -> Result<RowRef> {
+        let (ba, bb) = (self.right_row(a), self.right_row(b));
+        if let (Some(ta), Some(tb)) = (&ba.tie, &bb.tie) {
+            let va = ta.is_valid(a.row).then(|| ta.value(a.row));
+            let vb = tb.is_valid(b.row).then(|| tb.value(b.row));
+            match va.cmp(&vb) {
+                Ordering::Less => return Ok(b),
+                Ordering::Greater => return Ok(a),
+                Ordering::Equal => {}
+            }
+        }
+        // Exact tie: the row whose columns compare larger, left to right, wins.
+        for (ca, cb) in ba.batch.columns().iter().zip(bb.batch.columns()) {
+            let Ok(cmp) = datafusion::arrow::array::make_comparator(
+                ca.as_ref(),
+                cb.as_ref(),
+                SortOptions::default(),
+            ) else {
+                // Types without an order (e.g. maps) cannot break ties.
+                continue;
+            };
+            match cmp(a.row, b.row) {
+                Ordering::Less => return Ok(b),
+                Ordering::Greater => return Ok(a),
+                Ordering::Equal => {}
+            }
+        }
+        Ok(a)
+    }
+
+    /// Backward joins: move the cursor past every right row at or before left row `i`.
+    fn seek_backward(&mut self, i: usize) -> Result<std::result::Result<(), ()>> {
+        let left = self.left.as_ref().expect("merging a left batch");
+        let left_time = left.time.value(i);
+        let strict = self.spec.op.is_strict();
+        loop {
+            let r = match self.cursor_row() {
+                Ok(Some(r)) => r,
+                Ok(None) => return Ok(Ok(())),
+                Err(()) => return Ok(Err(())),
+            };
+            let batch = self.right_row(r);
+            if batch.valid(r.row) {
+                let passes = match self.cmp_keys(r, i) {
+                    Ordering::Less => true,
+                    Ordering::Greater => false,
+                    Ordering::Equal => {
+                        let t = batch.time.value(r.row);
+                        t < left_time || (!strict && t == left_time)
+                    }
+                };
+                if !passes {
+                    return Ok(Ok(()));
+                }
+                self.candidate = Some(match self.candidate {
+                    Some(c) if self.same_group(c, r) => self.better(c, r)?,
+                    _ => r,
+                });
+            }
+            self.cursor.row += 1;
+        }
+    }
+
+    /// Forward joins: move the cursor past every right row before left row `i`.
+    fn seek_forward(&mut self, i: usize) -> std::result::Result<(), ()> {
+        let left = self.left.as_ref().expect("merging a left batch");
+        let left_time = left.time.value(i);
+        let strict = self.spec.op.is_strict();
+        loop {
+            let Some(r) = self.cursor_row()? else {
+                return Ok(());
+            };
+            let batch = self.right_row(r);
+            if batch.valid(r.row) {
+                let before = match self.cmp_keys(r, i) {
+                    Ordering::Less => true,
+                    Ordering::Greater => false,
+                    Ordering::Equal => {
+                        let t = batch.time.value(r.row);
+                        t < left_time || (strict && t == left_time)
+                    }
+                };
+                if !before {
+                    return Ok(());
+                }
+            }
+            self.cursor.row += 1;
+            self.group = None;
+        }
+    }
+
+    /// Forward joins: the winner of the tie group at the cursor (which must be valid).
+    fn resolve_group(&mut self) -> Result<std::result::Result<RowRef, ()>> {
+        let mut group = self.group.unwrap_or(Group {
+            start: self.cursor,
+            scan: RowRef {
+                batch: self.cursor.batch,
+                row: self.cursor.row + 1,
+            },
+            best: self.cursor,
+        });
+        let result = loop {
+            let Some(batch) = self.right_batch(group.scan.batch) else {
+                if self.right_done {
+                    break Ok(group.best);
+                }
+                break Err(());
+            };
+            if group.scan.row >= batch.num_rows() {
+                group.scan = RowRef {
+                    batch: group.scan.batch + 1,
+                    row: 0,
+                };
+                continue;
+            }
+            if !batch.valid(group.scan.row) || !self.same_group(group.start, group.scan) {
+                break Ok(group.best);
+            }
+            group.best = self.better(group.best, group.scan)?;
+            group.scan.row += 1;
+        };
+        self.group = Some(group);
+        Ok(result)
+    }
+
+    /// Decide left rows until the left batch is done or more right rows are needed.
+    fn merge(&mut self) -> Result<Step> {
+        let num_rows = self.left.as_ref().expect("merging a left batch").num_rows();
+        while self.left_row < num_rows {
+            let i = self.left_row;
+            let left = self.left.as_ref().expect("merging a left batch");
+            if !left.valid(i) {
+                self.picks.push(None);
+                self.left_row += 1;
+                continue;
+            }
+            let left_time = left.time.value(i);
+            let found = if self.spec.op.is_backward() {
+                if self.seek_backward(i)?.is_err() {
+                    return self.need_right();
+                }
+                self.candidate
+                    .filter(|c| self.cmp_keys(*c, i) == Ordering::Equal)
+            } else {
+                if self.seek_forward(i).is_err() {
+                    return self.need_right();
+                }
+                match self.cursor_row() {
+                    Ok(Some(r)) if self.cmp_keys(r, i) == Ordering::Equal => {
+                        match self.resolve_group()? {
+                            Ok(best) => Some(best),
+                            Err(()) => return self.need_right(),
+                        }
+                    }
+                    Ok(_) => None,
+                    Err(()) => return self.need_right(),
+                }
+            };
+            let pick = found.filter(|w| {
+                let t = self.right_row(*w).time.value(w.row);
+                let distance = (left_time as i128 - t as i128).abs();
+                let fresh = self.spec.ttl.is_none_or(|ttl| distance <= ttl as i128);
+                if !fresh {
+                    self.metrics.expired_by_ttl.add(1);
+                }
+                fresh
+            });
+            if pick.is_some() {
+                self.metrics.matched_rows.add(1);
+            }
+            self.picks.push(pick);
+            self.left_row += 1;
+        }
+        let output = self.emit()?;
+        self.release_right(false);
+        Ok(Step::LeftDone(output))
+    }
+
+    /// Ask for more right input, first releasing right batches nothing needs any more.
+    fn need_right(&mut self) -> Result<Step> {
+        let pinned_from = self.picks.iter().flatten().next().map(|p| p.batch);
+        let needed_from = self.needed_from();
+        let flush = match pinned_from {
+            Some(p) if needed_from.saturating_sub(p) >= MAX_PINNED_RIGHT_BATCHES => {
+                Some(self.emit()?)
+            }
+            _ => None,
+        };
+        self.release_right(true);
+        Ok(Step::NeedRight(flush))
+    }
+
+    /// The oldest right batch the merge state (not the pending output) still uses.
+    fn needed_from(&self) -> usize {
+        let mut from = self.cursor.batch;
+        if let Some(c) = self.candidate {
+            from = from.min(c.batch);
+        }
+        if let Some(g) = self.group {
+            from = from.min(g.start.batch);
+        }
+        from
+    }
+
+    /// Drop right batches older than anything the merge state and pending output use.
+    fn release_right(&mut self, keep_pinned: bool) {
+        let mut keep_from = self.needed_from();
+        if keep_pinned && let Some(p) = self.picks.iter().flatten().next() {
+            keep_from = keep_from.min(p.batch);
+        }
+        while self.right_base < keep_from {
+            let Some(batch) = self.right.pop_front() else {
+                break;
+            };
+            self.reservation.shrink(batch.batch.get_array_memory_size());
+            self.right_base += 1;
+        }
+    }
+
+    /// Output for left rows `emit_from..left_row`.
+    fn emit(&mut self) -> Result<RecordBatch> {
+        let left = self.left.as_ref().expect("merging a left batch");
+        let n = self.left_row - self.emit_from;
+        let mut columns: Vec<ArrayRef> = left.batch.slice(self.emit_from, n).columns().to_vec();
+
+        // Source 0 is the NULL row; right batch b is source 1 + b - first.
+        let first = self.picks.iter().flatten().next().map_or(0, |p| p.batch);
+        let last = self.picks.iter().flatten().last().map_or(0, |p| p.batch);
+        let indices: Vec<(usize, usize)> = self
+            .picks
+            .iter()
+            .map(|p| match p {
+                Some(r) => (1 + r.batch - first, r.row),
+                None => (0, 0),
+            })
+            .collect();
+        let any_pick = self.picks.iter().any(Option::is_some);
+        for (c, null) in self.null_right.iter().enumerate() {
+            let mut sources: Vec<&dyn Array> = vec![null.as_ref()];
+            if any_pick {
+                for b in first..=last {
+                    sources.push(
+                        self.right_row(RowRef { batch: b, row: 0 })
+                            .batch
+                            .column(c)
+                            .as_ref(),
+                    );
+                }
+            }
+            columns.push(interleave(&sources, &indices)?);
+        }
+        self.emit_from = self.left_row;
+        self.picks.clear();
+        let batch = RecordBatch::try_new(Arc::clone(&self.spec.schema), columns)?;
+        self.metrics.baseline.record_output(batch.num_rows());
+        Ok(batch)
+    }
+
+    fn start_left(&mut self, batch: RecordBatch) -> Result<()> {
+        self.metrics.left_rows.add(batch.num_rows());
+        let keyed = self.keyed(
+            batch,
+            &self.spec.left_keys.clone(),
+            &Arc::clone(&self.spec.left_time),
+            None,
+        )?;
+        if let Some(old) = self.left.replace(keyed) {
+            self.reservation.shrink(old.batch.get_array_memory_size());
+        }
+        let size = self
+            .left
+            .as_ref()
+            .expect("just set")
+            .batch
+            .get_array_memory_size();
+        self.grow(size)?;
+        self.left_row = 0;
+        self.emit_from = 0;
+        Ok(())
+    }
+
+    fn push_right(&mut self, batch: RecordBatch) -> Result<()> {
+        self.metrics.right_rows.add(batch.num_rows());
+        let size = batch.get_array_memory_size();
+        let keyed = self.keyed(
+            batch,
+            &self.spec.right_keys.clone(),
+            &Arc::clone(&self.spec.right_time),
+            self.spec.tie_breaker.clone().as_ref(),
+        )?;
+        self.grow(size)?;
+        self.right.push_back(keyed);
+        Ok(())
+    }
+
+    fn grow(&mut self, bytes: usize) -> Result<()> {
+        self.reservation.try_grow(bytes)?;
+        self.metrics.peak_mem_used.set_max(self.reservation.size());
+        Ok(())
+    }
+
+    fn poll_next_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<RecordBatch>>> {
+        loop {
+            match self.state {
+                State::PullLeft => match ready!(self.left_input.poll_next_unpin(cx)) {
+                    Some(Ok(batch)) if batch.num_rows() == 0 => {}
+                    Some(Ok(batch)) => {
+                        let elapsed = self.metrics.baseline.elapsed_compute().clone();
+                        let _timer = elapsed.timer();
+                        self.start_left(batch)?;
+                        self.state = State::Merging;
+                    }
+                    Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    None => {
+                        self.state = State::Done;
+                        self.reservation.free();
+                        return Poll::Ready(None);
+                    }
+                },
+                State::Merging => {
+                    let elapsed = self.metrics.baseline.elapsed_compute().clone();
+                    let _timer = elapsed.timer();
+                    match self.merge()? {
+                        Step::NeedRight(flush) => {
+                            self.state = State::PullRight;
+                            if let Some(batch) = flush {
+                                return Poll::Ready(Some(Ok(batch)));
+                            }
+                        }
+                        Step::LeftDone(batch) => {
+                            self.state = State::PullLeft;
+                            if batch.num_rows() > 0 {
+                                return Poll::Ready(Some(Ok(batch)));
+                            }
+                        }
+                    }
+                }
+                State::PullRight => match ready!(self.right_input.poll_next_unpin(cx)) {
+                    Some(Ok(batch)) => {
+                        let elapsed = self.metrics.baseline.elapsed_compute().clone();
+                        let _timer = elapsed.timer();
+                        if batch.num_rows() > 0 {
+                            self.push_right(batch)?;
+                        }
+                        self.state = State::Merging;
+                    }
+                    Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    None => {
+                        self.right_done = true;
+                        self.state = State::Merging;
+                    }
+                },
+                State::Done => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+/// Tie-breaker values as `i64`, comparable within one column.
+fn tie_values(array: &ArrayRef) -> Result<Int64Array> {
+    use datafusion::arrow::datatypes::DataType;
+    let domain = match array.data_type() {
+        DataType::Timestamp(unit, _) => TimeDomain::Instant(*unit),
+        DataType::Date32 | DataType::Date64 => {
+            TimeDomain::Instant(datafusion::arrow::datatypes::TimeUnit::Millisecond)
+        }
+        t if t.is_integer() => TimeDomain::Integer,
+        other => return internal_err!("tie-breaker of type {other} passed planning"),
+    };
+    domain.to_i64(array)
+}
+
+impl Stream for AsOfJoinStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let poll = self.poll_next_inner(cx);
+        if let Poll::Ready(Some(Err(_))) = &poll {
+            self.state = State::Done;
+        }
+        poll
+    }
+}
+
+impl RecordBatchStream for AsOfJoinStream {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.spec.schema)
+    }
+}

@@ -1,0 +1,449 @@
+//! Planning `l ASOF JOIN r MATCH_CONDITION (...) ON ... | USING (...)` into [`AsOfJoin`].
+//!
+//! Grammar accepted in `MATCH_CONDITION`, as AND-ed terms in any order:
+//! - exactly one comparison `<left time> {>=|>|<=|<} <right time>` (either operand order);
+//! - optionally one inclusive TTL bound on the distance, in any of the usual spellings:
+//!   `l.ts - r.ts <= c`, `r.ts >= l.ts - c`, `l.ts <= r.ts + c` (mirrored for forward joins);
+//! - optionally `latest_by(r.created)`: among right rows tied on time, the larger value wins.
+
+use std::sync::Arc;
+
+use datafusion::common::{Column, DFSchema, Result, ScalarValue, plan_datafusion_err, plan_err};
+use datafusion::logical_expr::planner::{
+    PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
+};
+use datafusion::logical_expr::utils::split_conjunction_owned;
+use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, LogicalPlanBuilder, Operator};
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, Expr as SQLExpr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    JoinConstraint, JoinOperator, TableFactor, TableWithJoins,
+};
+
+use crate::logical::{AsOfJoin, MatchOp};
+
+/// Plans the nested factors that [`super::prepare_statement`] makes around ASOF joins.
+#[derive(Debug, Default)]
+pub struct AsOfRelationPlanner;
+
+impl RelationPlanner for AsOfRelationPlanner {
+    fn plan_relation(
+        &self,
+        relation: TableFactor,
+        context: &mut dyn RelationPlannerContext,
+    ) -> Result<RelationPlanning> {
+        let TableFactor::NestedJoin {
+            table_with_joins,
+            alias: None,
+        } = relation
+        else {
+            return Ok(RelationPlanning::Original(Box::new(relation)));
+        };
+        let TableWithJoins {
+            relation: left,
+            mut joins,
+        } = *table_with_joins;
+        let is_single_asof =
+            joins.len() == 1 && matches!(joins[0].join_operator, JoinOperator::AsOf { .. });
+        if !is_single_asof {
+            return Ok(RelationPlanning::Original(Box::new(
+                TableFactor::NestedJoin {
+                    table_with_joins: Box::new(TableWithJoins {
+                        relation: left,
+                        joins,
+                    }),
+                    alias: None,
+                },
+            )));
+        }
+        let join = joins.pop().expect("one join");
+        let JoinOperator::AsOf {
+            match_condition,
+            constraint,
+        } = join.join_operator
+        else {
+            unreachable!("checked above")
+        };
+        let left = context.plan(left)?;
+        let right = context.plan(join.relation)?;
+        let plan = plan_asof_join(left, right, match_condition, constraint, context)?;
+        Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(
+            plan, None,
+        ))))
+    }
+}
+
+/// Which input an expression reads.
+#[derive(Debug, PartialEq)]
+enum Side {
+    Left,
+    Right,
+    Both,
+    Neither,
+}
+
+fn side(expr: &Expr, left: &DFSchema, right: &DFSchema) -> Side {
+    let columns = expr.column_refs();
+    let in_left = columns.iter().filter(|c| left.has_column(c)).count();
+    let in_right = columns.iter().filter(|c| right.has_column(c)).count();
+    match (in_left, in_right) {
+        (0, 0) => Side::Neither,
+        (_, 0) => Side::Left,
+        (0, _) => Side::Right,
+        _ => Side::Both,
+    }
+}
+
+fn plan_asof_join(
+    left: LogicalPlan,
+    right: LogicalPlan,
+    match_condition: SQLExpr,
+    constraint: JoinConstraint,
+    context: &mut dyn RelationPlannerContext,
+) -> Result<LogicalPlan> {
+    let join_schema = left.schema().join(right.schema())?;
+
+    let mut tie_breaker = None;
+    let mut conditions = vec![];
+    for term in split_sql_and(match_condition) {
+        if let Some(arg) = latest_by_argument(&term)? {
+            if tie_breaker.is_some() {
+                return plan_err!("MATCH_CONDITION may name latest_by(...) only once");
+            }
+            let expr = context.sql_to_expr(arg, right.schema()).map_err(|e| {
+                plan_datafusion_err!(
+                    "latest_by(...) must name a column of the right side of the ASOF JOIN: {e}"
+                )
+            })?;
+            tie_breaker = Some(expr);
+        } else {
+            conditions.extend(split_conjunction_owned(
+                context.sql_to_expr(term, &join_schema)?,
+            ));
+        }
+    }
+    let condition = MatchCondition::analyze(conditions, left.schema(), right.schema())?;
+
+    let (on, using) = match constraint {
+        JoinConstraint::On(expr) => {
+            let expr = context.sql_to_expr(expr, &join_schema)?;
+            (equi_keys(expr, left.schema(), right.schema())?, vec![])
+        }
+        JoinConstraint::Using(names) => {
+            let mut on = vec![];
+            let mut right_columns = vec![];
+            for name in names {
+                let name = match name.0.as_slice() {
+                    [part] => match part.as_ident() {
+                        Some(ident) => context.normalize_ident(ident.clone()),
+                        None => return plan_err!("USING expects column names, found {name}"),
+                    },
+                    _ => return plan_err!("USING expects unqualified column names, found {name}"),
+                };
+                let l = using_column(left.schema(), &name, "left")?;
+                let r = using_column(right.schema(), &name, "right")?;
+                on.push((Expr::Column(l), Expr::Column(r.clone())));
+                right_columns.push(r);
+            }
+            (on, right_columns)
+        }
+        JoinConstraint::None => (vec![], vec![]),
+        JoinConstraint::Natural => {
+            return plan_err!("NATURAL ASOF JOIN is not supported: name the keys with ON or USING");
+        }
+    };
+
+    let node = AsOfJoin::try_new(
+        Arc::new(left),
+        Arc::new(right),
+        on,
+        condition.left_time,
+        condition.right_time,
+        condition.op,
+        condition.ttl,
+        tie_breaker,
+    )?;
+    let plan = node.into_plan();
+    if using.is_empty() {
+        return Ok(plan);
+    }
+    // USING merges each key pair into one column, as in DuckDB and PostgreSQL. The left
+    // key is that column: every left row is kept, so it is never NULL where the right is set.
+    let kept: Vec<Expr> = plan
+        .schema()
+        .columns()
+        .into_iter()
+        .filter(|c| !using.contains(c))
+        .map(Expr::Column)
+        .collect();
+    LogicalPlanBuilder::from(plan).project(kept)?.build()
+}
+
+fn using_column(schema: &DFSchema, name: &str, side: &str) -> Result<Column> {
+    let (qualifier, field) = schema
+        .qualified_field_with_unqualified_name(name)
+        .map_err(|_| {
+            plan_datafusion_err!("USING column {name} is not in the {side} input of the ASOF JOIN")
+        })?;
+    Ok(Column::new(qualifier.cloned(), field.name()))
+}
+
+/// `a AND (b AND c)` as `[a, b, c]`, on the SQL AST, so `latest_by(...)` can be taken out
+/// before DataFusion tries to resolve it as a function.
+fn split_sql_and(expr: SQLExpr) -> Vec<SQLExpr> {
+    match expr {
+        SQLExpr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            let mut terms = split_sql_and(*left);
+            terms.extend(split_sql_and(*right));
+            terms
+        }
+        SQLExpr::Nested(inner) => match *inner {
+            and @ SQLExpr::BinaryOp {
+                op: BinaryOperator::And,
+                ..
+            } => split_sql_and(and),
+            other => vec![SQLExpr::Nested(Box::new(other))],
+        },
+        other => vec![other],
+    }
+}
+
+fn latest_by_argument(expr: &SQLExpr) -> Result<Option<SQLExpr>> {
+    let SQLExpr::Function(function) = expr else {
+        return Ok(None);
+    };
+    if !function.name.to_string().eq_ignore_ascii_case("latest_by") {
+        return Ok(None);
+    }
+    if let FunctionArguments::List(list) = &function.args
+        && let [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] = list.args.as_slice()
+    {
+        return Ok(Some(arg.clone()));
+    }
+    plan_err!(
+        "latest_by takes one right-side column, e.g. latest_by(f.created_timestamp); found {expr}"
+    )
+}
+
+/// The analysed `MATCH_CONDITION`.
+struct MatchCondition {
+    left_time: Expr,
+    right_time: Expr,
+    op: MatchOp,
+    ttl: Option<ScalarValue>,
+}
+
+impl MatchCondition {
+    fn analyze(conditions: Vec<Expr>, left: &DFSchema, right: &DFSchema) -> Result<Self> {
+        for c in &conditions {
+            check_term(c)?;
+        }
+        match conditions.as_slice() {
+            [] => plan_err!(
+                "ASOF JOIN needs exactly one of >=, >, <=, < in MATCH_CONDITION, e.g. MATCH_CONDITION (l.ts >= r.ts)"
+            ),
+            [only] => Self::comparison(only, left, right).ok_or_else(|| {
+                plan_datafusion_err!(
+                    "MATCH_CONDITION must compare a time of the left input with a time of the right input, e.g. l.ts >= r.ts; found: {only}"
+                )
+            }),
+            [a, b] => {
+                for (cmp, bound) in [(a, b), (b, a)] {
+                    if let Some(mut condition) = Self::comparison(cmp, left, right)
+                        && let Some(ttl) = condition.ttl_bound(bound)?
+                    {
+                        condition.ttl = Some(ttl);
+                        return Ok(condition);
+                    }
+                }
+                plan_err!(
+                    "ASOF JOIN needs exactly one time comparison in MATCH_CONDITION, plus at most one TTL bound such as \
+                     l.ts - r.ts <= INTERVAL '90 days'; found: {a} AND {b}"
+                )
+            }
+            _ => plan_err!(
+                "ASOF JOIN takes one time comparison and at most one TTL bound in MATCH_CONDITION; found {} conditions",
+                conditions.len()
+            ),
+        }
+    }
+
+    /// `left_expr op right_expr`, in either operand order.
+    fn comparison(expr: &Expr, left: &DFSchema, right: &DFSchema) -> Option<Self> {
+        let (a, op, b) = as_inequality(expr)?;
+        let (left_time, op, right_time) = match (side(a, left, right), side(b, left, right)) {
+            (Side::Left, Side::Right) => (a, op, b),
+            (Side::Right, Side::Left) => (b, op.swap(), a),
+            _ => return None,
+        };
+        // `l.ts - INTERVAL '1 day' <= r.ts` is a TTL bound, not a time comparison.
+        if has_constant_arithmetic(left_time) || has_constant_arithmetic(right_time) {
+            return None;
+        }
+        Some(Self {
+            left_time: left_time.clone(),
+            right_time: right_time.clone(),
+            op,
+            ttl: None,
+        })
+    }
+
+    /// The TTL literal if `expr` bounds the distance this comparison looks across.
+    fn ttl_bound(&self, expr: &Expr) -> Result<Option<ScalarValue>> {
+        let Some((a, op, b)) = as_inequality(expr) else {
+            return Ok(None);
+        };
+        // As `small <= big`.
+        let (small, big, strict) = match op {
+            MatchOp::LtEq => (a, b, false),
+            MatchOp::Lt => (a, b, true),
+            MatchOp::GtEq => (b, a, false),
+            MatchOp::Gt => (b, a, true),
+        };
+        // Backward joins bound l - r; forward joins bound r - l.
+        let (later, earlier) = if self.op.is_backward() {
+            (&self.left_time, &self.right_time)
+        } else {
+            (&self.right_time, &self.left_time)
+        };
+        let ttl = if let (Some((x, y)), Some(c)) = (as_minus(small), as_literal(big))
+            && x == later
+            && y == earlier
+        {
+            // later - earlier <= c
+            Some(c)
+        } else if let Some((x, c)) = as_minus(small).and_then(|(x, c)| Some((x, as_literal(c)?)))
+            && x == later
+            && big == earlier
+        {
+            // later - c <= earlier
+            Some(c)
+        } else if let Some((y, c)) = as_plus_literal(big)
+            && small == later
+            && y == earlier
+        {
+            // later <= earlier + c
+            Some(c)
+        } else {
+            None
+        };
+        if ttl.is_some() && strict {
+            return plan_err!(
+                "the TTL bound is inclusive: write it with <= (or >=), e.g. l.ts - r.ts <= INTERVAL '90 days'; found: {expr}"
+            );
+        }
+        Ok(ttl)
+    }
+}
+
+/// Reject what can never be part of the grammar with a message that names it.
+fn check_term(expr: &Expr) -> Result<()> {
+    if let Expr::BinaryExpr(BinaryExpr { op, .. }) = expr {
+        match op {
+            Operator::Or => {
+                return plan_err!("MATCH_CONDITION does not support OR; found: {expr}");
+            }
+            Operator::Eq => {
+                return plan_err!(
+                    "MATCH_CONDITION needs one of >=, >, <=, <, found: {expr}; put equality conditions in ON (...)"
+                );
+            }
+            _ => {}
+        }
+    }
+    if as_inequality(expr).is_none() {
+        return plan_err!(
+            "ASOF JOIN needs exactly one of >=, >, <=, < in MATCH_CONDITION, found: {expr}"
+        );
+    }
+    Ok(())
+}
+
+fn as_inequality(expr: &Expr) -> Option<(&Expr, MatchOp, &Expr)> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else {
+        return None;
+    };
+    let op = match op {
+        Operator::GtEq => MatchOp::GtEq,
+        Operator::Gt => MatchOp::Gt,
+        Operator::LtEq => MatchOp::LtEq,
+        Operator::Lt => MatchOp::Lt,
+        _ => return None,
+    };
+    Some((left, op, right))
+}
+
+fn as_minus(expr: &Expr) -> Option<(&Expr, &Expr)> {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Minus,
+            right,
+        }) => Some((left, right)),
+        _ => None,
+    }
+}
+
+/// `x + c` or `c + x` with a literal `c`.
+fn as_plus_literal(expr: &Expr) -> Option<(&Expr, ScalarValue)> {
+    let Expr::BinaryExpr(BinaryExpr {
+        left,
+        op: Operator::Plus,
+        right,
+    }) = expr
+    else {
+        return None;
+    };
+    match (as_literal(left), as_literal(right)) {
+        (None, Some(c)) => Some((left, c)),
+        (Some(c), None) => Some((right, c)),
+        _ => None,
+    }
+}
+
+fn as_literal(expr: &Expr) -> Option<ScalarValue> {
+    match expr {
+        Expr::Literal(value, _) => Some(value.clone()),
+        Expr::Negative(inner) => as_literal(inner)?.arithmetic_negate().ok(),
+        _ => None,
+    }
+}
+
+fn has_constant_arithmetic(expr: &Expr) -> bool {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(op, Operator::Plus | Operator::Minus) =>
+        {
+            as_literal(left).is_some() || as_literal(right).is_some()
+        }
+        _ => false,
+    }
+}
+
+/// `ON a = b AND c = d` as key pairs `(left, right)`.
+fn equi_keys(expr: Expr, left: &DFSchema, right: &DFSchema) -> Result<Vec<(Expr, Expr)>> {
+    split_conjunction_owned(expr)
+        .into_iter()
+        .map(|term| {
+            if let Expr::BinaryExpr(BinaryExpr {
+                left: a,
+                op: Operator::Eq,
+                right: b,
+            }) = &term
+            {
+                match (side(a, left, right), side(b, left, right)) {
+                    (Side::Left, Side::Right) => return Ok((*a.clone(), *b.clone())),
+                    (Side::Right, Side::Left) => return Ok((*b.clone(), *a.clone())),
+                    _ => {}
+                }
+            }
+            plan_err!(
+                "ASOF JOIN ... ON accepts only equalities between a left and a right expression, AND-ed together; \
+                 found: {term}. Time conditions belong in MATCH_CONDITION"
+            )
+        })
+        .collect()
+}

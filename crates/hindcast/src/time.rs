@@ -1,0 +1,209 @@
+//! Time columns as comparable instants.
+//!
+//! The two sides of a point-in-time join may carry time in different types: any mix of
+//! `TIMESTAMP` units, with or without a time zone, `DATE`, or (both sides) integers. The
+//! operator compares them as `i64` values in one [`TimeDomain`], chosen at planning time as
+//! the finest unit of the two sides so no conversion loses precision. A time-zone-naive
+//! timestamp is read as UTC, which for Arrow means its raw value is used as is: Arrow stores
+//! zoned timestamps as UTC epoch values too, so the raw values of both are the same instant.
+
+use std::fmt;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Date32Type, Date64Type, Int64Type, TimeUnit};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+
+/// The scale in which both time columns of a join are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+pub enum TimeDomain {
+    /// Instants since the Unix epoch, counted in this unit.
+    Instant(TimeUnit),
+    /// Plain integers (sequence numbers, epoch values the user manages): no unit.
+    Integer,
+}
+
+/// The unit an instant-like type counts in; `None` for types that are not instants.
+fn instant_unit(data_type: &DataType) -> Option<TimeUnit> {
+    match data_type {
+        DataType::Timestamp(unit, _) => Some(*unit),
+        DataType::Date32 => Some(TimeUnit::Second),
+        DataType::Date64 => Some(TimeUnit::Millisecond),
+        _ => None,
+    }
+}
+
+fn nanos_per(unit: TimeUnit) -> i64 {
+    match unit {
+        TimeUnit::Second => 1_000_000_000,
+        TimeUnit::Millisecond => 1_000_000,
+        TimeUnit::Microsecond => 1_000,
+        TimeUnit::Nanosecond => 1,
+    }
+}
+
+fn is_integer(data_type: &DataType) -> bool {
+    data_type.is_integer()
+}
+
+impl TimeDomain {
+    /// The domain in which `left` and `right` compare, or `None` if they cannot be compared.
+    pub fn common(left: &DataType, right: &DataType) -> Option<Self> {
+        match (instant_unit(left), instant_unit(right)) {
+            (Some(l), Some(r)) => {
+                // Finer unit = fewer nanoseconds per tick.
+                let unit = if nanos_per(l) <= nanos_per(r) { l } else { r };
+                Some(TimeDomain::Instant(unit))
+            }
+            (None, None) if is_integer(left) && is_integer(right) => Some(TimeDomain::Integer),
+            _ => None,
+        }
+    }
+
+    /// Whether a column of `data_type` can be converted into this domain.
+    pub fn accepts(&self, data_type: &DataType) -> bool {
+        match self {
+            TimeDomain::Instant(_) => instant_unit(data_type).is_some(),
+            TimeDomain::Integer => is_integer(data_type),
+        }
+    }
+
+    /// Convert a time column into `i64` values of this domain (nulls kept).
+    pub fn to_i64(&self, array: &ArrayRef) -> Result<Int64Array> {
+        match self {
+            TimeDomain::Integer => {
+                // Casting (not reinterpreting) so UInt64 values above i64::MAX fail loudly.
+                let options = datafusion::arrow::compute::CastOptions {
+                    safe: false,
+                    ..Default::default()
+                };
+                let cast = datafusion::arrow::compute::cast_with_options(
+                    array,
+                    &DataType::Int64,
+                    &options,
+                )?;
+                Ok(cast.as_primitive::<Int64Type>().clone())
+            }
+            TimeDomain::Instant(target) => {
+                let (raw, unit) = match array.data_type() {
+                    DataType::Timestamp(unit, _) => {
+                        // Reinterpret: a zoned timestamp's raw value is already UTC.
+                        let raw = cast(array, &DataType::Int64)?;
+                        (raw.as_primitive::<Int64Type>().clone(), *unit)
+                    }
+                    DataType::Date32 => {
+                        let days = array.as_primitive::<Date32Type>();
+                        let secs: Int64Array = days.unary(|d| d as i64 * 86_400);
+                        (secs, TimeUnit::Second)
+                    }
+                    DataType::Date64 => {
+                        let ms = array.as_primitive::<Date64Type>();
+                        (ms.reinterpret_cast::<Int64Type>(), TimeUnit::Millisecond)
+                    }
+                    other => return exec_err!("{other} is not a time type"),
+                };
+                let factor = nanos_per(unit) / nanos_per(*target);
+                if factor == 1 {
+                    return Ok(raw);
+                }
+                let scaled: std::result::Result<Int64Array, _> =
+                    raw.try_unary(|v| v.checked_mul(factor).ok_or(()));
+                match scaled {
+                    Ok(values) => Ok(values),
+                    Err(()) => exec_err!(
+                        "a time value of type {} does not fit in {:?} precision (years before 1677 or after 2262 cannot be compared with nanosecond timestamps)",
+                        array.data_type(),
+                        target
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Convert a TTL literal into a bound in this domain. `Ok(None)` means unbounded: a TTL of
+    /// zero means "no TTL", as in Feast.
+    pub fn ttl_from_scalar(&self, value: &ScalarValue) -> Result<Option<i64>> {
+        let nanos: i128 = match (self, value) {
+            (TimeDomain::Integer, v) if v.data_type().is_integer() => {
+                let ScalarValue::Int64(Some(n)) = v.cast_to(&DataType::Int64)? else {
+                    return plan_err!("TTL must not be NULL");
+                };
+                return ttl_bound(n as i128, 1, value);
+            }
+            (TimeDomain::Integer, v) => {
+                return plan_err!(
+                    "the time columns are integers, so the TTL must be an integer, found {v}"
+                );
+            }
+            (_, ScalarValue::IntervalMonthDayNano(Some(v))) => {
+                if v.months != 0 {
+                    return plan_err!(
+                        "TTL {value} uses months, which have no fixed length: write it in days, e.g. INTERVAL '90 days'"
+                    );
+                }
+                v.days as i128 * 86_400_000_000_000 + v.nanoseconds as i128
+            }
+            (_, ScalarValue::IntervalDayTime(Some(v))) => {
+                v.days as i128 * 86_400_000_000_000 + v.milliseconds as i128 * 1_000_000
+            }
+            (_, ScalarValue::IntervalYearMonth(Some(_))) => {
+                return plan_err!(
+                    "TTL {value} uses months or years, which have no fixed length: write it in days, e.g. INTERVAL '90 days'"
+                );
+            }
+            (_, ScalarValue::DurationSecond(Some(v))) => *v as i128 * 1_000_000_000,
+            (_, ScalarValue::DurationMillisecond(Some(v))) => *v as i128 * 1_000_000,
+            (_, ScalarValue::DurationMicrosecond(Some(v))) => *v as i128 * 1_000,
+            (_, ScalarValue::DurationNanosecond(Some(v))) => *v as i128,
+            (_, v) => {
+                return plan_err!(
+                    "TTL must be a constant INTERVAL such as INTERVAL '90 days', found {v} of type {}",
+                    v.data_type()
+                );
+            }
+        };
+        let tick = match self {
+            TimeDomain::Instant(unit) => nanos_per(*unit) as i128,
+            TimeDomain::Integer => 1,
+        };
+        ttl_bound(nanos, tick, value)
+    }
+}
+
+/// `amount` (in units where one domain tick is `tick`) as an inclusive bound in ticks.
+fn ttl_bound(amount: i128, tick: i128, original: &ScalarValue) -> Result<Option<i64>> {
+    if amount < 0 {
+        return plan_err!("TTL must not be negative, found {original}");
+    }
+    if amount == 0 {
+        return Ok(None);
+    }
+    // diff <= ttl over integer ticks is diff <= floor(ttl / tick).
+    Ok(Some(i64::try_from(amount / tick).unwrap_or(i64::MAX)))
+}
+
+/// Shows a TTL bound in human units for `EXPLAIN`.
+pub struct DisplayTtl(pub TimeDomain, pub i64);
+
+impl fmt::Display for DisplayTtl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let TimeDomain::Instant(unit) = self.0 else {
+            return write!(f, "{}", self.1);
+        };
+        let nanos = self.1 as i128 * nanos_per(unit) as i128;
+        const UNITS: [(i128, &str); 6] = [
+            (86_400_000_000_000, "days"),
+            (3_600_000_000_000, "hours"),
+            (60_000_000_000, "minutes"),
+            (1_000_000_000, "seconds"),
+            (1_000_000, "milliseconds"),
+            (1_000, "microseconds"),
+        ];
+        for (size, name) in UNITS {
+            if nanos % size == 0 {
+                return write!(f, "{} {name}", nanos / size);
+            }
+        }
+        write!(f, "{nanos} nanoseconds")
+    }
+}
