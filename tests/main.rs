@@ -1,1 +1,13 @@
-fn main() {}
+//! hindcast's one integration-test binary (one binary links DataFusion once).
+//!
+//! - `slt`: the SQL behaviour in `sql/*.slt`, each file under several batch sizes and
+//!   partition counts;
+//! - `differential`: the operator against a brute-force reference on random inputs;
+//! - `out_of_core`: a join whose right side is larger than the memory limit;
+//! - `cli`: the `hindcast` binary as a user runs it.
+
+mod cli;
+mod common;
+mod differential;
+mod out_of_core;
+mod slt;

@@ -9,8 +9,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use datafusion::common::Result;
-use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionConfig;
 use hindcast::Hindcast;
 
@@ -64,23 +63,22 @@ async fn run(args: Args) -> Result<()> {
         for statement in hc.parse_sql(&text)? {
             let start = Instant::now();
             let df = hc.execute_statement(statement).await?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
             let batches = df.collect().await?;
-            printer.print(&batches, start.elapsed())?;
+            printer.print(&schema, &batches, start.elapsed())?;
         }
     }
     Ok(())
 }
 
-/// A session configured from the command line: memory limit and spilling.
+/// A session configured from the command line.
 fn session(args: &Args) -> Result<Hindcast> {
-    let mut runtime = RuntimeEnvBuilder::new();
-    if let Some(limit) = args.memory_limit {
-        // A fair pool splits memory between the sorts feeding each join partition, so all of
-        // them spill in turn instead of the first one starving the others.
-        runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+    let config = SessionConfig::new().with_information_schema(true);
+    match args.memory_limit {
+        Some(limit) => Hindcast::with_memory_limit(config, limit),
+        None => Ok(Hindcast::new_with_config_rt(
+            config,
+            Arc::new(RuntimeEnv::default()),
+        )),
     }
-    Ok(Hindcast::new_with_config_rt(
-        SessionConfig::new().with_information_schema(true),
-        runtime.build_arc()?,
-    ))
 }

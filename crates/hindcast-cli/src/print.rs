@@ -1,9 +1,11 @@
 //! Printing results in the formats `--format` offers.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::util::display::FormatOptions;
 use datafusion::arrow::util::pretty::pretty_format_batches_with_options;
 use datafusion::common::{DataFusionError, Result};
@@ -25,7 +27,22 @@ impl Printer {
         }
     }
 
-    pub fn print(&self, batches: &[RecordBatch], elapsed: Duration) -> Result<()> {
+    pub fn print(
+        &self,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+        elapsed: Duration,
+    ) -> Result<()> {
+        // DDL and SET return no columns: nothing to show.
+        if schema.fields().is_empty() {
+            return Ok(());
+        }
+        let empty = [RecordBatch::new_empty(Arc::clone(schema))];
+        let batches = if batches.is_empty() {
+            &empty[..]
+        } else {
+            batches
+        };
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let mut out = std::io::stdout().lock();
         let shown = match self.format {
@@ -71,19 +88,18 @@ impl Printer {
             } else {
                 String::new()
             };
-            eprintln!(
+            writeln!(
+                out,
                 "{rows} {noun}{note} in set. Query took {:.3} seconds.\n",
                 elapsed.as_secs_f64()
-            );
+            )
+            .map_err(DataFusionError::from)?;
         }
         Ok(())
     }
 
     /// Aligned table of at most `maxrows` rows; returns how many rows it showed.
     fn table(&self, out: &mut impl Write, batches: &[RecordBatch], rows: usize) -> Result<usize> {
-        if batches.is_empty() || batches.iter().all(|b| b.num_columns() == 0) {
-            return Ok(0);
-        }
         let limit = if self.maxrows == 0 {
             rows
         } else {
@@ -95,6 +111,7 @@ impl Printer {
             if left == 0 && !kept.is_empty() {
                 break;
             }
+
             let take = left.min(batch.num_rows());
             kept.push(batch.slice(0, take));
             left -= take;

@@ -9,7 +9,8 @@ use datafusion::common::{Result, plan_datafusion_err};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
-use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
@@ -67,6 +68,23 @@ impl Hindcast {
         Self {
             ctx: SessionContext::new_with_state(state),
         }
+    }
+
+    /// A session whose queries stay within `limit` bytes of memory, spilling to disk (in
+    /// the operating system's temporary directory) past it.
+    pub fn with_memory_limit(mut config: SessionConfig, limit: usize) -> Result<Self> {
+        // Every sort below a join reserves memory up front to merge its spill files; at
+        // DataFusion's default (10 MB each) two sorts per partition would alone exceed a
+        // small limit, so each gets a share of it instead.
+        let sorts = 2 * config.target_partitions().max(1);
+        let share = (limit / (4 * sorts)).clamp(64 * 1024, 10 * 1024 * 1024);
+        config.options_mut().execution.sort_spill_reservation_bytes = share;
+        // A fair pool splits memory between the sorts feeding each join partition, so all
+        // of them spill in turn instead of the first one starving the others.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(limit)))
+            .build_arc()?;
+        Ok(Self::new_with_config_rt(config, runtime))
     }
 
     /// The underlying DataFusion context, for everything hindcast does not wrap.

@@ -414,11 +414,11 @@ fn as_literal(expr: &Expr) -> Option<ScalarValue> {
 
 fn has_constant_arithmetic(expr: &Expr) -> bool {
     match expr {
-        Expr::BinaryExpr(BinaryExpr { left, op, right })
-            if matches!(op, Operator::Plus | Operator::Minus) =>
-        {
-            as_literal(left).is_some() || as_literal(right).is_some()
-        }
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Plus | Operator::Minus,
+            right,
+        }) => as_literal(left).is_some() || as_literal(right).is_some(),
         _ => false,
     }
 }

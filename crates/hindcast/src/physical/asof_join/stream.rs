@@ -553,9 +553,10 @@ impl AsOfJoinStream {
         }
         self.emit_from = self.left_row;
         self.picks.clear();
-        let batch = RecordBatch::try_new(Arc::clone(&self.spec.schema), columns)?;
-        self.metrics.baseline.record_output(batch.num_rows());
-        Ok(batch)
+        Ok(RecordBatch::try_new(
+            Arc::clone(&self.spec.schema),
+            columns,
+        )?)
     }
 
     fn start_left(&mut self, batch: RecordBatch) -> Result<()> {
@@ -680,7 +681,7 @@ impl Stream for AsOfJoinStream {
         if let Poll::Ready(Some(Err(_))) = &poll {
             self.state = State::Done;
         }
-        poll
+        self.metrics.baseline.record_poll(poll)
     }
 }
 

@@ -1,0 +1,41 @@
+-- Regenerates examples/data/*.parquet (deterministic: no random()).
+-- Run from the repository root: cargo run -p hindcast-cli -- -q -f examples/make_example_data.sql
+-- 500 users, 60 days from 2025-01-01. Timestamps are UTC.
+
+COPY (
+  SELECT
+    1000 + (value * 7919) % 500 AS user_id,
+    to_timestamp_seconds(1735689600 + 86400 * 10 + (value * 104729) % (86400 * 50)) AS event_timestamp,
+    CAST((value * 31) % 7 = 0 AS INT) AS label
+  FROM generate_series(0, 1999)
+) TO 'examples/data/labels.parquet' STORED AS PARQUET;
+
+-- A daily batch job writes one row per active user per day; some rows are re-computed
+-- later (same event time, later created time) to exercise the tie-breaker.
+COPY (
+  SELECT
+    user_id,
+    event_timestamp,
+    event_timestamp + INTERVAL '2 hours' + CASE WHEN value % 10 = 0 THEN INTERVAL '1 day' ELSE INTERVAL '0 days' END AS created_timestamp,
+    round(20 + ((value * 7907) % 8000) / 100.0, 2) AS avg_transaction_amount,
+    CAST((value * 13) % 40 AS BIGINT) AS transaction_count_30d,
+    round(((value * 7919) % 500000) / 100.0, 2) AS total_spend_90d,
+    round(1 + ((value * 17) % 290) / 10.0, 1) AS avg_days_between_purchases,
+    CASE (value * 11) % 4 WHEN 0 THEN 'grocery' WHEN 1 THEN 'electronics' WHEN 2 THEN 'travel' ELSE 'fashion' END AS preferred_category
+  FROM (
+    SELECT
+      value,
+      1000 + (value * 7919) % 500 AS user_id,
+      to_timestamp_seconds(1735689600 + 86400 * ((value * 15485863) % 60)) AS event_timestamp
+    FROM generate_series(0, 11999)
+  )
+) TO 'examples/data/user_spending_stats.parquet' STORED AS PARQUET;
+
+COPY (
+  SELECT
+    1000 + (value * 7919) % 500 AS user_id,
+    to_timestamp_seconds(1735689600 + (value * 104723) % (86400 * 60)) AS ts,
+    CAST((value * 7) % 30 AS BIGINT) AS last_login_days_ago,
+    CAST((value * 3) % 50 AS BIGINT) AS session_count_7d
+  FROM generate_series(0, 9999)
+) TO 'examples/data/user_activity.parquet' STORED AS PARQUET;

@@ -1,0 +1,22 @@
+//! Helpers shared by the test modules.
+
+use datafusion::prelude::SessionConfig;
+use hindcast::Hindcast;
+use std::path::PathBuf;
+
+/// The repository root (tests run from the CLI crate's directory).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A session with the given batch size, partition count and optional memory limit.
+pub fn session(batch_size: usize, partitions: usize, memory_limit: Option<usize>) -> Hindcast {
+    let config = SessionConfig::new()
+        .with_batch_size(batch_size)
+        .with_target_partitions(partitions)
+        .with_information_schema(true);
+    match memory_limit {
+        Some(limit) => Hindcast::with_memory_limit(config, limit).expect("session"),
+        None => Hindcast::new_with_config_rt(config, Default::default()),
+    }
+}
