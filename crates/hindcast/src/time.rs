@@ -60,14 +60,6 @@ impl TimeDomain {
         }
     }
 
-    /// Whether a column of `data_type` can be converted into this domain.
-    pub fn accepts(&self, data_type: &DataType) -> bool {
-        match self {
-            TimeDomain::Instant(_) => instant_unit(data_type).is_some(),
-            TimeDomain::Integer => is_integer(data_type),
-        }
-    }
-
     /// Convert a time column into `i64` values of this domain (nulls kept).
     pub fn to_i64(&self, array: &ArrayRef) -> Result<Int64Array> {
         match self {

@@ -561,12 +561,7 @@ impl AsOfJoinStream {
 
     fn start_left(&mut self, batch: RecordBatch) -> Result<()> {
         self.metrics.left_rows.add(batch.num_rows());
-        let keyed = self.keyed(
-            batch,
-            &self.spec.left_keys.clone(),
-            &Arc::clone(&self.spec.left_time),
-            None,
-        )?;
+        let keyed = self.keyed(batch, &self.spec.left_keys, &self.spec.left_time, None)?;
         if let Some(old) = self.left.replace(keyed) {
             self.reservation.shrink(old.batch.get_array_memory_size());
         }
@@ -587,9 +582,9 @@ impl AsOfJoinStream {
         let size = batch.get_array_memory_size();
         let keyed = self.keyed(
             batch,
-            &self.spec.right_keys.clone(),
-            &Arc::clone(&self.spec.right_time),
-            self.spec.tie_breaker.clone().as_ref(),
+            &self.spec.right_keys,
+            &self.spec.right_time,
+            self.spec.tie_breaker.as_ref(),
         )?;
         self.grow(size)?;
         self.right.push_back(keyed);
