@@ -1,4 +1,4 @@
--- Regenerates examples/data/*.parquet (deterministic: no random()).
+-- Regenerates examples/feature_repo/data/*.parquet (deterministic: no random()).
 -- Run from the repository root: cargo run -p hindcast-cli -- -q -f examples/make_example_data.sql
 -- 500 users, 60 days from 2025-01-01. Timestamps are UTC.
 
@@ -8,7 +8,7 @@ COPY (
     to_timestamp_seconds(1735689600 + 86400 * 10 + (value * 104729) % (86400 * 50)) AS event_timestamp,
     CAST((value * 31) % 7 = 0 AS INT) AS label
   FROM generate_series(0, 1999)
-) TO 'examples/data/labels.parquet' STORED AS PARQUET;
+) TO 'examples/feature_repo/data/labels.parquet' STORED AS PARQUET;
 
 -- A daily batch job writes one row per active user per day; some rows are re-computed
 -- later (same event time, later created time) to exercise the tie-breaker.
@@ -29,7 +29,7 @@ COPY (
       to_timestamp_seconds(1735689600 + 86400 * ((value * 15485863) % 60)) AS event_timestamp
     FROM generate_series(0, 11999)
   )
-) TO 'examples/data/user_spending_stats.parquet' STORED AS PARQUET;
+) TO 'examples/feature_repo/data/user_spending_stats.parquet' STORED AS PARQUET;
 
 COPY (
   SELECT
@@ -38,4 +38,4 @@ COPY (
     CAST((value * 7) % 30 AS BIGINT) AS last_login_days_ago,
     CAST((value * 3) % 50 AS BIGINT) AS session_count_7d
   FROM generate_series(0, 9999)
-) TO 'examples/data/user_activity.parquet' STORED AS PARQUET;
+) TO 'examples/feature_repo/data/user_activity.parquet' STORED AS PARQUET;

@@ -1,29 +1,21 @@
--- Point-in-time training rows: for every label, the user's spending stats and activity as
--- known at the label's timestamp, never later. Stats older than 90 days and activity older
--- than 7 days are too stale to use (TTL); a re-computed stats row (same event time, later
--- created time) wins over the original.
--- Run from the repository root: cargo run -p hindcast-cli -- -f examples/training_set.sql
+-- Point-in-time training rows for the churn model: for every label, the features of the
+-- `churn_model` service as known at the label's timestamp, never later, within each view's
+-- TTL. The feature views and the service are defined in examples/feature_repo/.
+-- Run from the repository root:
+--   cargo run -p hindcast-cli -- --repo examples/feature_repo -f examples/training_set.sql
 
-CREATE EXTERNAL TABLE labels STORED AS PARQUET LOCATION 'examples/data/labels.parquet';
-CREATE EXTERNAL TABLE user_spending_stats STORED AS PARQUET LOCATION 'examples/data/user_spending_stats.parquet';
-CREATE EXTERNAL TABLE user_activity STORED AS PARQUET LOCATION 'examples/data/user_activity.parquet';
+-- The whole training set, written atomically (a failed write leaves nothing behind).
+COPY (SELECT * FROM historical_features('labels', 'churn_model'))
+  TO 'target/training_set.parquet' STORED AS PARQUET;
 
-SELECT
-  l.user_id,
-  l.event_timestamp,
-  l.label,
-  s.avg_transaction_amount,
-  s.total_spend_90d,
-  s.preferred_category,
-  a.session_count_7d
+-- A look at the first rows, written the SQL way: a temporal join per feature view.
+SELECT l.user_id, l.event_timestamp, l.label,
+       s.avg_transaction_amount, s.total_spend_90d, s.preferred_category,
+       a.session_count_7d
 FROM labels l
-ASOF JOIN user_spending_stats s
-  MATCH_CONDITION (l.event_timestamp >= s.event_timestamp
-                   AND l.event_timestamp - s.event_timestamp <= INTERVAL '90 days'
-                   AND latest_by(s.created_timestamp))
-  ON l.user_id = s.user_id
-ASOF JOIN user_activity a
-  MATCH_CONDITION (l.event_timestamp >= a.ts AND l.event_timestamp - a.ts <= INTERVAL '7 days')
-  ON l.user_id = a.user_id
+LEFT JOIN user_spending_stats FOR SYSTEM_TIME AS OF l.event_timestamp AS s
+  ON s.user_id = l.user_id
+LEFT JOIN user_activity FOR SYSTEM_TIME AS OF l.event_timestamp AS a
+  ON a.user_id = l.user_id
 ORDER BY l.event_timestamp, l.user_id
-LIMIT 20;
+LIMIT 10;

@@ -21,10 +21,17 @@ fn stderr(output: &Output) -> String {
 }
 
 #[test]
-fn readme_main_job_prints_training_rows() {
-    let out = hindcast(&["-f", "examples/training_set.sql"]);
+fn readme_main_job_writes_the_training_set_and_prints_rows() {
+    let out = hindcast(&[
+        "--repo",
+        "examples/feature_repo",
+        "-f",
+        "examples/training_set.sql",
+    ]);
     assert!(out.status.success(), "stderr: {}", stderr(&out));
     let text = stdout(&out);
+    // COPY reports one row per label.
+    assert!(text.contains("| 2000  |"), "{text}");
     // First label of the example: user 1000 at 2025-01-11 00:00; its stats row of
     // 2025-01-11 (re-computed a day later) wins over nothing older.
     let first = text
@@ -32,7 +39,99 @@ fn readme_main_job_prints_training_rows() {
         .find(|l| l.contains("| 1000    | 2025-01-11T00:00:00"))
         .unwrap_or_else(|| panic!("no row for user 1000 in:\n{text}"));
     assert!(first.contains("grocery"), "{first}");
-    assert!(text.contains("20 rows in set"), "{text}");
+    assert!(text.contains("10 rows in set"), "{text}");
+
+    // The written training set: one row per label, features as of each label's time.
+    let check = hindcast(&[
+        "-q",
+        "--format",
+        "csv",
+        "-c",
+        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'target/training_set.parquet'",
+        "-c",
+        "SELECT count(*), count(DISTINCT user_id), max(session_count_7d) FROM t",
+    ]);
+    assert!(check.status.success(), "stderr: {}", stderr(&check));
+    assert_eq!(stdout(&check).lines().last(), Some("2000,500,49"));
+}
+
+#[test]
+fn repository_is_listed_and_described() {
+    let out = hindcast(&[
+        "--repo",
+        "examples/feature_repo",
+        "-q",
+        "--format",
+        "csv",
+        "-c",
+        "SHOW FEATURE VIEWS",
+        "-c",
+        "SHOW FEATURE SERVICES",
+    ]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("user_spending_stats,user_id,event_timestamp,created_timestamp,90 days,PARQUET 'examples/feature_repo/data/user_spending_stats.parquet'"), "{text}");
+    assert!(text.contains("user_activity,user_id,ts,,7 days,"), "{text}");
+    assert!(
+        text.contains("churn_model,user_activity,session_count_7d"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_repository_file_is_reported_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("a.sql"),
+        "-- fine\nCREATE TABLE t AS VALUES (1);\n\nCREATE FEATURE VIEW v ENTITY (column1) TIMESTAMP nope AS SELECT * FROM t;\n",
+    )
+    .expect("write");
+    let out = hindcast(&["--repo", dir.path().to_str().unwrap(), "-c", "SELECT 1"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("a.sql:4: "), "{err}");
+    assert!(
+        err.contains("TIMESTAMP column nope is not in the source"),
+        "{err}"
+    );
+
+    std::fs::write(
+        dir.path().join("a.sql"),
+        "CREATE FEATURE VIEW v ENTITY (k) TIMESTAMP;\n",
+    )
+    .expect("write");
+    let out = hindcast(&["--repo", dir.path().to_str().unwrap(), "-c", "SELECT 1"]);
+    let err = stderr(&out);
+    assert!(err.contains("a.sql: ") && err.contains("Line: 1"), "{err}");
+}
+
+#[test]
+fn failed_copy_leaves_no_partial_output() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let target = dir.path().join("training");
+    // The cast fails on a late row, after earlier batches were written.
+    let sql = format!(
+        "COPY (SELECT CASE WHEN value < 50000 THEN CAST(value AS VARCHAR) ELSE 'x' END::INT AS v \
+         FROM generate_series(1, 100000)) TO '{}/' STORED AS PARQUET",
+        target.display()
+    );
+    let out = hindcast(&["-c", &sql]);
+    assert!(!out.status.success(), "the COPY was expected to fail");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    // The same COPY without the failure writes the dataset.
+    let sql = format!(
+        "COPY (SELECT value AS v FROM generate_series(1, 100000)) TO '{}/' STORED AS PARQUET",
+        target.display()
+    );
+    let out = hindcast(&["-c", &sql]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["training".to_string()]);
 }
 
 #[test]

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 /// The repository root (tests run from the CLI crate's directory).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root exists")
 }
 
 /// A session with the given batch size, partition count and optional memory limit.

@@ -3,11 +3,13 @@
 //! - `slt`: the SQL behaviour in `sql/*.slt`, each file under several batch sizes and
 //!   partition counts;
 //! - `differential`: the operator against a brute-force reference on random inputs;
+//! - `feast_reference`: feature views against a brute-force Feast on random inputs;
 //! - `out_of_core`: a join whose right side is larger than the memory limit;
 //! - `cli`: the `hindcast` binary as a user runs it.
 
 mod cli;
 mod common;
 mod differential;
+mod feast_reference;
 mod out_of_core;
 mod slt;

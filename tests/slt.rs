@@ -30,6 +30,9 @@ impl AsyncDB for HindcastDb {
     type Error = DFSqlLogicTestError;
     type ColumnType = DFColumnType;
 
+    /// Files under the repository are named `$REPO/...` in `.slt` files (with `control
+    /// substitution on`), and printed the same way, so expected output does not depend on
+    /// where the repository is checked out.
     async fn run(&mut self, sql: &str) -> Result<DFOutput, Self::Error> {
         let df = self.hc.sql(sql).await?;
         let task_ctx = std::sync::Arc::new(df.task_ctx());
@@ -37,7 +40,11 @@ impl AsyncDB for HindcastDb {
         let schema = plan.schema();
         let batches = collect(plan, task_ctx).await?;
         let types = convert_schema_to_types(schema.fields());
-        let rows = convert_batches(&schema, batches, false)?;
+        let root = repo_root().to_string_lossy().into_owned();
+        let rows = convert_batches(&schema, batches, false)?
+            .into_iter()
+            .map(|row| row.into_iter().map(|v| v.replace(&root, "$REPO")).collect())
+            .collect::<Vec<Vec<String>>>();
         if rows.is_empty() && types.is_empty() {
             Ok(DBOutput::StatementComplete(0))
         } else {
@@ -68,6 +75,7 @@ async fn run_file(name: &str) {
                 hc: session(8192, 4, None),
             })
         });
+        runner.set_var("REPO".into(), repo_root().to_string_lossy().into_owned());
         runner
             .update_test_file(
                 &path,
@@ -88,6 +96,7 @@ async fn run_file(name: &str) {
         });
         runner.with_column_validator(strict_column_validator);
         runner.with_normalizer(value_normalizer);
+        runner.set_var("REPO".into(), repo_root().to_string_lossy().into_owned());
         runner.with_validator(df_value_validator);
         if let Err(e) = runner.run_file_async(&path).await {
             panic!(
@@ -134,4 +143,7 @@ slt_files!(
     asof_chained,
     asof_errors,
     asof_explain,
+    features_ddl,
+    features_temporal,
+    features_retrieval,
 );

@@ -11,6 +11,11 @@ use clap::{Parser, ValueEnum};
     about = "Point-in-time SQL over Parquet and CSV"
 )]
 pub struct Args {
+    /// Feature repository to load first: a directory of `.sql` files with feature views,
+    /// feature services and tables
+    #[arg(long)]
+    pub repo: Option<PathBuf>,
+
     /// SQL to run (repeatable; each may hold several `;`-separated statements)
     #[arg(short = 'c', long = "command")]
     pub command: Vec<String>,

@@ -39,6 +39,9 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<()> {
     let hc = session(&args)?;
+    if let Some(repo) = &args.repo {
+        hc.load_repository(repo).await?;
+    }
     let printer = Printer::new(args.format, args.maxrows, args.quiet);
     let mut sources: Vec<(String, String)> = args
         .command

@@ -15,7 +15,7 @@ async fn main() -> Result<()> {
     let hc = Hindcast::new();
     hc.register_parquet(
         "user_spending_stats",
-        "examples/data/user_spending_stats.parquet",
+        "examples/feature_repo/data/user_spending_stats.parquet",
     )
     .await?;
 

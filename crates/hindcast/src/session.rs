@@ -1,11 +1,13 @@
 //! [`Hindcast`]: a DataFusion session with the point-in-time join installed.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::Session;
-use datafusion::common::{Result, plan_datafusion_err};
+use datafusion::common::{DataFusionError, Result, plan_datafusion_err};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
@@ -17,12 +19,16 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::{
     CsvReadOptions, DataFrame, ParquetReadOptions, SessionConfig, SessionContext,
 };
-use datafusion::sql::parser::{DFParserBuilder, Statement};
-use datafusion::sql::sqlparser::dialect::dialect_from_str;
+use datafusion::sql::parser::Statement;
+use datafusion::sql::sqlparser::dialect::{Dialect, dialect_from_str};
 
+use crate::features::{self, FeatureRegistry, execute_ddl, resolve_location};
 use crate::logical::PushDownAsOfFilter;
 use crate::physical::HindcastExtensionPlanner;
-use crate::sql::{AsOfRelationPlanner, prepare_statement};
+use crate::sql::{
+    HindcastDialect, HindcastRelationPlanner, HindcastStatement, parse_statements,
+    prepare_statement,
+};
 
 /// A DataFusion [`SessionContext`] that understands hindcast's SQL.
 ///
@@ -41,6 +47,7 @@ use crate::sql::{AsOfRelationPlanner, prepare_statement};
 #[derive(Clone)]
 pub struct Hindcast {
     ctx: SessionContext,
+    registry: FeatureRegistry,
 }
 
 impl Default for Hindcast {
@@ -57,17 +64,39 @@ impl Hindcast {
 
     /// A session with the given configuration and runtime (memory pool, disk manager).
     pub fn new_with_config_rt(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> Self {
+        let registry = FeatureRegistry::default();
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
             .with_query_planner(Arc::new(HindcastQueryPlanner))
-            .with_relation_planners(vec![Arc::new(AsOfRelationPlanner)])
+            .with_relation_planners(vec![Arc::new(HindcastRelationPlanner::new(
+                registry.clone(),
+            ))])
             .with_optimizer_rule(Arc::new(PushDownAsOfFilter))
             .build();
         Self {
             ctx: SessionContext::new_with_state(state),
+            registry,
         }
+    }
+
+    /// A session with the feature repository in `dir` loaded (see [`Self::load_repository`]).
+    pub async fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let hc = Self::new();
+        hc.load_repository(dir).await?;
+        Ok(hc)
+    }
+
+    /// Run every `.sql` file of a feature repository: its feature views, services and
+    /// tables. Relative `LOCATION`s resolve against `dir`.
+    pub async fn load_repository(&self, dir: impl AsRef<Path>) -> Result<()> {
+        features::load_repository(self, dir.as_ref()).await
+    }
+
+    /// The session's feature services.
+    pub fn registry(&self) -> &FeatureRegistry {
+        &self.registry
     }
 
     /// A session whose queries stay within `limit` bytes of memory, spilling to disk (in
@@ -106,24 +135,90 @@ impl Hindcast {
     }
 
     /// Parse a string holding any number of `;`-separated statements.
-    pub fn parse_sql(&self, sql: &str) -> Result<Vec<Statement>> {
+    pub fn parse_sql(&self, sql: &str) -> Result<Vec<HindcastStatement>> {
+        Ok(self
+            .parse_sql_with_lines(sql)?
+            .into_iter()
+            .map(|(statement, _)| statement)
+            .collect())
+    }
+
+    /// Like [`Self::parse_sql`], with the line each statement starts on.
+    pub fn parse_sql_with_lines(&self, sql: &str) -> Result<Vec<(HindcastStatement, u64)>> {
+        parse_statements(sql, self.dialect()?.as_ref())
+    }
+
+    /// The session's SQL dialect; the default (generic) one is extended with
+    /// `FOR SYSTEM_TIME AS OF` (see [`HindcastDialect`]).
+    fn dialect(&self) -> Result<Box<dyn Dialect>> {
         let state = self.ctx.state();
-        let options = &state.config().options().sql_parser;
-        let dialect = dialect_from_str(options.dialect)
-            .ok_or_else(|| plan_datafusion_err!("unsupported SQL dialect: {}", options.dialect))?;
-        let statements = DFParserBuilder::new(sql)
-            .with_dialect(dialect.as_ref())
-            .with_recursion_limit(options.recursion_limit.get())
-            .build()?
-            .parse_statements()?;
-        Ok(statements.into())
+        let name = state.config().options().sql_parser.dialect.to_string();
+        if name.eq_ignore_ascii_case("generic") {
+            return Ok(Box::new(HindcastDialect::default()));
+        }
+        dialect_from_str(&name)
+            .ok_or_else(|| plan_datafusion_err!("unsupported SQL dialect: {name}"))
     }
 
     /// Plan a parsed statement (see [`Self::sql`]).
-    pub async fn execute_statement(&self, mut statement: Statement) -> Result<DataFrame> {
-        prepare_statement(&mut statement);
+    pub async fn execute_statement(&self, statement: HindcastStatement) -> Result<DataFrame> {
+        self.execute_statement_in(statement, None).await
+    }
+
+    /// Plan a parsed statement whose relative `LOCATION`s resolve against `base`.
+    pub(crate) async fn execute_statement_in(
+        &self,
+        statement: HindcastStatement,
+        base: Option<&Path>,
+    ) -> Result<DataFrame> {
+        if let Some(frame) = execute_ddl(&self.ctx, &self.registry, &statement, base).await? {
+            return Ok(frame);
+        }
+        let HindcastStatement::DataFusion(mut statement) = statement else {
+            unreachable!("execute_ddl runs every feature-store statement")
+        };
+        if let (Some(base), Statement::CreateExternalTable(create)) = (base, &mut statement) {
+            for location in &mut create.locations {
+                *location = resolve_location(location, Some(base));
+            }
+        }
+        prepare_statement(&mut statement, &self.registry);
+        if let Statement::CopyTo(copy) = &mut statement
+            && let Some(output) = TempOutput::for_target(&copy.target)
+        {
+            copy.target = output.temp.to_string_lossy().into_owned();
+            let plan = self.ctx.state().statement_to_plan(statement).await?;
+            let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+            output.commit()?;
+            return self.ctx.read_batches(batches);
+        }
         let plan = self.ctx.state().statement_to_plan(statement).await?;
         self.ctx.execute_logical_plan(plan).await
+    }
+
+    /// Feast's `get_historical_features`: for every row of `spine`, the requested features
+    /// (`view:feature` references or feature service names) as of the spine's time column.
+    /// With `full_feature_names`, feature columns are named `view__feature`.
+    pub async fn historical_features(
+        &self,
+        spine: DataFrame,
+        refs: &[&str],
+        full_feature_names: bool,
+    ) -> Result<DataFrame> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("__hc_spine_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        self.ctx.register_table(name.as_str(), spine.into_view())?;
+        let refs: Vec<String> = refs
+            .iter()
+            .map(|r| format!("'{}'", r.replace('\'', "''")))
+            .collect();
+        let sql = format!(
+            "SELECT * FROM historical_features('{name}', {}, full_feature_names => {full_feature_names})",
+            refs.join(", ")
+        );
+        let result = self.sql(&sql).await;
+        self.ctx.deregister_table(name.as_str())?;
+        result
     }
 
     /// Register a Parquet file or directory as a table.
@@ -167,5 +262,95 @@ impl QueryPlanner for HindcastQueryPlanner {
         DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(HindcastExtensionPlanner)])
             .create_physical_plan(logical_plan, session)
             .await
+    }
+}
+
+/// A `COPY ... TO` target written under a temporary sibling name and moved into place only
+/// once the whole write succeeded, so a failed or cancelled write leaves no partial dataset.
+/// Object-store targets have no rename and are written in place.
+struct TempOutput {
+    temp: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl TempOutput {
+    fn for_target(target: &str) -> Option<Self> {
+        let local = target.strip_prefix("file://").unwrap_or(target);
+        if local.contains("://") {
+            return None;
+        }
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let is_dir = local.ends_with('/');
+        let target = PathBuf::from(local.trim_end_matches('/'));
+        let name = target.file_name()?.to_string_lossy().into_owned();
+        // Same extension and trailing slash, so DataFusion picks the same format and layout.
+        let mut temp = target
+            .with_file_name(format!(
+                ".hindcast-tmp-{}-{}-{name}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ))
+            .to_string_lossy()
+            .into_owned();
+        if is_dir {
+            temp.push('/');
+        }
+        Some(Self {
+            temp: PathBuf::from(temp),
+            target,
+            committed: false,
+        })
+    }
+
+    fn commit(mut self) -> Result<()> {
+        let temp = PathBuf::from(self.temp.to_string_lossy().trim_end_matches('/'));
+        if !temp.exists() {
+            // Nothing was written (e.g. an empty result into a directory).
+            self.committed = true;
+            return Ok(());
+        }
+        let result = if self.target.is_dir() {
+            merge_into(&temp, &self.target)
+        } else {
+            std::fs::rename(&temp, &self.target)
+        };
+        result.map_err(|e| {
+            DataFusionError::Execution(format!(
+                "COPY wrote {} but could not move it to {}: {e}",
+                temp.display(),
+                self.target.display()
+            ))
+        })?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+/// Move every file under `from` to the same relative path under `into` (DataFusion's COPY
+/// adds files to an existing directory), then remove `from`.
+fn merge_into(from: &Path, into: &Path) -> std::io::Result<()> {
+    if from.is_file() {
+        return std::fs::rename(from, into);
+    }
+    std::fs::create_dir_all(into)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        merge_into(&entry.path(), &into.join(entry.file_name()))?;
+    }
+    std::fs::remove_dir(from)
+}
+
+impl Drop for TempOutput {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        let temp = PathBuf::from(self.temp.to_string_lossy().trim_end_matches('/'));
+        let _ = if temp.is_dir() {
+            std::fs::remove_dir_all(&temp)
+        } else {
+            std::fs::remove_file(&temp)
+        };
     }
 }

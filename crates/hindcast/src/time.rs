@@ -193,7 +193,13 @@ impl fmt::Display for DisplayTtl {
         ];
         for (size, name) in UNITS {
             if nanos % size == 0 {
-                return write!(f, "{} {name}", nanos / size);
+                let n = nanos / size;
+                let name = if n == 1 {
+                    name.trim_end_matches('s')
+                } else {
+                    name
+                };
+                return write!(f, "{n} {name}");
             }
         }
         write!(f, "{nanos} nanoseconds")

@@ -9,79 +9,26 @@
 use std::sync::Arc;
 
 use datafusion::common::{Column, DFSchema, Result, ScalarValue, plan_datafusion_err, plan_err};
-use datafusion::logical_expr::planner::{
-    PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
-};
+use datafusion::logical_expr::planner::RelationPlannerContext;
 use datafusion::logical_expr::utils::split_conjunction_owned;
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, LogicalPlanBuilder, Operator};
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr as SQLExpr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    JoinConstraint, JoinOperator, TableFactor, TableWithJoins,
+    JoinConstraint,
 };
 
 use crate::logical::{AsOfJoin, MatchOp};
 
-/// Plans the nested factors that [`super::prepare_statement`] makes around ASOF joins.
-#[derive(Debug, Default)]
-pub struct AsOfRelationPlanner;
-
-impl RelationPlanner for AsOfRelationPlanner {
-    fn plan_relation(
-        &self,
-        relation: TableFactor,
-        context: &mut dyn RelationPlannerContext,
-    ) -> Result<RelationPlanning> {
-        let TableFactor::NestedJoin {
-            table_with_joins,
-            alias: None,
-        } = relation
-        else {
-            return Ok(RelationPlanning::Original(Box::new(relation)));
-        };
-        let TableWithJoins {
-            relation: left,
-            mut joins,
-        } = *table_with_joins;
-        let is_single_asof =
-            joins.len() == 1 && matches!(joins[0].join_operator, JoinOperator::AsOf { .. });
-        if !is_single_asof {
-            return Ok(RelationPlanning::Original(Box::new(
-                TableFactor::NestedJoin {
-                    table_with_joins: Box::new(TableWithJoins {
-                        relation: left,
-                        joins,
-                    }),
-                    alias: None,
-                },
-            )));
-        }
-        let join = joins.pop().expect("one join");
-        let JoinOperator::AsOf {
-            match_condition,
-            constraint,
-        } = join.join_operator
-        else {
-            unreachable!("checked above")
-        };
-        let left = context.plan(left)?;
-        let right = context.plan(join.relation)?;
-        let plan = plan_asof_join(left, right, match_condition, constraint, context)?;
-        Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(
-            plan, None,
-        ))))
-    }
-}
-
 /// Which input an expression reads.
 #[derive(Debug, PartialEq)]
-enum Side {
+pub(super) enum Side {
     Left,
     Right,
     Both,
     Neither,
 }
 
-fn side(expr: &Expr, left: &DFSchema, right: &DFSchema) -> Side {
+pub(super) fn side(expr: &Expr, left: &DFSchema, right: &DFSchema) -> Side {
     let columns = expr.column_refs();
     let in_left = columns.iter().filter(|c| left.has_column(c)).count();
     let in_right = columns.iter().filter(|c| right.has_column(c)).count();
@@ -93,7 +40,7 @@ fn side(expr: &Expr, left: &DFSchema, right: &DFSchema) -> Side {
     }
 }
 
-fn plan_asof_join(
+pub(super) fn plan_asof_join(
     left: LogicalPlan,
     right: LogicalPlan,
     match_condition: SQLExpr,
@@ -123,9 +70,36 @@ fn plan_asof_join(
     }
     let condition = MatchCondition::analyze(conditions, left.schema(), right.schema())?;
 
-    let (on, using) = match constraint {
+    let (on, using) = join_keys(constraint, &left, &right, &join_schema, context)?;
+
+    let node = AsOfJoin::try_new(
+        Arc::new(left),
+        Arc::new(right),
+        on,
+        condition.left_time,
+        condition.right_time,
+        condition.op,
+        condition.ttl,
+        tie_breaker,
+    )?;
+    merge_using(node.into_plan(), &using)
+}
+
+/// Equality keys as (left, right) pairs, and for `USING` the right columns to project away
+/// afterwards ([`merge_using`]).
+pub(super) type JoinKeys = (Vec<(Expr, Expr)>, Vec<Column>);
+
+/// The keys of `ON` or `USING`.
+pub(super) fn join_keys(
+    constraint: JoinConstraint,
+    left: &LogicalPlan,
+    right: &LogicalPlan,
+    join_schema: &DFSchema,
+    context: &mut dyn RelationPlannerContext,
+) -> Result<JoinKeys> {
+    Ok(match constraint {
         JoinConstraint::On(expr) => {
-            let expr = context.sql_to_expr(expr, &join_schema)?;
+            let expr = context.sql_to_expr(expr, join_schema)?;
             (equi_keys(expr, left.schema(), right.schema())?, vec![])
         }
         JoinConstraint::Using(names) => {
@@ -150,24 +124,15 @@ fn plan_asof_join(
         JoinConstraint::Natural => {
             return plan_err!("NATURAL ASOF JOIN is not supported: name the keys with ON or USING");
         }
-    };
+    })
+}
 
-    let node = AsOfJoin::try_new(
-        Arc::new(left),
-        Arc::new(right),
-        on,
-        condition.left_time,
-        condition.right_time,
-        condition.op,
-        condition.ttl,
-        tie_breaker,
-    )?;
-    let plan = node.into_plan();
+/// USING merges each key pair into one column, as in DuckDB and PostgreSQL. The left key is
+/// that column: every left row is kept, so it is never NULL where the right is set.
+pub(super) fn merge_using(plan: LogicalPlan, using: &[Column]) -> Result<LogicalPlan> {
     if using.is_empty() {
         return Ok(plan);
     }
-    // USING merges each key pair into one column, as in DuckDB and PostgreSQL. The left
-    // key is that column: every left row is kept, so it is never NULL where the right is set.
     let kept: Vec<Expr> = plan
         .schema()
         .columns()

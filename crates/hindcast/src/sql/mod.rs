@@ -6,40 +6,84 @@
 //! table factors, not the joins between them. So [`prepare_statement`] first rewrites the
 //! AST so that every ASOF join becomes a parenthesised table factor of its own,
 //! `(<everything to its left> ASOF JOIN <right> ...)`, and [`AsOfRelationPlanner`] plans
-//! exactly those factors into the [`AsOfJoin`](crate::logical::AsOfJoin) node. Everything
-//! else stays DataFusion SQL.
+//! exactly those factors into the [`AsOfJoin`](crate::logical::AsOfJoin) node. The temporal
+//! join on a feature view (`LEFT JOIN v FOR SYSTEM_TIME AS OF l.ts`) is nested and planned
+//! the same way. The feature-store DDL is parsed by [`parser`]. Everything else stays
+//! DataFusion SQL.
 
 mod asof_join;
+mod dialect;
+mod parser;
+mod relation;
+mod retrieval;
+mod temporal;
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::parser::{CopyToSource, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    Join, JoinOperator, Query, SetExpr, TableFactor, TableWithJoins, VisitMut, VisitorMut,
+    Join, JoinOperator, Query, SetExpr, TableFactor, TableVersion, TableWithJoins, VisitMut,
+    VisitorMut,
 };
 
-pub use asof_join::AsOfRelationPlanner;
+pub use dialect::HindcastDialect;
+pub use parser::{
+    CreateFeatureService, CreateFeatureView, FeatureObject, FeatureViewSource, HindcastStatement,
+    parse_statements,
+};
+pub use relation::HindcastRelationPlanner;
 
-/// Rewrite a parsed statement so that DataFusion's planner can hand every ASOF join to
-/// [`AsOfRelationPlanner`].
-pub fn prepare_statement(statement: &mut DFStatement) {
+use crate::features::FeatureRegistry;
+
+/// Rewrite a parsed statement so that DataFusion's planner can hand every point-in-time join
+/// to [`HindcastRelationPlanner`], and knows every table a `historical_features` call reads.
+pub fn prepare_statement(statement: &mut DFStatement, registry: &FeatureRegistry) {
+    let mut declare = DeclareRetrievalTables { registry };
     match statement {
         DFStatement::Statement(s) => {
             let _ = s.visit(&mut NestAsOfJoins);
+            let _ = s.visit(&mut declare);
         }
         DFStatement::CopyTo(copy) => {
             if let CopyToSource::Query(query) = &mut copy.source {
                 let _ = query.visit(&mut NestAsOfJoins);
+                let _ = query.visit(&mut declare);
             }
         }
-        DFStatement::Explain(explain) => prepare_statement(&mut explain.statement),
+        DFStatement::Explain(explain) => prepare_statement(&mut explain.statement, registry),
         DFStatement::CreateExternalTable(_) | DFStatement::Reset(_) => {}
+    }
+}
+
+/// DataFusion's planner sees only the tables it found in the statement before planning (it
+/// loads them from the catalog up front). The tables of a `historical_features` call are
+/// named inside string arguments, so this adds a hidden argument that names them in SQL:
+/// `__hc_tables => (SELECT 1 FROM (<spine>), view1, view2, ...)`. The planner never plans it.
+struct DeclareRetrievalTables<'a> {
+    registry: &'a FeatureRegistry,
+}
+
+impl VisitorMut for DeclareRetrievalTables<'_> {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name,
+            args: Some(args),
+            ..
+        } = factor
+            && name.to_string().eq_ignore_ascii_case(retrieval::NAME)
+            && let Some(hidden) = retrieval::declared_tables(&args.args, self.registry)
+        {
+            args.args.push(hidden);
+        }
+        ControlFlow::Continue(())
     }
 }
 
 /// Post-order, so each `FROM` list is rewritten once, after the queries and factors nested
 /// in it, and the factors this creates are not visited again.
-struct NestAsOfJoins;
+pub(crate) struct NestAsOfJoins;
 
 impl VisitorMut for NestAsOfJoins {
     type Break = ();
@@ -76,14 +120,14 @@ fn nest_in_set_expr(body: &mut SetExpr) {
 /// ASOF join is the single join of a nested factor whose left side is everything before it,
 /// which is how SQL associates joins (left to right).
 fn nest_asof_joins(twj: &mut TableWithJoins) {
-    if !twj.joins.iter().any(is_asof) {
+    if !twj.joins.iter().any(is_point_in_time) {
         return;
     }
     // A clone, because the AST has no cheap placeholder to swap in; it is a one-off per query.
     let mut acc = twj.relation.clone();
     let mut pending: Vec<Join> = vec![];
     for join in std::mem::take(&mut twj.joins) {
-        if !is_asof(&join) {
+        if !is_point_in_time(&join) {
             pending.push(join);
             continue;
         }
@@ -105,6 +149,17 @@ fn nested(relation: TableFactor, joins: Vec<Join>) -> TableFactor {
     }
 }
 
-fn is_asof(join: &Join) -> bool {
-    matches!(join.join_operator, JoinOperator::AsOf { .. })
+/// `ASOF JOIN`, or `LEFT JOIN t FOR SYSTEM_TIME AS OF ...`.
+fn is_point_in_time(join: &Join) -> bool {
+    match &join.join_operator {
+        JoinOperator::AsOf { .. } => true,
+        JoinOperator::Left(_) | JoinOperator::LeftOuter(_) => matches!(
+            join.relation,
+            TableFactor::Table {
+                version: Some(TableVersion::ForSystemTimeAsOf(_)),
+                ..
+            }
+        ),
+        _ => false,
+    }
 }

@@ -1,0 +1,487 @@
+//! Running the feature-store DDL: `CREATE`/`DROP FEATURE VIEW|SERVICE`, `SHOW FEATURE ...`
+//! and `DESCRIBE` of a view or service.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::TableProvider;
+use datafusion::common::{
+    DFSchema, Result, ScalarValue, TableReference, plan_datafusion_err, plan_err,
+};
+use datafusion::datasource::ViewTable;
+use datafusion::logical_expr::{CreateExternalTable, Expr};
+use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::planner::{IdentNormalizer, object_name_to_table_reference};
+use datafusion::sql::sqlparser::ast::{ObjectName, Statement as SQLStatement};
+
+use super::{FeatureRegistry, FeatureService, FeatureSource, FeatureView, FeatureViewTable};
+use crate::sql::{
+    CreateFeatureService, CreateFeatureView, FeatureObject, FeatureViewSource, HindcastStatement,
+    prepare_statement,
+};
+use crate::time::{DisplayTtl, TimeDomain};
+
+/// Run a feature-store statement. `base` is the directory relative `LOCATION`s resolve
+/// against (the repository's, when loading one). Returns `None` for DataFusion's statements.
+pub async fn execute_ddl(
+    ctx: &SessionContext,
+    registry: &FeatureRegistry,
+    statement: &HindcastStatement,
+    base: Option<&Path>,
+) -> Result<Option<DataFrame>> {
+    let frame = match statement {
+        HindcastStatement::DataFusion(statement) => {
+            return describe(ctx, registry, statement).await;
+        }
+        HindcastStatement::CreateFeatureView(create) => {
+            create_view(ctx, registry, create, base).await?;
+            ctx.read_empty()?
+        }
+        HindcastStatement::CreateFeatureService(create) => {
+            create_service(ctx, registry, create).await?;
+            ctx.read_empty()?
+        }
+        HindcastStatement::DropFeature {
+            kind,
+            name,
+            if_exists,
+        } => {
+            drop(ctx, registry, *kind, name, *if_exists).await?;
+            ctx.read_empty()?
+        }
+        HindcastStatement::ShowFeatures(FeatureObject::View) => show_views(ctx).await?,
+        HindcastStatement::ShowFeatures(FeatureObject::Service) => show_services(ctx, registry)?,
+    };
+    Ok(Some(frame))
+}
+
+fn normalizer(ctx: &SessionContext) -> IdentNormalizer {
+    IdentNormalizer::new(
+        ctx.state()
+            .config()
+            .options()
+            .sql_parser
+            .enable_ident_normalization,
+    )
+}
+
+fn table_reference(ctx: &SessionContext, name: &ObjectName) -> Result<TableReference> {
+    let normalize = ctx
+        .state()
+        .config()
+        .options()
+        .sql_parser
+        .enable_ident_normalization;
+    object_name_to_table_reference(name.clone(), normalize)
+}
+
+/// The feature view registered as `name`, if there is one.
+pub async fn lookup_view(ctx: &SessionContext, name: &TableReference) -> Option<FeatureView> {
+    let provider = ctx.table_provider(name.clone()).await.ok()?;
+    FeatureViewTable::of(provider.as_ref()).cloned()
+}
+
+async fn create_view(
+    ctx: &SessionContext,
+    registry: &FeatureRegistry,
+    create: &CreateFeatureView,
+    base: Option<&Path>,
+) -> Result<()> {
+    let reference = table_reference(ctx, &create.name)?;
+    if let Ok(existing) = ctx.table_provider(reference.clone()).await {
+        if create.if_not_exists {
+            return Ok(());
+        }
+        if FeatureViewTable::of(existing.as_ref()).is_none() {
+            return plan_err!(
+                "{reference} is a table, not a feature view: drop it first or pick another name"
+            );
+        }
+        if !create.or_replace {
+            return plan_err!(
+                "feature view {reference} already exists: use CREATE OR REPLACE FEATURE VIEW to replace it"
+            );
+        }
+    }
+    let normalizer = normalizer(ctx);
+    let normalize =
+        |ident: &datafusion::sql::sqlparser::ast::Ident| normalizer.normalize(ident.clone());
+    let ttl = match &create.ttl {
+        Some(expr) => ttl_value(ctx, &expr.to_string())?,
+        None => None,
+    };
+    let state = ctx.state();
+    let (source, provider): (FeatureSource, Arc<dyn TableProvider>) = match &create.source {
+        FeatureViewSource::Files {
+            format,
+            location,
+            partitions,
+            options,
+        } => {
+            if format != "PARQUET" && format != "CSV" {
+                return plan_err!(
+                    "feature view {reference}: STORED AS {format} is not supported; use PARQUET or CSV"
+                );
+            }
+            let location = resolve_location(location, base);
+            let partitions: Vec<String> = partitions.iter().map(normalize).collect();
+            // DataFusion's option names are `format.<key>`; accept the short form too.
+            let options: HashMap<String, String> = options
+                .iter()
+                .map(|(k, v)| {
+                    let k = k.to_lowercase();
+                    let k = if k.contains('.') {
+                        k
+                    } else {
+                        format!("format.{k}")
+                    };
+                    (k, v.clone())
+                })
+                .collect();
+            let command = CreateExternalTable::builder(
+                reference.clone(),
+                location.clone(),
+                format.clone(),
+                Arc::new(DFSchema::empty()),
+            )
+            .with_partition_cols(partitions.clone())
+            .with_options(options)
+            .build();
+            let factory = state.table_factories().get(format).ok_or_else(|| {
+                plan_datafusion_err!("no table factory for {format} files in this session")
+            })?;
+            let provider = factory.create(&state, &command).await.map_err(|e| {
+                plan_datafusion_err!(
+                    "feature view {reference}: cannot read {format} files at '{location}': {e}"
+                )
+            })?;
+            let source = FeatureSource::Files {
+                format: format.clone(),
+                location,
+                partitions,
+            };
+            (source, provider)
+        }
+        FeatureViewSource::Query(query) => {
+            let sql = query.to_string();
+            let mut statement =
+                DFStatement::Statement(Box::new(SQLStatement::Query(query.clone())));
+            prepare_statement(&mut statement, registry);
+            let plan = state.statement_to_plan(statement).await?;
+            let provider = Arc::new(ViewTable::new(plan, Some(sql.clone())));
+            (FeatureSource::Query(sql), provider)
+        }
+    };
+    let view = FeatureView {
+        name: reference.to_string(),
+        entities: create.entities.iter().map(normalize).collect(),
+        timestamp: normalize(&create.timestamp),
+        created: create.created.as_ref().map(normalize),
+        ttl,
+        source,
+    };
+    let table = FeatureViewTable::try_new(view, provider)?;
+    ctx.deregister_table(reference.clone())?;
+    ctx.register_table(reference, Arc::new(table))?;
+    Ok(())
+}
+
+/// A relative local path resolves against the repository directory; URLs and absolute
+/// paths are left alone.
+pub(crate) fn resolve_location(location: &str, base: Option<&Path>) -> String {
+    match base {
+        Some(base) if !location.contains("://") && Path::new(location).is_relative() => {
+            let joined = base.join(location);
+            let mut joined = joined.to_string_lossy().into_owned();
+            // A trailing slash marks a directory for DataFusion's listing tables.
+            if location.ends_with('/') && !joined.ends_with('/') {
+                joined.push('/');
+            }
+            joined
+        }
+        _ => location.to_string(),
+    }
+}
+
+/// The TTL as an interval; `None` for a zero TTL, which means none (as in Feast).
+fn ttl_value(ctx: &SessionContext, sql: &str) -> Result<Option<ScalarValue>> {
+    let expr = ctx.parse_sql_expr(sql, &DFSchema::empty())?;
+    let value = match expr {
+        Expr::Literal(value, _) => value,
+        Expr::Negative(inner) => match *inner {
+            Expr::Literal(value, _) => value.arithmetic_negate()?,
+            _ => {
+                return plan_err!(
+                    "TTL must be a constant interval, e.g. TTL INTERVAL '90 days'; found {sql}"
+                );
+            }
+        },
+        _ => {
+            return plan_err!(
+                "TTL must be a constant interval, e.g. TTL INTERVAL '90 days'; found {sql}"
+            );
+        }
+    };
+    if !matches!(
+        value.data_type(),
+        DataType::Interval(_) | DataType::Duration(_)
+    ) {
+        return plan_err!("TTL must be an interval, e.g. TTL INTERVAL '90 days'; found {sql}");
+    }
+    // Validate (sign, months) in the finest domain; the view's own domain is checked later.
+    match TimeDomain::Instant(TimeUnit::Nanosecond).ttl_from_scalar(&value) {
+        Ok(Some(_)) => Ok(Some(value)),
+        Ok(None) => Ok(None),
+        Err(e) => plan_err!("{e}"),
+    }
+}
+
+async fn create_service(
+    ctx: &SessionContext,
+    registry: &FeatureRegistry,
+    create: &CreateFeatureService,
+) -> Result<()> {
+    let name = table_reference(ctx, &create.name)?.to_string();
+    if registry.service(&name).is_some() {
+        if create.if_not_exists {
+            return Ok(());
+        }
+        if !create.or_replace {
+            return plan_err!(
+                "feature service {name} already exists: use CREATE OR REPLACE FEATURE SERVICE to replace it"
+            );
+        }
+    }
+    let normalizer = normalizer(ctx);
+    let mut views = vec![];
+    for (view_name, features) in &create.views {
+        let reference = table_reference(ctx, view_name)?;
+        let Some(view) = lookup_view(ctx, &reference).await else {
+            return plan_err!(
+                "feature service {name}: {reference} is not a feature view (SHOW FEATURE VIEWS lists them)"
+            );
+        };
+        let features = match features {
+            None => None,
+            Some(list) => {
+                let provider = ctx.table_provider(reference.clone()).await?;
+                let available = view.features(&provider.schema());
+                let list: Vec<String> = list
+                    .iter()
+                    .map(|f| normalizer.normalize(f.clone()))
+                    .collect();
+                for feature in &list {
+                    if !available.contains(feature) {
+                        return plan_err!(
+                            "feature service {name}: feature view {reference} has no feature {feature}; its features are: {}",
+                            available.join(", ")
+                        );
+                    }
+                }
+                Some(list)
+            }
+        };
+        views.push((view.name.clone(), features));
+    }
+    registry.insert(FeatureService { name, views });
+    Ok(())
+}
+
+async fn drop(
+    ctx: &SessionContext,
+    registry: &FeatureRegistry,
+    kind: FeatureObject,
+    name: &ObjectName,
+    if_exists: bool,
+) -> Result<()> {
+    let reference = table_reference(ctx, name)?;
+    let found = match kind {
+        FeatureObject::View => {
+            if lookup_view(ctx, &reference).await.is_some() {
+                ctx.deregister_table(reference.clone())?;
+                true
+            } else {
+                false
+            }
+        }
+        FeatureObject::Service => registry.remove(&reference.to_string()).is_some(),
+    };
+    if !found && !if_exists {
+        return plan_err!("{kind} {reference} does not exist");
+    }
+    Ok(())
+}
+
+/// Every feature view in every catalog and schema, in name order.
+async fn all_views(ctx: &SessionContext) -> Result<Vec<(FeatureView, SchemaRef)>> {
+    let mut views = vec![];
+    for catalog_name in ctx.catalog_names() {
+        let Some(catalog) = ctx.catalog(&catalog_name) else {
+            continue;
+        };
+        for schema_name in catalog.schema_names() {
+            let Some(schema) = catalog.schema(&schema_name) else {
+                continue;
+            };
+            for table in schema.table_names() {
+                if let Some(provider) = schema.table(&table).await?
+                    && let Some(view) = FeatureViewTable::of(provider.as_ref())
+                {
+                    views.push((view.clone(), provider.schema()));
+                }
+            }
+        }
+    }
+    views.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    Ok(views)
+}
+
+fn display_ttl(view: &FeatureView, schema: &SchemaRef) -> String {
+    let Some(ttl) = &view.ttl else {
+        return String::new();
+    };
+    let domain = schema
+        .field_with_name(&view.timestamp)
+        .ok()
+        .and_then(|f| TimeDomain::common(f.data_type(), f.data_type()));
+    match domain.map(|d| (d, d.ttl_from_scalar(ttl))) {
+        Some((domain, Ok(Some(bound)))) => DisplayTtl(domain, bound).to_string(),
+        _ => ttl.to_string(),
+    }
+}
+
+fn string_table(
+    ctx: &SessionContext,
+    columns: &[&str],
+    rows: Vec<Vec<String>>,
+) -> Result<DataFrame> {
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, false))
+            .collect::<Vec<_>>(),
+    ));
+    let arrays = (0..columns.len())
+        .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r[i]))) as _)
+        .collect();
+    ctx.read_batch(RecordBatch::try_new(schema, arrays)?)
+}
+
+async fn show_views(ctx: &SessionContext) -> Result<DataFrame> {
+    let rows = all_views(ctx)
+        .await?
+        .into_iter()
+        .map(|(view, schema)| {
+            vec![
+                view.name.clone(),
+                view.entities.join(", "),
+                view.timestamp.clone(),
+                view.created.clone().unwrap_or_default(),
+                display_ttl(&view, &schema),
+                view.source.to_string(),
+            ]
+        })
+        .collect();
+    string_table(
+        ctx,
+        &["name", "entity", "timestamp", "created", "ttl", "source"],
+        rows,
+    )
+}
+
+fn show_services(ctx: &SessionContext, registry: &FeatureRegistry) -> Result<DataFrame> {
+    let mut rows = vec![];
+    for service in registry.services() {
+        for (view, features) in &service.views {
+            let features = match features {
+                None => "*".to_string(),
+                Some(list) => list.join(", "),
+            };
+            rows.push(vec![service.name.clone(), view.clone(), features]);
+        }
+    }
+    string_table(ctx, &["name", "feature_view", "features"], rows)
+}
+
+/// `DESCRIBE name` for a feature view or service; `None` for anything else.
+async fn describe(
+    ctx: &SessionContext,
+    registry: &FeatureRegistry,
+    statement: &DFStatement,
+) -> Result<Option<DataFrame>> {
+    let DFStatement::Statement(statement) = statement else {
+        return Ok(None);
+    };
+    let SQLStatement::ExplainTable {
+        describe_alias,
+        table_name,
+        ..
+    } = statement.as_ref()
+    else {
+        return Ok(None);
+    };
+    if !matches!(
+        describe_alias,
+        datafusion::sql::sqlparser::ast::DescribeAlias::Describe
+            | datafusion::sql::sqlparser::ast::DescribeAlias::Desc
+    ) {
+        return Ok(None);
+    }
+    let reference = table_reference(ctx, table_name)?;
+    if let Ok(provider) = ctx.table_provider(reference.clone()).await {
+        let Some(view) = FeatureViewTable::of(provider.as_ref()) else {
+            return Ok(None);
+        };
+        let schema = provider.schema();
+        let partitions = match &view.source {
+            FeatureSource::Files { partitions, .. } => partitions.join(", "),
+            FeatureSource::Query(_) => String::new(),
+        };
+        let mut rows = vec![
+            vec!["name".into(), view.name.clone()],
+            vec!["entity".into(), view.entities.join(", ")],
+            vec!["timestamp".into(), view.timestamp.clone()],
+            vec!["created".into(), view.created.clone().unwrap_or_default()],
+            vec!["ttl".into(), display_ttl(view, &schema)],
+            vec!["source".into(), view.source.to_string()],
+            vec!["partitions".into(), partitions],
+        ];
+        let features = view.features(&schema);
+        for field in schema.fields() {
+            let name = field.name();
+            let role = if view.entities.contains(name) {
+                "entity"
+            } else if *name == view.timestamp {
+                "timestamp"
+            } else if view.created.as_ref() == Some(name) {
+                "created"
+            } else if features.contains(name) {
+                "feature"
+            } else {
+                "partition"
+            };
+            let nullable = if field.is_nullable() { "" } else { " NOT NULL" };
+            rows.push(vec![
+                format!("column {name}"),
+                format!("{}{nullable} ({role})", field.data_type()),
+            ]);
+        }
+        return string_table(ctx, &["property", "value"], rows).map(Some);
+    }
+    let Some(service) = registry.service(&reference.to_string()) else {
+        return Ok(None);
+    };
+    let mut rows = vec![vec!["name".to_string(), service.name.clone()]];
+    for (view, features) in &service.views {
+        let features = match features {
+            None => "*".to_string(),
+            Some(list) => list.join(", "),
+        };
+        rows.push(vec![format!("view {view}"), features]);
+    }
+    string_table(ctx, &["property", "value"], rows).map(Some)
+}

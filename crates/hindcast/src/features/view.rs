@@ -1,0 +1,193 @@
+//! A feature view: a table of feature rows over time, plus what a point-in-time join needs to
+//! know about it (entity keys, event time, created time, TTL).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::time::TimeDomain;
+
+/// The definition of a feature view, as `DESCRIBE` and the planner see it.
+#[derive(Debug, Clone)]
+pub struct FeatureView {
+    pub name: String,
+    pub entities: Vec<String>,
+    pub timestamp: String,
+    pub created: Option<String>,
+    /// An interval; `None` when the view has no TTL (or a zero one, as in Feast).
+    pub ttl: Option<ScalarValue>,
+    pub source: FeatureSource,
+}
+
+#[derive(Debug, Clone)]
+pub enum FeatureSource {
+    Files {
+        format: String,
+        location: String,
+        partitions: Vec<String>,
+    },
+    Query(String),
+}
+
+impl fmt::Display for FeatureSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FeatureSource::Files {
+                format, location, ..
+            } => write!(f, "{format} '{location}'"),
+            FeatureSource::Query(sql) => write!(f, "AS {sql}"),
+        }
+    }
+}
+
+impl FeatureView {
+    /// The columns that are features: everything but keys, times and partition columns.
+    pub fn features(&self, schema: &SchemaRef) -> Vec<String> {
+        let partitions = match &self.source {
+            FeatureSource::Files { partitions, .. } => partitions.as_slice(),
+            FeatureSource::Query(_) => &[],
+        };
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|name| {
+                !self.entities.contains(name)
+                    && *name != self.timestamp
+                    && Some(name) != self.created.as_ref()
+                    && !partitions.contains(name)
+            })
+            .collect()
+    }
+
+    /// Check the definition against the source's schema.
+    pub fn validate(&self, schema: &SchemaRef) -> Result<()> {
+        let column = |name: &str, role: &str| match schema.field_with_name(name) {
+            Ok(field) => Ok(field.data_type().clone()),
+            Err(_) => plan_err!(
+                "feature view {}: its {role} column {name} is not in the source, whose columns are: {}",
+                self.name,
+                column_list(schema)
+            ),
+        };
+        for entity in &self.entities {
+            column(entity, "ENTITY")?;
+        }
+        let time = column(&self.timestamp, "TIMESTAMP")?;
+        let Some(domain) = TimeDomain::common(&time, &time) else {
+            return plan_err!(
+                "feature view {}: TIMESTAMP column {} is {time}; it must be a timestamp, a date or an integer",
+                self.name,
+                self.timestamp
+            );
+        };
+        if let Some(created) = &self.created {
+            let created_type = column(created, "CREATED")?;
+            if !created_type.is_primitive() && !matches!(created_type, DataType::Utf8) {
+                return plan_err!(
+                    "feature view {}: CREATED column {created} is {created_type}; it must be orderable, e.g. a timestamp",
+                    self.name
+                );
+            }
+        }
+        if let Some(ttl) = &self.ttl {
+            domain.ttl_from_scalar(ttl).map_err(|e| {
+                datafusion::common::plan_datafusion_err!("feature view {}: {e}", self.name)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn column_list(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The table a feature view is registered as: it reads like its source (a plain `SELECT`
+/// returns every row ever written), and carries the definition so `FOR SYSTEM_TIME AS OF`
+/// and `historical_features` can find it by downcasting.
+#[derive(Debug)]
+pub struct FeatureViewTable {
+    view: FeatureView,
+    source: Arc<dyn TableProvider>,
+}
+
+impl FeatureViewTable {
+    pub fn try_new(view: FeatureView, source: Arc<dyn TableProvider>) -> Result<Self> {
+        view.validate(&source.schema())?;
+        Ok(Self { view, source })
+    }
+
+    pub fn view(&self) -> &FeatureView {
+        &self.view
+    }
+
+    /// The definition, if `provider` is a feature view.
+    pub fn of(provider: &dyn TableProvider) -> Option<&FeatureView> {
+        provider
+            .downcast_ref::<FeatureViewTable>()
+            .map(FeatureViewTable::view)
+    }
+}
+
+#[async_trait]
+impl TableProvider for FeatureViewTable {
+    fn schema(&self) -> SchemaRef {
+        self.source.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.source.table_type()
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        self.source.get_table_definition()
+    }
+
+    fn get_logical_plan(&self) -> Option<Cow<'_, LogicalPlan>> {
+        self.source.get_logical_plan()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.source.scan(state, projection, filters, limit).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        self.source.supports_filters_pushdown(filters)
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        _input: Arc<dyn ExecutionPlan>,
+        _insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan_err!(
+            "feature view {} is read-only: write new files to its location instead",
+            self.view.name
+        )
+    }
+}

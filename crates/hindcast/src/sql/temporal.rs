@@ -1,0 +1,226 @@
+//! `FOR SYSTEM_TIME AS OF` on feature views.
+//!
+//! - `l LEFT JOIN view FOR SYSTEM_TIME AS OF l.ts ON view.k = l.k` is a point-in-time join:
+//!   the [`AsOfJoin`] node with the view's timestamp, created-timestamp tie-breaker and TTL.
+//! - `view FOR SYSTEM_TIME AS OF <constant>` is a snapshot: the latest row per entity as of
+//!   that instant, within the TTL.
+//!
+//! DataFusion 55 would silently ignore the clause and read all of history; hindcast never
+//! does: on anything that is not a feature view, or in a form it does not plan, it is an error.
+
+use std::sync::Arc;
+
+use datafusion::common::{Column, DFSchema, Result, plan_datafusion_err, plan_err};
+use datafusion::datasource::source_as_provider;
+use datafusion::logical_expr::planner::RelationPlannerContext;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, lit};
+use datafusion::sql::sqlparser::ast::{Expr as SQLExpr, JoinConstraint, TableFactor, TableVersion};
+
+use super::asof_join::{join_keys, merge_using};
+use crate::features::{FeatureView, FeatureViewTable};
+use crate::logical::{AsOfJoin, MatchOp};
+
+/// The `AS OF` expression of a versioned table factor; an error for versioning clauses other
+/// than `FOR SYSTEM_TIME AS OF`.
+pub(super) fn as_of_expr(factor: &TableFactor) -> Result<Option<&SQLExpr>> {
+    match factor {
+        TableFactor::Table {
+            version: Some(TableVersion::ForSystemTimeAsOf(expr)),
+            ..
+        } => Ok(Some(expr)),
+        TableFactor::Table {
+            version: Some(other),
+            ..
+        } => plan_err!(
+            "{other} is not supported; hindcast reads feature views at a point in time with FOR SYSTEM_TIME AS OF"
+        ),
+        _ => Ok(None),
+    }
+}
+
+/// The factor without its `FOR SYSTEM_TIME AS OF`, and the feature view it names.
+fn unversioned(
+    factor: TableFactor,
+    context: &mut dyn RelationPlannerContext,
+) -> Result<(TableFactor, FeatureView)> {
+    let TableFactor::Table {
+        name,
+        alias,
+        args,
+        with_hints,
+        version: _,
+        with_ordinality,
+        partitions,
+        json_path,
+        sample,
+        index_hints,
+    } = factor
+    else {
+        return plan_err!("FOR SYSTEM_TIME AS OF applies to a table name");
+    };
+    let reference = context.object_name_to_table_reference(name.clone())?;
+    let source = context
+        .context_provider()
+        .get_table_source(reference.clone())?;
+    let provider = source_as_provider(&source)?;
+    let Some(view) = FeatureViewTable::of(provider.as_ref()).cloned() else {
+        return plan_err!(
+            "FOR SYSTEM_TIME AS OF needs a feature view, and {reference} is a plain table: \
+             define it with CREATE FEATURE VIEW ... ENTITY (...) TIMESTAMP ..., or join it with ASOF JOIN ... MATCH_CONDITION (...)"
+        );
+    };
+    let factor = TableFactor::Table {
+        name,
+        alias,
+        args,
+        with_hints,
+        version: None,
+        with_ordinality,
+        partitions,
+        json_path,
+        sample,
+        index_hints,
+    };
+    Ok((factor, view))
+}
+
+fn view_column(plan: &LogicalPlan, view: &FeatureView, name: &str) -> Result<Expr> {
+    let (qualifier, field) = plan
+        .schema()
+        .qualified_field_with_unqualified_name(name)
+        .map_err(|_| plan_datafusion_err!("feature view {} has no column {name}", view.name))?;
+    Ok(Expr::Column(Column::new(qualifier.cloned(), field.name())))
+}
+
+/// Whether the `AS OF` expression is a constant (a snapshot) rather than a spine column.
+pub(super) fn is_constant(expr: &SQLExpr, context: &mut dyn RelationPlannerContext) -> bool {
+    context
+        .sql_to_expr(expr.clone(), &DFSchema::empty())
+        .is_ok()
+}
+
+/// `left LEFT JOIN view FOR SYSTEM_TIME AS OF <left time> ON ...`.
+pub(super) fn plan_temporal_join(
+    left: LogicalPlan,
+    right: TableFactor,
+    constraint: JoinConstraint,
+    context: &mut dyn RelationPlannerContext,
+) -> Result<LogicalPlan> {
+    let as_of = as_of_expr(&right)?
+        .cloned()
+        .expect("called for a versioned factor");
+    let (right, view) = unversioned(right, context)?;
+    let right = context.plan(right)?;
+    let left_time = context.sql_to_expr(as_of.clone(), left.schema()).map_err(|e| {
+        plan_datafusion_err!(
+            "FOR SYSTEM_TIME AS OF {as_of} must be a time column of the tables joined before {}: {e}",
+            view.name
+        )
+    })?;
+    let join_schema = left.schema().join(right.schema())?;
+    let (on, using) = join_keys(constraint, &left, &right, &join_schema, context)?;
+    for entity in &view.entities {
+        let covered = on
+            .iter()
+            .any(|(_, r)| matches!(r, Expr::Column(c) if c.name == *entity));
+        if !covered {
+            return plan_err!(
+                "the join with feature view {} must match its entity column {entity} in ON (...), e.g. ON {}.{entity} = l.{entity}",
+                view.name,
+                view.name
+            );
+        }
+    }
+    let right_time = view_column(&right, &view, &view.timestamp)?;
+    let created = match &view.created {
+        Some(created) => Some(view_column(&right, &view, created)?),
+        None => None,
+    };
+    let node = AsOfJoin::try_new(
+        Arc::new(left),
+        Arc::new(right),
+        on,
+        left_time,
+        right_time,
+        MatchOp::GtEq,
+        view.ttl.clone(),
+        created,
+    )?;
+    merge_using(node.into_plan(), &using)
+}
+
+/// `view FOR SYSTEM_TIME AS OF <constant>`: the latest row per entity as of that instant.
+///
+/// Planned as a point-in-time join of the view against its own entities that have a row in
+/// `[instant - TTL, instant]`, so a snapshot picks exactly the row a temporal join at that
+/// instant would (same tie rule, same TTL).
+pub(super) fn plan_snapshot(
+    factor: TableFactor,
+    context: &mut dyn RelationPlannerContext,
+) -> Result<LogicalPlan> {
+    let as_of = as_of_expr(&factor)?
+        .cloned()
+        .expect("called for a versioned factor");
+    let (factor, view) = unversioned(factor, context)?;
+    let instant = context
+        .sql_to_expr(as_of.clone(), &DFSchema::empty())
+        .map_err(|e| {
+            plan_datafusion_err!(
+                "FOR SYSTEM_TIME AS OF {as_of}: on its own (not in a LEFT JOIN) the instant must be a constant such as TIMESTAMP '2025-02-01'; \
+                 to join at each row's time write: spine LEFT JOIN {} FOR SYSTEM_TIME AS OF spine.ts ON ...: {e}",
+                view.name
+            )
+        })?;
+    let right = context.plan(factor)?;
+    let time = view_column(&right, &view, &view.timestamp)?;
+    let mut in_range = time.clone().lt_eq(instant.clone());
+    if let Some(ttl) = &view.ttl {
+        in_range = in_range.and(time.clone().gt_eq(instant.clone() - lit(ttl.clone())));
+    }
+    let keys = view
+        .entities
+        .iter()
+        .map(|e| view_column(&right, &view, e))
+        .collect::<Result<Vec<_>>>()?;
+    let spine_keys: Vec<String> = (0..keys.len()).map(|i| format!("__hc_key{i}")).collect();
+    let mut spine_columns: Vec<Expr> = keys
+        .iter()
+        .zip(&spine_keys)
+        .map(|(k, name)| k.clone().alias(name))
+        .collect();
+    spine_columns.push(instant.alias("__hc_as_of"));
+    let spine = LogicalPlanBuilder::from(right.clone())
+        .filter(in_range)?
+        .aggregate(keys.clone(), Vec::<Expr>::new())?
+        .project(spine_columns)?
+        .alias("__hc_snapshot")?
+        .build()?;
+    let on = spine_keys
+        .iter()
+        .zip(keys)
+        .map(|(name, key)| (Expr::Column(Column::new(Some("__hc_snapshot"), name)), key))
+        .collect();
+    let created = match &view.created {
+        Some(created) => Some(view_column(&right, &view, created)?),
+        None => None,
+    };
+    let output: Vec<Expr> = right
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    let node = AsOfJoin::try_new(
+        Arc::new(spine),
+        Arc::new(right),
+        on,
+        Expr::Column(Column::new(Some("__hc_snapshot"), "__hc_as_of")),
+        time,
+        MatchOp::GtEq,
+        view.ttl.clone(),
+        created,
+    )?;
+    LogicalPlanBuilder::from(node.into_plan())
+        .project(output)?
+        .build()
+}
