@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Point-in-time join benchmark: hindcast against its peers, on the same Parquet files.
+
+Workload S (the default sizes): 1M labels x 10M feature rows, 100k users, one feature
+table, TTL 90 days. Every engine computes the same three numbers over the point-in-time
+join: rows (must equal the label count), matched rows and the sum of one feature column.
+They must agree, or the run fails. Engines alternate within each repetition; the median
+wall time and the peak RSS (the kernel's maxrss of each engine's process) are reported.
+
+Run through benches/run.sh, which builds hindcast in release mode and installs the peers.
+"""
+
+import argparse
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+TTL_DAYS = 90
+
+
+def generate(hindcast, data, labels, features, users):
+    marker = os.path.join(data, f"done-v2-{labels}-{features}-{users}")
+    if os.path.exists(marker):
+        return
+    os.makedirs(data, exist_ok=True)
+    # Deterministic: multiplicative hashing of the row number, no random().
+    # Feature times are unique (one row every 6 seconds over ~2 years), so no engine's
+    # tie rule decides anything and all answers must match exactly.
+    sql = f"""
+    COPY (
+      SELECT (value * 7919 + value / 1000) % {users} AS user_id,
+             to_timestamp_micros((1704067200 + (value * 104729) % (730 * 86400)) * 1000000) AS ts,
+             CAST(value % 2 AS INT) AS label
+      FROM generate_series(0, {labels - 1})
+    ) TO '{data}/labels.parquet' STORED AS PARQUET;
+    COPY (
+      SELECT (value * 104723 + value / 7) % {users} AS user_id,
+             to_timestamp_micros((1704067200 + value * 6) * 1000000) AS ts,
+             CAST((value * 7907) % 100000 AS DOUBLE) / 100.0 AS amount,
+             CAST((value * 13) % 40 AS BIGINT) AS tx_count
+      FROM generate_series(0, {features - 1})
+    ) TO '{data}/features.parquet' STORED AS PARQUET;
+    """
+    subprocess.run([hindcast, "-q", "-c", sql], check=True, stdout=subprocess.DEVNULL)
+    open(marker, "w").close()
+
+
+def hindcast_command(hindcast, data, memory_limit):
+    sql = f"""
+    CREATE EXTERNAL TABLE labels STORED AS PARQUET LOCATION '{data}/labels.parquet';
+    CREATE EXTERNAL TABLE features STORED AS PARQUET LOCATION '{data}/features.parquet';
+    SELECT count(*) AS rows_out, count(f.amount) AS matched, sum(f.amount) AS checksum
+    FROM labels l ASOF JOIN features f
+      MATCH_CONDITION (l.ts >= f.ts AND l.ts - f.ts <= INTERVAL '{TTL_DAYS} days')
+      ON l.user_id = f.user_id;
+    """
+    command = [hindcast, "-q", "--format", "csv", "-c", sql]
+    if memory_limit:
+        command += ["-m", memory_limit]
+    return command
+
+
+DUCKDB = """
+import duckdb, sys
+data = sys.argv[1]
+con = duckdb.connect()
+row = con.execute(f'''
+  SELECT count(*), count(amount), sum(amount) FROM (
+    SELECT CASE WHEN f.ts >= l.ts - INTERVAL {ttl} DAY THEN f.amount END AS amount
+    FROM read_parquet('{{data}}/labels.parquet') l
+    ASOF LEFT JOIN read_parquet('{{data}}/features.parquet') f
+      ON l.user_id = f.user_id AND l.ts >= f.ts)
+''').fetchone()
+print("rows_out,matched,checksum")
+print(",".join(str(v) for v in row))
+"""
+
+
+def run_measured(command):
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Read output fully before reaping so a large stdout cannot block the child.
+    out = proc.stdout.read().decode()
+    err = proc.stderr.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(command[:2])} failed ({proc.returncode}):\n{err}")
+    # ru_maxrss is in KiB on Linux.
+    return wall, usage.ru_maxrss / 1024, out.strip().splitlines()[-1]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--hindcast", required=True)
+    parser.add_argument("--data", default=os.path.expanduser("~/.cache/hindcast-bench-data"))
+    parser.add_argument("--labels", type=int, default=1_000_000)
+    parser.add_argument("--features", type=int, default=10_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--memory-limit", default=None, help="e.g. 64M, passed to hindcast -m")
+    args = parser.parse_args()
+
+    data = os.path.join(args.data, f"s-{args.labels}-{args.features}-{args.users}")
+    generate(args.hindcast, data, args.labels, args.features, args.users)
+
+    engines = {
+        "hindcast ASOF JOIN": hindcast_command(args.hindcast, data, args.memory_limit),
+        "DuckDB ASOF LEFT JOIN": [sys.executable, "-c", DUCKDB.format(ttl=TTL_DAYS), data],
+    }
+    results = {name: [] for name in engines}
+    answers = {}
+    for rep in range(args.reps):
+        for name, command in engines.items():
+            wall, rss, line = run_measured(command)
+            results[name].append((wall, rss))
+            answers.setdefault(name, line)
+            print(f"rep {rep + 1} {name}: {wall:.2f} s, {rss:.0f} MiB, answer {line}", file=sys.stderr)
+
+    # Every engine must produce the same answer.
+    parsed = {name: line.split(",") for name, line in answers.items()}
+    reference_name, reference = next(iter(parsed.items()))
+    for name, (rows, matched, checksum) in parsed.items():
+        if int(rows) != args.labels:
+            sys.exit(f"{name} returned {rows} rows for {args.labels} labels")
+        same = int(rows) == int(reference[0]) and int(matched) == int(reference[1]) and math.isclose(
+            float(checksum), float(reference[2]), rel_tol=1e-9)
+        if not same:
+            sys.exit(f"answers differ: {reference_name} {reference} vs {name} {[rows, matched, checksum]}")
+
+    base = statistics.median(w for w, _ in results["hindcast ASOF JOIN"])
+    print(f"\nS: {args.labels:,} labels x {args.features:,} feature rows, {args.users:,} users, "
+          f"TTL {TTL_DAYS} days, {args.reps} reps, median; answer {answers['hindcast ASOF JOIN']}"
+          f"{', hindcast -m ' + args.memory_limit if args.memory_limit else ''}\n")
+    print("| engine | wall (s) | peak RSS (MiB) | time / hindcast |")
+    print("|---|---:|---:|---:|")
+    for name, runs in results.items():
+        wall = statistics.median(w for w, _ in runs)
+        rss = max(r for _, r in runs)
+        print(f"| {name} | {wall:.2f} | {rss:.0f} | {wall / base:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
