@@ -3,7 +3,8 @@
 //! backfills, one- and two-column entities, NULL keys and times, duplicate spine rows and
 //! time columns in different units and time zones. Each case is asked two ways, through
 //! `historical_features` and through `LEFT JOIN ... FOR SYSTEM_TIME AS OF`, under several
-//! batch sizes and partition counts.
+//! batch sizes and partition counts; the first view is also read as a snapshot
+//! (`FOR SYSTEM_TIME AS OF <instant>`).
 //!
 //! `HINDCAST_FUZZ_SEED=<seed>` reruns one case.
 
@@ -294,6 +295,44 @@ impl Case {
     }
 }
 
+/// The latest row (same order as [`Case::reference`]) of every entity with a row in
+/// `[instant - ttl, instant]`, as `(f, [f])` pairs sorted.
+fn snapshot_reference(view: &View, instant: i64) -> Vec<(i64, Vec<Option<i64>>)> {
+    let mut best: std::collections::BTreeMap<(i64, Option<String>), &ViewRow> = Default::default();
+    for r in &view.rows {
+        let (Some(user), Some(ts)) = (r.user, r.ts) else {
+            continue;
+        };
+        if view.keys == 2 && r.region.is_none() {
+            continue;
+        }
+        let fresh = match view.ttl {
+            None | Some(0) => true,
+            Some(ttl) => ts >= instant - ttl,
+        };
+        if ts > instant || !fresh {
+            continue;
+        }
+        let key = (
+            user,
+            if view.keys == 2 {
+                r.region.clone()
+            } else {
+                None
+            },
+        );
+        let rank = |r: &ViewRow| (r.ts, if view.created { r.created } else { 0 }, r.f);
+        let entry = best.entry(key).or_insert(r);
+        if rank(r) > rank(entry) {
+            *entry = r;
+        }
+    }
+    let mut out: Vec<(i64, Vec<Option<i64>>)> =
+        best.values().map(|r| (r.f, vec![Some(r.f)])).collect();
+    out.sort();
+    out
+}
+
 fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
     let schema = Schema::new(
         columns
@@ -370,6 +409,16 @@ async fn feature_views_match_feast_semantics() {
             .flat_map(|(_, f)| f)
             .filter(|f| f.is_some())
             .count();
+        // A snapshot of the first view at an instant: its rows, named by their feature value.
+        if let Some(view) = case.views.first() {
+            let instant = seed as i64 % 200;
+            let sql = format!(
+                "SELECT f0 AS sid, f0 FROM v0 FOR SYSTEM_TIME AS OF to_timestamp_seconds({instant})"
+            );
+            let actual = answer(&hc, &sql, 1, seed).await;
+            let expected = snapshot_reference(view, instant);
+            assert_eq!(actual, expected, "seed {seed}: {sql}\n{case:?}");
+        }
         for sql in [case.retrieval_sql(), case.temporal_sql()] {
             let actual = answer(&hc, &sql, case.views.len(), seed).await;
             assert_eq!(
@@ -379,7 +428,7 @@ async fn feature_views_match_feast_semantics() {
         }
     }
     eprintln!(
-        "feast reference: {} random cases, {spine_rows} spine rows, {matched} matched features, 2 query forms each, 0 mismatches",
+        "feast reference: {} random cases, {spine_rows} spine rows, {matched} matched features, 2 query forms and a snapshot each, 0 mismatches",
         seeds.len()
     );
     // The cases must exercise matching, not only NULLs.

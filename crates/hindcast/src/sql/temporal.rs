@@ -10,10 +10,13 @@
 
 use std::sync::Arc;
 
-use datafusion::common::{Column, DFSchema, Result, plan_datafusion_err, plan_err};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Column, DFSchema, Result, ScalarValue, plan_datafusion_err, plan_err};
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::planner::RelationPlannerContext;
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, lit};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::sql::sqlparser::ast::{Expr as SQLExpr, JoinConstraint, TableFactor, TableVersion};
 
 use super::asof_join::{join_keys, merge_using};
@@ -173,6 +176,13 @@ pub(super) fn plan_snapshot(
         })?;
     let right = context.plan(factor)?;
     let time = view_column(&right, &view, &view.timestamp)?;
+    let instant = lit(instant_as(
+        &instant,
+        right
+            .schema()
+            .field_with_unqualified_name(&view.timestamp)?
+            .data_type(),
+    )?);
     let mut in_range = time.clone().lt_eq(instant.clone());
     if let Some(ttl) = &view.ttl {
         in_range = in_range.and(time.clone().gt_eq(instant.clone() - lit(ttl.clone())));
@@ -189,8 +199,17 @@ pub(super) fn plan_snapshot(
         .map(|(k, name)| k.clone().alias(name))
         .collect();
     spine_columns.push(instant.alias("__hc_as_of"));
+    // Rows outside [instant - TTL, instant] can never win, so the feature side is filtered
+    // too: DataFusion pushes the bound into the scan (Parquet row-group statistics).
+    let right = LogicalPlanBuilder::from(right)
+        .filter(in_range.clone())?
+        .build()?;
+    // An entity with a NULL key matches nothing; it must not become an all-NULL row.
+    let keyed = keys
+        .iter()
+        .fold(in_range, |acc, k| acc.and(k.clone().is_not_null()));
     let spine = LogicalPlanBuilder::from(right.clone())
-        .filter(in_range)?
+        .filter(keyed)?
         .aggregate(keys.clone(), Vec::<Expr>::new())?
         .project(spine_columns)?
         .alias("__hc_snapshot")?
@@ -223,4 +242,31 @@ pub(super) fn plan_snapshot(
     LogicalPlanBuilder::from(node.into_plan())
         .project(output)?
         .build()
+}
+
+/// The constant instant as a value of the view's time type, read as an instant: a
+/// time-zone-naive value means UTC (SPEC section 1), whereas DataFusion's own coercion would
+/// read it as wall-clock time in the view's zone. A finer instant is truncated to the
+/// view's unit.
+fn instant_as(instant: &Expr, target: &DataType) -> Result<ScalarValue> {
+    let simplified = ExprSimplifier::new(SimplifyContext::default()).simplify(instant.clone())?;
+    let Expr::Literal(value, _) = simplified else {
+        return plan_err!("FOR SYSTEM_TIME AS OF needs a constant instant, found {instant}");
+    };
+    let DataType::Timestamp(unit, Some(zone)) = target else {
+        return value.cast_to(target);
+    };
+    if matches!(value.data_type(), DataType::Timestamp(_, Some(_))) {
+        return value.cast_to(target);
+    }
+    // Naive to naive keeps the epoch value; then attach the zone without shifting it.
+    let naive = value.cast_to(&DataType::Timestamp(*unit, None))?;
+    let zone = Some(Arc::clone(zone));
+    Ok(match naive {
+        ScalarValue::TimestampSecond(v, _) => ScalarValue::TimestampSecond(v, zone),
+        ScalarValue::TimestampMillisecond(v, _) => ScalarValue::TimestampMillisecond(v, zone),
+        ScalarValue::TimestampMicrosecond(v, _) => ScalarValue::TimestampMicrosecond(v, zone),
+        ScalarValue::TimestampNanosecond(v, _) => ScalarValue::TimestampNanosecond(v, zone),
+        other => other,
+    })
 }
