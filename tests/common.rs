@@ -1,5 +1,9 @@
 //! Helpers shared by the test modules.
 
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::prelude::SessionConfig;
 use hindcast::Hindcast;
 use std::path::PathBuf;
@@ -22,4 +26,19 @@ pub fn session(batch_size: usize, partitions: usize, memory_limit: Option<usize>
         Some(limit) => Hindcast::with_memory_limit(config, limit).expect("session"),
         None => Hindcast::new_with_config_rt(config, Default::default()),
     }
+}
+
+/// A batch of nullable columns, named in order.
+pub fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+    let schema = Schema::new(
+        columns
+            .iter()
+            .map(|(name, a)| Field::new(*name, a.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    );
+    RecordBatch::try_new(
+        Arc::new(schema),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .expect("valid batch")
 }

@@ -15,14 +15,14 @@ use datafusion::arrow::array::{
     TimestampMicrosecondArray, TimestampMillisecondArray, TimestampSecondArray, UInt32Array,
 };
 use datafusion::arrow::compute::take_record_batch;
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::datasource::MemTable;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use hindcast::Hindcast;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::common::session;
+use crate::common::{batch, session};
 
 const BATCH_SIZES: [usize; 7] = [1, 2, 7, 49, 50, 51, 100];
 const PARTITIONS: [usize; 2] = [1, 4];
@@ -345,20 +345,6 @@ impl Case {
             })
             .collect()
     }
-}
-
-fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
-    let schema = Schema::new(
-        columns
-            .iter()
-            .map(|(name, a)| Field::new(*name, a.data_type().clone(), true))
-            .collect::<Vec<_>>(),
-    );
-    RecordBatch::try_new(
-        Arc::new(schema),
-        columns.into_iter().map(|(_, a)| a).collect(),
-    )
-    .expect("valid batch")
 }
 
 /// Split into batches of `size` rows spread over `partitions` input partitions.

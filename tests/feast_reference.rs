@@ -14,12 +14,12 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
     TimestampMillisecondArray, TimestampSecondArray,
 };
-use datafusion::arrow::datatypes::{Field, Int64Type, Schema};
+use datafusion::arrow::datatypes::Int64Type;
 use hindcast::Hindcast;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::common::session;
+use crate::common::{batch, session};
 
 #[derive(Debug)]
 struct SpineRow {
@@ -331,20 +331,6 @@ fn snapshot_reference(view: &View, instant: i64) -> Vec<(i64, Vec<Option<i64>>)>
         best.values().map(|r| (r.f, vec![Some(r.f)])).collect();
     out.sort();
     out
-}
-
-fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
-    let schema = Schema::new(
-        columns
-            .iter()
-            .map(|(name, a)| Field::new(*name, a.data_type().clone(), true))
-            .collect::<Vec<_>>(),
-    );
-    RecordBatch::try_new(
-        Arc::new(schema),
-        columns.into_iter().map(|(_, a)| a).collect(),
-    )
-    .expect("valid batch")
 }
 
 async fn answer(hc: &Hindcast, sql: &str, views: usize, seed: u64) -> Vec<(i64, Vec<Option<i64>>)> {

@@ -145,7 +145,15 @@ impl Hindcast {
 
     /// Like [`Self::parse_sql`], with the line each statement starts on.
     pub fn parse_sql_with_lines(&self, sql: &str) -> Result<Vec<(HindcastStatement, u64)>> {
-        parse_statements(sql, self.dialect()?.as_ref())
+        let recursion_limit = self
+            .ctx
+            .state()
+            .config()
+            .options()
+            .sql_parser
+            .recursion_limit
+            .get();
+        parse_statements(sql, self.dialect()?.as_ref(), recursion_limit)
     }
 
     /// The session's SQL dialect; the default (generic) one is extended with
@@ -186,7 +194,7 @@ impl Hindcast {
         if let Statement::CopyTo(copy) = &mut statement
             && let Some(output) = TempOutput::for_target(&copy.target)
         {
-            copy.target = output.temp.to_string_lossy().into_owned();
+            copy.target = output.temp_target();
             let plan = self.ctx.state().statement_to_plan(statement).await?;
             let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
             output.commit()?;
@@ -269,8 +277,11 @@ impl QueryPlanner for HindcastQueryPlanner {
 /// once the whole write succeeded, so a failed or cancelled write leaves no partial dataset.
 /// Object-store targets have no rename and are written in place.
 struct TempOutput {
+    /// A sibling of `target` with the same file name after a hidden prefix.
     temp: PathBuf,
     target: PathBuf,
+    /// Whether the target was written as a directory (`'out/'`).
+    is_dir: bool,
     committed: bool,
 }
 
@@ -281,44 +292,46 @@ impl TempOutput {
             return None;
         }
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let is_dir = local.ends_with('/');
         let target = PathBuf::from(local.trim_end_matches('/'));
         let name = target.file_name()?.to_string_lossy().into_owned();
-        // Same extension and trailing slash, so DataFusion picks the same format and layout.
-        let mut temp = target
-            .with_file_name(format!(
-                ".hindcast-tmp-{}-{}-{name}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ))
-            .to_string_lossy()
-            .into_owned();
-        if is_dir {
-            temp.push('/');
-        }
+        let temp = target.with_file_name(format!(
+            ".hindcast-tmp-{}-{}-{name}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
         Some(Self {
-            temp: PathBuf::from(temp),
+            temp,
             target,
+            is_dir: local.ends_with('/'),
             committed: false,
         })
     }
 
+    /// The path for DataFusion to write: same extension and trailing slash as the target,
+    /// so it picks the same format and layout.
+    fn temp_target(&self) -> String {
+        let mut path = self.temp.to_string_lossy().into_owned();
+        if self.is_dir {
+            path.push('/');
+        }
+        path
+    }
+
     fn commit(mut self) -> Result<()> {
-        let temp = PathBuf::from(self.temp.to_string_lossy().trim_end_matches('/'));
-        if !temp.exists() {
+        if !self.temp.exists() {
             // Nothing was written (e.g. an empty result into a directory).
             self.committed = true;
             return Ok(());
         }
         let result = if self.target.is_dir() {
-            merge_into(&temp, &self.target)
+            merge_into(&self.temp, &self.target)
         } else {
-            std::fs::rename(&temp, &self.target)
+            std::fs::rename(&self.temp, &self.target)
         };
         result.map_err(|e| {
             DataFusionError::Execution(format!(
                 "COPY wrote {} but could not move it to {}: {e}",
-                temp.display(),
+                self.temp.display(),
                 self.target.display()
             ))
         })?;
@@ -346,11 +359,10 @@ impl Drop for TempOutput {
         if self.committed {
             return;
         }
-        let temp = PathBuf::from(self.temp.to_string_lossy().trim_end_matches('/'));
-        let _ = if temp.is_dir() {
-            std::fs::remove_dir_all(&temp)
+        let _ = if self.temp.is_dir() {
+            std::fs::remove_dir_all(&self.temp)
         } else {
-            std::fs::remove_file(&temp)
+            std::fs::remove_file(&self.temp)
         };
     }
 }

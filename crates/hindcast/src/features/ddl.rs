@@ -59,24 +59,21 @@ pub async fn execute_ddl(
     Ok(Some(frame))
 }
 
-fn normalizer(ctx: &SessionContext) -> IdentNormalizer {
-    IdentNormalizer::new(
-        ctx.state()
-            .config()
-            .options()
-            .sql_parser
-            .enable_ident_normalization,
-    )
-}
-
-fn table_reference(ctx: &SessionContext, name: &ObjectName) -> Result<TableReference> {
-    let normalize = ctx
-        .state()
+/// Whether the session lower-cases unquoted identifiers, as DataFusion's planner does.
+fn normalizes_idents(ctx: &SessionContext) -> bool {
+    ctx.state()
         .config()
         .options()
         .sql_parser
-        .enable_ident_normalization;
-    object_name_to_table_reference(name.clone(), normalize)
+        .enable_ident_normalization
+}
+
+fn normalizer(ctx: &SessionContext) -> IdentNormalizer {
+    IdentNormalizer::new(normalizes_idents(ctx))
+}
+
+fn table_reference(ctx: &SessionContext, name: &ObjectName) -> Result<TableReference> {
+    object_name_to_table_reference(name.clone(), normalizes_idents(ctx))
 }
 
 /// The feature view registered as `name`, if there is one.

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 
 pub(crate) use ddl::{execute_ddl, resolve_location};
 pub use repository::load_repository;
+pub(crate) use view::column_list;
 pub use view::{FeatureSource, FeatureView, FeatureViewTable};
 
 /// A named list of features from one or more views, as in Feast.

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Fields, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::datasource::TableType;
@@ -76,7 +76,7 @@ impl FeatureView {
             Err(_) => plan_err!(
                 "feature view {}: its {role} column {name} is not in the source, whose columns are: {}",
                 self.name,
-                column_list(schema)
+                column_list(schema.fields())
             ),
         };
         for entity in &self.entities {
@@ -108,9 +108,9 @@ impl FeatureView {
     }
 }
 
-fn column_list(schema: &SchemaRef) -> String {
-    schema
-        .fields()
+/// `a, b, c`: the names of `fields`, for messages.
+pub(crate) fn column_list(fields: &Fields) -> String {
+    fields
         .iter()
         .map(|f| f.name().as_str())
         .collect::<Vec<_>>()

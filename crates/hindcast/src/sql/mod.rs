@@ -5,7 +5,7 @@
 //! [`RelationPlanner`](datafusion::logical_expr::planner::RelationPlanner), and it sees only
 //! table factors, not the joins between them. So [`prepare_statement`] first rewrites the
 //! AST so that every ASOF join becomes a parenthesised table factor of its own,
-//! `(<everything to its left> ASOF JOIN <right> ...)`, and [`AsOfRelationPlanner`] plans
+//! `(<everything to its left> ASOF JOIN <right> ...)`, and [`HindcastRelationPlanner`] plans
 //! exactly those factors into the [`AsOfJoin`](crate::logical::AsOfJoin) node. The temporal
 //! join on a feature view (`LEFT JOIN v FOR SYSTEM_TIME AS OF l.ts`) is nested and planned
 //! the same way. The feature-store DDL is parsed by [`parser`]. Everything else stays
@@ -22,8 +22,8 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::parser::{CopyToSource, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    Join, JoinOperator, Query, SetExpr, TableFactor, TableVersion, TableWithJoins, VisitMut,
-    VisitorMut,
+    Expr, Join, JoinOperator, Query, SetExpr, TableFactor, TableVersion, TableWithJoins, VisitMut,
+    VisitorMut, visit_expressions,
 };
 
 pub use dialect::HindcastDialect;
@@ -149,17 +149,26 @@ fn nested(relation: TableFactor, joins: Vec<Join>) -> TableFactor {
     }
 }
 
-/// `ASOF JOIN`, or `LEFT JOIN t FOR SYSTEM_TIME AS OF ...`.
+/// `ASOF JOIN`, or `LEFT JOIN t FOR SYSTEM_TIME AS OF <a column>`. With a constant
+/// instant the versioned table is a snapshot, an ordinary relation of the join.
 fn is_point_in_time(join: &Join) -> bool {
     match &join.join_operator {
         JoinOperator::AsOf { .. } => true,
         JoinOperator::Left(_) | JoinOperator::LeftOuter(_) => matches!(
-            join.relation,
+            &join.relation,
             TableFactor::Table {
-                version: Some(TableVersion::ForSystemTimeAsOf(_)),
+                version: Some(TableVersion::ForSystemTimeAsOf(instant)),
                 ..
-            }
+            } if names_a_column(instant)
         ),
         _ => false,
     }
+}
+
+fn names_a_column(expr: &Expr) -> bool {
+    visit_expressions(expr, |e| match e {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
 }

@@ -23,7 +23,8 @@ use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatemen
 use datafusion::sql::sqlparser::ast::{Expr as SQLExpr, Ident, ObjectName, Query, Value};
 use datafusion::sql::sqlparser::dialect::Dialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion::sql::sqlparser::parser::IsOptional::Mandatory;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 
 /// One parsed statement.
@@ -94,8 +95,15 @@ pub struct CreateFeatureService {
 }
 
 /// Parse `;`-separated statements, each with the line it starts on (1-based).
-pub fn parse_statements(sql: &str, dialect: &dyn Dialect) -> Result<Vec<(HindcastStatement, u64)>> {
-    let mut parser = DFParserBuilder::new(sql).with_dialect(dialect).build()?;
+pub fn parse_statements(
+    sql: &str,
+    dialect: &dyn Dialect,
+    recursion_limit: usize,
+) -> Result<Vec<(HindcastStatement, u64)>> {
+    let mut parser = DFParserBuilder::new(sql)
+        .with_dialect(dialect)
+        .with_recursion_limit(recursion_limit)
+        .build()?;
     let mut statements = vec![];
     loop {
         while parser.parser.consume_token(&Token::SemiColon) {}
@@ -161,10 +169,7 @@ fn parse_statement(parser: &mut DFParser) -> Result<HindcastStatement> {
     }
 }
 
-fn parse_feature_object(
-    p: &mut datafusion::sql::sqlparser::parser::Parser,
-    plural: bool,
-) -> Result<FeatureObject> {
+fn parse_feature_object(p: &mut Parser, plural: bool) -> Result<FeatureObject> {
     let (view, service) = if plural {
         ("VIEWS", "SERVICES")
     } else {
@@ -197,10 +202,7 @@ fn parse_create_view(parser: &mut DFParser, or_replace: bool) -> Result<CreateFe
         let p = &mut parser.parser;
         let clause = p.peek_token();
         if parse_word(p, "ENTITY") {
-            let keys = p.parse_parenthesized_column_list(
-                datafusion::sql::sqlparser::parser::IsOptional::Mandatory,
-                false,
-            )?;
+            let keys = p.parse_parenthesized_column_list(Mandatory, false)?;
             set_once(&mut entities, keys, "ENTITY", &clause)?;
         } else if p.parse_keyword(Keyword::TIMESTAMP) {
             let column = p.parse_identifier()?;
@@ -215,10 +217,7 @@ fn parse_create_view(parser: &mut DFParser, or_replace: bool) -> Result<CreateFe
             let value = p.parse_identifier()?.value.to_uppercase();
             set_once(&mut format, value, "STORED AS", &clause)?;
         } else if p.parse_keywords(&[Keyword::PARTITIONED, Keyword::BY]) {
-            let columns = p.parse_parenthesized_column_list(
-                datafusion::sql::sqlparser::parser::IsOptional::Mandatory,
-                false,
-            )?;
+            let columns = p.parse_parenthesized_column_list(Mandatory, false)?;
             set_once(&mut partitions, columns, "PARTITIONED BY", &clause)?;
         } else if p.parse_keyword(Keyword::LOCATION) {
             let value = p.parse_literal_string()?;
@@ -342,7 +341,7 @@ fn parse_create_service(parser: &mut DFParser, or_replace: bool) -> Result<Creat
 }
 
 /// Consume the next token if it is the (non-reserved) word `word`, in any case.
-fn parse_word(p: &mut datafusion::sql::sqlparser::parser::Parser, word: &str) -> bool {
+fn parse_word(p: &mut Parser, word: &str) -> bool {
     if let Token::Word(w) = p.peek_token().token
         && w.quote_style.is_none()
         && w.value.eq_ignore_ascii_case(word)

@@ -8,7 +8,7 @@ use datafusion::sql::sqlparser::ast::{JoinOperator, TableFactor, TableWithJoins}
 
 use super::asof_join::plan_asof_join;
 use super::retrieval::{self, plan_historical_features};
-use super::temporal::{as_of_expr, is_constant, plan_snapshot, plan_temporal_join};
+use super::temporal::{plan_snapshot, plan_temporal_join};
 use crate::features::FeatureRegistry;
 
 /// Plans, in DataFusion's SQL planner:
@@ -55,24 +55,6 @@ impl RelationPlanner for HindcastRelationPlanner {
                         plan_asof_join(left, right, match_condition, constraint, context)?
                     }
                     JoinOperator::Left(constraint) | JoinOperator::LeftOuter(constraint) => {
-                        let as_of =
-                            as_of_expr(&join.relation)?.expect("checked by is_point_in_time");
-                        if is_constant(as_of, context) {
-                            // A snapshot joined like any relation: DataFusion plans the join.
-                            let join = datafusion::sql::sqlparser::ast::Join {
-                                join_operator: JoinOperator::Left(constraint),
-                                ..join
-                            };
-                            return Ok(RelationPlanning::Original(Box::new(
-                                TableFactor::NestedJoin {
-                                    table_with_joins: Box::new(TableWithJoins {
-                                        relation: left,
-                                        joins: vec![join],
-                                    }),
-                                    alias: None,
-                                },
-                            )));
-                        }
                         let left = context.plan(left)?;
                         plan_temporal_join(left, join.relation, constraint, context)?
                     }
@@ -85,8 +67,8 @@ impl RelationPlanner for HindcastRelationPlanner {
             TableFactor::Table {
                 version: Some(_), ..
             } => {
-                // Reached only outside `LEFT JOIN`: a snapshot at a constant instant (the
-                // factor keeps its alias, so the plan is already qualified by it).
+                // Not a per-row temporal join (see `is_point_in_time`): a snapshot at a
+                // constant instant. The factor keeps its alias, so the plan is qualified by it.
                 let plan = plan_snapshot(relation, context)?;
                 Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(
                     plan, None,

@@ -17,7 +17,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, DFSchema, Result, TableReference, plan_datafusion_err, plan_err};
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::planner::RelationPlannerContext;
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableSource};
 use datafusion::sql::sqlparser::ast::{
     Expr as SQLExpr, FunctionArg, FunctionArgExpr, Query, TableAlias, TableFactor,
     TableFunctionArgs, Value, VisitMut,
@@ -26,7 +26,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 use super::NestAsOfJoins;
 use super::dialect::HindcastDialect;
-use crate::features::{FeatureRegistry, FeatureView, FeatureViewTable};
+use crate::features::{FeatureRegistry, FeatureView, FeatureViewTable, column_list};
 use crate::logical::{AsOfJoin, MatchOp};
 
 pub(super) const NAME: &str = "historical_features";
@@ -101,6 +101,7 @@ fn spine_sql(spine: &str) -> String {
 struct ViewRequest {
     view: FeatureView,
     reference: TableReference,
+    source: Arc<dyn TableSource>,
     features: Vec<String>,
 }
 
@@ -195,7 +196,7 @@ pub(super) fn plan_historical_features(
 
     let mut plan = spine;
     for (request, names) in requests.into_iter().zip(names) {
-        plan = join_view(plan, &spine_time, request, names, context)?;
+        plan = join_view(plan, &spine_time, request, names)?;
     }
     let unqualified: Vec<Expr> = plan
         .schema()
@@ -259,7 +260,7 @@ fn spine_time_column(schema: &DFSchema) -> Result<Column> {
         [only] => Ok(Column::new(Some(SPINE), *only)),
         [] => plan_err!(
             "{NAME}: the spine needs a time column: event_timestamp or exactly one timestamp column; its columns are {}",
-            column_names(schema)
+            column_list(schema.fields())
         ),
         many => plan_err!(
             "{NAME}: the spine has several timestamp columns ({}) and none is named event_timestamp; \
@@ -275,15 +276,6 @@ fn spine_columns(schema: &DFSchema) -> String {
         .iter()
         .filter(|(q, _)| q.is_some_and(|q| q.table() == SPINE))
         .map(|(_, f)| f.name().as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn column_names(schema: &DFSchema) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -338,14 +330,14 @@ fn resolve_refs(
                 requests.push(ViewRequest {
                     view,
                     reference: reference.clone(),
+                    source,
                     features: vec![],
                 });
                 requests.len() - 1
             }
         };
         let request = &mut requests[index];
-        let source = context.context_provider().get_table_source(reference)?;
-        let available = request.view.features(&source.schema());
+        let available = request.view.features(&request.source.schema());
         let features = match feature {
             None => available,
             Some(feature) => {
@@ -375,16 +367,13 @@ fn join_view(
     spine_time: &Column,
     request: ViewRequest,
     names: Vec<String>,
-    context: &mut dyn RelationPlannerContext,
 ) -> Result<LogicalPlan> {
     let ViewRequest {
         view,
         reference,
+        source,
         features,
     } = request;
-    let source = context
-        .context_provider()
-        .get_table_source(reference.clone())?;
     let column = |name: &str| Expr::Column(Column::new(Some(reference.clone()), name));
 
     let mut right_columns: Vec<&str> = view.entities.iter().map(String::as_str).collect();

@@ -25,7 +25,7 @@ use crate::logical::{AsOfJoin, MatchOp};
 
 /// The `AS OF` expression of a versioned table factor; an error for versioning clauses other
 /// than `FOR SYSTEM_TIME AS OF`.
-pub(super) fn as_of_expr(factor: &TableFactor) -> Result<Option<&SQLExpr>> {
+fn as_of_expr(factor: &TableFactor) -> Result<Option<&SQLExpr>> {
     match factor {
         TableFactor::Table {
             version: Some(TableVersion::ForSystemTimeAsOf(expr)),
@@ -95,13 +95,6 @@ fn view_column(plan: &LogicalPlan, view: &FeatureView, name: &str) -> Result<Exp
     Ok(Expr::Column(Column::new(qualifier.cloned(), field.name())))
 }
 
-/// Whether the `AS OF` expression is a constant (a snapshot) rather than a spine column.
-pub(super) fn is_constant(expr: &SQLExpr, context: &mut dyn RelationPlannerContext) -> bool {
-    context
-        .sql_to_expr(expr.clone(), &DFSchema::empty())
-        .is_ok()
-}
-
 /// `left LEFT JOIN view FOR SYSTEM_TIME AS OF <left time> ON ...`.
 pub(super) fn plan_temporal_join(
     left: LogicalPlan,
@@ -135,10 +128,11 @@ pub(super) fn plan_temporal_join(
         }
     }
     let right_time = view_column(&right, &view, &view.timestamp)?;
-    let created = match &view.created {
-        Some(created) => Some(view_column(&right, &view, created)?),
-        None => None,
-    };
+    let created = view
+        .created
+        .as_ref()
+        .map(|created| view_column(&right, &view, created))
+        .transpose()?;
     let node = AsOfJoin::try_new(
         Arc::new(left),
         Arc::new(right),
@@ -219,10 +213,11 @@ pub(super) fn plan_snapshot(
         .zip(keys)
         .map(|(name, key)| (Expr::Column(Column::new(Some("__hc_snapshot"), name)), key))
         .collect();
-    let created = match &view.created {
-        Some(created) => Some(view_column(&right, &view, created)?),
-        None => None,
-    };
+    let created = view
+        .created
+        .as_ref()
+        .map(|created| view_column(&right, &view, created))
+        .transpose()?;
     let output: Vec<Expr> = right
         .schema()
         .columns()
