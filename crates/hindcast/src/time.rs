@@ -162,6 +162,69 @@ impl TimeDomain {
     }
 }
 
+impl TimeDomain {
+    /// Ticks in one unit of `data_type`, when that type is an instant this domain can hold.
+    fn ticks_per(&self, data_type: &DataType) -> Option<i64> {
+        let TimeDomain::Instant(domain) = self else {
+            return None;
+        };
+        let nanos = match data_type {
+            DataType::Timestamp(unit, _) => nanos_per(*unit),
+            DataType::Date32 => 86_400 * nanos_per(TimeUnit::Second),
+            DataType::Date64 => nanos_per(TimeUnit::Millisecond),
+            _ => return None,
+        };
+        Some(nanos / nanos_per(*domain))
+    }
+
+    /// `ticks` as a value of `data_type`, rounded the given way when that type is coarser;
+    /// `None` when it does not fit.
+    pub fn scalar(
+        &self,
+        ticks: i64,
+        data_type: &DataType,
+        round: crate::physical::asof_join::Round,
+    ) -> Option<ScalarValue> {
+        use crate::physical::asof_join::Round;
+        if *self == TimeDomain::Integer {
+            return ScalarValue::Int64(Some(ticks)).cast_to(data_type).ok();
+        }
+        let per = self.ticks_per(data_type)?;
+        let v = match round {
+            Round::Down => ticks.div_euclid(per),
+            Round::Up => ticks.div_euclid(per) + i64::from(ticks.rem_euclid(per) != 0),
+        };
+        Some(match data_type {
+            DataType::Timestamp(TimeUnit::Second, tz) => ScalarValue::TimestampSecond(Some(v), tz.clone()),
+            DataType::Timestamp(TimeUnit::Millisecond, tz) => ScalarValue::TimestampMillisecond(Some(v), tz.clone()),
+            DataType::Timestamp(TimeUnit::Microsecond, tz) => ScalarValue::TimestampMicrosecond(Some(v), tz.clone()),
+            DataType::Timestamp(TimeUnit::Nanosecond, tz) => ScalarValue::TimestampNanosecond(Some(v), tz.clone()),
+            DataType::Date32 => ScalarValue::Date32(Some(i32::try_from(v).ok()?)),
+            DataType::Date64 => ScalarValue::Date64(Some(v)),
+            _ => return None,
+        })
+    }
+
+    /// `ticks` as a UTC date and time; `None` for integer domains.
+    pub fn utc(&self, ticks: i64) -> Option<chrono::NaiveDateTime> {
+        let TimeDomain::Instant(unit) = self else {
+            return None;
+        };
+        let nanos = ticks as i128 * nanos_per(*unit) as i128;
+        let secs = i64::try_from(nanos.div_euclid(1_000_000_000)).ok()?;
+        let sub = nanos.rem_euclid(1_000_000_000) as u32;
+        chrono::DateTime::from_timestamp(secs, sub).map(|t| t.naive_utc())
+    }
+
+    /// `ticks` for `EXPLAIN`: an RFC 3339 instant, or the integer.
+    pub fn display(&self, ticks: i64) -> String {
+        match self.utc(ticks) {
+            Some(t) => format!("{}Z", t.format("%Y-%m-%dT%H:%M:%S%.f")),
+            None => ticks.to_string(),
+        }
+    }
+}
+
 /// `amount` (in units where one domain tick is `tick`) as an inclusive bound in ticks.
 fn ttl_bound(amount: i128, tick: i128, original: &ScalarValue) -> Result<Option<i64>> {
     if amount < 0 {

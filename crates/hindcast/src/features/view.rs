@@ -14,6 +14,7 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::physical::asof_join::TimePartitioning;
 use crate::time::TimeDomain;
 
 /// The definition of a feature view, as `DESCRIBE` and the planner see it.
@@ -50,6 +51,15 @@ impl fmt::Display for FeatureSource {
 }
 
 impl FeatureView {
+    /// How the view's hive partitions follow its event time, if they do (see
+    /// `docs/features.md`): such partitions are skipped when a join's spine cannot reach them.
+    pub fn time_partitioning(&self) -> Option<TimePartitioning> {
+        match &self.source {
+            FeatureSource::Files { partitions, .. } => TimePartitioning::detect(partitions),
+            FeatureSource::Query(_) => None,
+        }
+    }
+
     /// The columns that are features: everything but keys, times and partition columns.
     pub fn features(&self, schema: &SchemaRef) -> Vec<String> {
         let partitions = match &self.source {

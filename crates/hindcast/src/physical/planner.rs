@@ -7,12 +7,23 @@ use datafusion::catalog::Session;
 use datafusion::common::{Result, internal_err};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode};
+use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::source_as_provider;
+use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::PhysicalExprRef;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_expr::expressions::{BinaryExpr, Column};
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 
 use super::AsOfJoinExec;
+use super::asof_join::{
+    Narrowing, PartitionFilter, SpineBounds, SpineBoundsExec, TimePartitioning,
+};
+use crate::features::FeatureViewTable;
 use crate::logical::AsOfJoin;
+use crate::time::TimeDomain;
 
 /// The one extension planner: it downcasts each hindcast node to its operator.
 #[derive(Debug, Default)]
@@ -46,17 +57,155 @@ impl ExtensionPlanner for HindcastExtensionPlanner {
             .iter()
             .map(|(l, r)| Ok((left_expr(l)?, right_expr(r)?)))
             .collect::<Result<Vec<_>>>()?;
+        let left_time = left_expr(&join.left_time)?;
+        let right_time = right_expr(&join.right_time)?;
+        // The same switch as DataFusion's own join filters, so plans can be compared.
+        let (left, bounds) = if session
+            .config_options()
+            .optimizer
+            .enable_join_dynamic_filter_pushdown
+        {
+            spine_bounds(left, &left_time, join.domain)
+        } else {
+            (Arc::clone(left), None)
+        };
+        let mut right = Arc::clone(right);
+        let narrowing = match bounds {
+            Some(bounds) => {
+                let right_type = right_time.data_type(&right.schema())?;
+                let narrowing =
+                    Narrowing::new(bounds, join.op, join.ttl, Arc::clone(&right_time), right_type);
+                let partitions = match view_partitioning(right_plan) {
+                    Some(partitioning) => narrow_partitions(&right, partitioning)?,
+                    None => None,
+                };
+                let partition_filter = partitions.map(|(plan, filter)| {
+                    right = plan;
+                    Arc::new(filter)
+                });
+                Some(Arc::new(narrowing.with_partition_filter(partition_filter)))
+            }
+            None => None,
+        };
         let exec = AsOfJoinExec::try_new(
-            Arc::clone(left),
-            Arc::clone(right),
+            left,
+            right,
             on,
-            left_expr(&join.left_time)?,
-            right_expr(&join.right_time)?,
+            left_time,
+            right_time,
             join.op,
             join.domain,
             join.ttl,
             join.tie_breaker.as_ref().map(right_expr).transpose()?,
-        )?;
+        )?
+        .with_narrowing(narrowing);
         Ok(Some(Arc::new(exec)))
     }
+}
+
+/// The spine side of a join, wrapped so it records its time range, and that range.
+///
+/// A join whose spine is another join's output (several views, one spine) shares the
+/// first join's bounds when it uses the same time column: wrapping it again would hide the
+/// order the first join already produces and cost a re-sort of the spine. If the time column
+/// is a different one, the later join is not narrowed.
+fn spine_bounds(
+    left: &Arc<dyn ExecutionPlan>,
+    time: &PhysicalExprRef,
+    domain: TimeDomain,
+) -> (Arc<dyn ExecutionPlan>, Option<Arc<SpineBounds>>) {
+    let mut plan = Arc::clone(left);
+    let mut column = time.downcast_ref::<Column>().cloned();
+    loop {
+        if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+            column = column.and_then(|c| {
+                projection
+                    .expr()
+                    .get(c.index())
+                    .and_then(|e| e.expr.downcast_ref::<Column>().cloned())
+            });
+            plan = Arc::clone(projection.input());
+            continue;
+        }
+        if let Some(join) = plan.downcast_ref::<AsOfJoinExec>() {
+            let shared = join.narrowing().map(|n| &n.bounds).filter(|bounds| {
+                column.as_ref().is_some_and(|c| {
+                    c.index() < join.left().schema().fields().len()
+                        && bounds.tracks(&(Arc::new(c.clone()) as PhysicalExprRef), domain)
+                })
+            });
+            return (Arc::clone(left), shared.cloned());
+        }
+        break;
+    }
+    let bounds = SpineBounds::new(Arc::clone(time), domain);
+    let left = Arc::new(SpineBoundsExec::new(Arc::clone(left), Arc::clone(&bounds)));
+    (left, Some(bounds))
+}
+
+/// The time partitioning of the feature view the right side scans, if it is one.
+fn view_partitioning(plan: &LogicalPlan) -> Option<TimePartitioning> {
+    match plan {
+        LogicalPlan::Projection(p) => view_partitioning(&p.input),
+        LogicalPlan::SubqueryAlias(a) => view_partitioning(&a.input),
+        LogicalPlan::TableScan(scan) => {
+            let provider = source_as_provider(&scan.source).ok()?;
+            FeatureViewTable::of(provider.as_ref())?.time_partitioning()
+        }
+        _ => None,
+    }
+}
+
+/// Put a partition filter on the Parquet scan at the bottom of `plan` (under projections
+/// only), returning the new plan. `None` when the scan is not a partitioned Parquet scan.
+fn narrow_partitions(
+    plan: &Arc<dyn ExecutionPlan>,
+    partitioning: TimePartitioning,
+) -> Result<Option<(Arc<dyn ExecutionPlan>, PartitionFilter)>> {
+    if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        let Some((input, filter)) = narrow_partitions(projection.input(), partitioning)? else {
+            return Ok(None);
+        };
+        let options = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
+        return Ok(Some((Arc::clone(plan).replace_children(vec![input], options)?, filter)));
+    }
+    let Some(scan) = plan.downcast_ref::<DataSourceExec>() else {
+        return Ok(None);
+    };
+    let Some(config) = scan.data_source().downcast_ref::<FileScanConfig>() else {
+        return Ok(None);
+    };
+    let Some(parquet) = config.file_source().downcast_ref::<ParquetSource>() else {
+        return Ok(None);
+    };
+    let table_schema = config.file_source().table_schema().table_schema();
+    let partition_names: Vec<&str> = config
+        .file_source()
+        .table_schema()
+        .table_partition_cols()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    let mut columns = vec![];
+    for name in partitioning.columns() {
+        if !partition_names.contains(&name) {
+            return Ok(None);
+        }
+        let index = table_schema.index_of(name)?;
+        columns.push(Arc::new(Column::new(name, index)) as PhysicalExprRef);
+    }
+    let filter = PartitionFilter::new(partitioning, columns);
+    let predicate: PhysicalExprRef = match config.file_source().filter() {
+        Some(existing) => Arc::new(BinaryExpr::new(
+            existing,
+            Operator::And,
+            Arc::clone(&filter.filter) as PhysicalExprRef,
+        )),
+        None => Arc::clone(&filter.filter) as PhysicalExprRef,
+    };
+    let source = Arc::new(parquet.with_predicate(predicate));
+    let config = FileScanConfigBuilder::from(config.clone())
+        .with_source(source)
+        .build();
+    Ok(Some((DataSourceExec::from_data_source(config), filter)))
 }

@@ -7,6 +7,7 @@ use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{Fields, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{JoinSide, JoinType, Result, assert_eq_or_internal_err, internal_err};
+use datafusion::common::config::ConfigOptions;
 use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::physical_expr::equivalence::join_equivalence_properties;
@@ -14,6 +15,12 @@ use datafusion::physical_expr::{
     LexOrdering, OrderingRequirements, PhysicalExprRef, PhysicalSortExpr,
 };
 use datafusion::physical_plan::execution_plan::{Boundedness, CardinalityEffect, EmissionType};
+use datafusion::physical_plan::filter_pushdown::{
+    ChildFilterDescription, ChildPushdownResult, FilterDescription, FilterPushdownPhase,
+    FilterPushdownPropagation,
+};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan,
@@ -21,6 +28,7 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream, apply_expression_roots,
 };
 
+use super::bounds::Narrowing;
 use super::metrics::AsOfJoinMetrics;
 use super::stream::{AsOfJoinStream, JoinSpec};
 use crate::logical::MatchOp;
@@ -46,6 +54,8 @@ pub struct AsOfJoinExec {
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// Narrows the right side to the spine's time range (see [`super::bounds`]).
+    narrowing: Option<Arc<Narrowing>>,
 }
 
 impl AsOfJoinExec {
@@ -92,7 +102,25 @@ impl AsOfJoinExec {
             schema,
             cache: Arc::new(cache),
             metrics: ExecutionPlanMetricsSet::new(),
+            narrowing: None,
         })
+    }
+
+    pub fn with_narrowing(mut self, narrowing: Option<Arc<Narrowing>>) -> Self {
+        self.narrowing = narrowing;
+        self
+    }
+
+    pub fn left(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.left
+    }
+
+    pub fn left_time(&self) -> &PhysicalExprRef {
+        &self.left_time
+    }
+
+    pub fn narrowing(&self) -> Option<&Arc<Narrowing>> {
+        self.narrowing.as_ref()
     }
 
     /// The order the merge needs: keys, then time, ascending, NULLs first. The stream
@@ -252,7 +280,8 @@ impl ExecutionPlan for AsOfJoinExec {
                 self.domain,
                 self.ttl,
                 self.tie_breaker.clone(),
-            )?)),
+            )?
+            .with_narrowing(self.narrowing.clone()))),
         }
     }
 
@@ -297,6 +326,7 @@ impl ExecutionPlan for AsOfJoinExec {
             self.right.execute(partition, Arc::clone(&context))?,
             reservation,
             AsOfJoinMetrics::new(&self.metrics, partition),
+            self.narrowing.clone(),
         )
         .map(|s| Box::pin(s) as SendableRecordBatchStream)
     }
@@ -307,5 +337,57 @@ impl ExecutionPlan for AsOfJoinExec {
 
     fn cardinality_effect(&self) -> CardinalityEffect {
         CardinalityEffect::Equal
+    }
+
+    /// Filters from above are not pushed through (the join keeps them above). After
+    /// optimization, the right side gets the spine's time bounds as a dynamic filter.
+    fn gather_filters_for_pushdown(
+        &self,
+        phase: FilterPushdownPhase,
+        parent_filters: Vec<PhysicalExprRef>,
+        config: &ConfigOptions,
+    ) -> Result<FilterDescription> {
+        let left = ChildFilterDescription::all_unsupported(&parent_filters);
+        let mut right = ChildFilterDescription::all_unsupported(&parent_filters);
+        if phase == FilterPushdownPhase::Post
+            && config.optimizer.enable_join_dynamic_filter_pushdown
+            && let Some(narrowing) = &self.narrowing
+        {
+            right = right.with_self_filter(Arc::clone(&narrowing.time_filter) as PhysicalExprRef);
+        }
+        Ok(FilterDescription::new().with_child(left).with_child(right))
+    }
+
+    /// A `SortExec` keeps a filter its input did not take as a `FilterExec` below itself,
+    /// built with DataFusion's default batch size (8192 rows) instead of the session's; under
+    /// a tight memory limit one such batch can exceed a sort's share of the pool, so the
+    /// right side's one gets the session's batch size.
+    fn handle_child_pushdown_result(
+        &self,
+        _phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        let result = FilterPushdownPropagation::if_all(child_pushdown_result);
+        let batch_size = config.execution.batch_size.get();
+        let Some(sort) = self.right.downcast_ref::<SortExec>() else {
+            return Ok(result);
+        };
+        let Some(filter) = sort.input().downcast_ref::<FilterExec>() else {
+            return Ok(result);
+        };
+        if filter.batch_size() == batch_size {
+            return Ok(result);
+        }
+        let filter: Arc<dyn ExecutionPlan> = Arc::new(filter.with_batch_size(batch_size)?);
+        let right = Arc::clone(&self.right).replace_children(
+            vec![filter],
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
+        )?;
+        let node = Self {
+            right,
+            ..Self::clone(self)
+        };
+        Ok(result.with_updated_node(Arc::new(node)))
     }
 }

@@ -4,13 +4,18 @@
 //!   (co-partitioned by key, sorted by key then time) and what it promises downstream.
 //! - [`stream`]: the per-partition merge, a state machine over the two sorted inputs.
 //! - [`metrics`]: what `EXPLAIN ANALYZE` shows.
+//! - [`bounds`]: the spine's time range, pushed into the right side's scan.
 //!
 //! The operator itself buffers only a few right batches per partition; the sorts below it
 //! are DataFusion's `SortExec`s, which account their memory to the pool and spill to disk,
 //! so a feature table larger than memory is sorted out of core and merged in one pass.
 
+mod bounds;
 mod exec;
 mod metrics;
 mod stream;
 
+pub use bounds::{
+    Narrowing, PartitionFilter, Round, SpineBounds, SpineBoundsExec, TimePartitioning,
+};
 pub use exec::AsOfJoinExec;

@@ -49,6 +49,7 @@ use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
 use datafusion::physical_expr::PhysicalExprRef;
 use futures::{Stream, StreamExt};
 
+use super::bounds::Narrowing;
 use super::metrics::AsOfJoinMetrics;
 use crate::logical::MatchOp;
 use crate::time::TimeDomain;
@@ -155,6 +156,7 @@ pub(super) struct AsOfJoinStream {
 
     reservation: MemoryReservation,
     metrics: AsOfJoinMetrics,
+    narrowing: Option<Arc<Narrowing>>,
 }
 
 impl AsOfJoinStream {
@@ -164,6 +166,7 @@ impl AsOfJoinStream {
         right_input: SendableRecordBatchStream,
         reservation: MemoryReservation,
         metrics: AsOfJoinMetrics,
+        narrowing: Option<Arc<Narrowing>>,
     ) -> Result<Self> {
         let right_schema = right_input.schema();
         let key_fields = spec
@@ -209,6 +212,7 @@ impl AsOfJoinStream {
             group: None,
             reservation,
             metrics,
+            narrowing,
         })
     }
 
@@ -633,7 +637,12 @@ impl AsOfJoinStream {
                         }
                     }
                 }
-                State::PullRight => match ready!(self.right_input.poll_next_unpin(cx)) {
+                State::PullRight => {
+                    // The right side is about to be read: give its scan the spine's bounds.
+                    if let Some(narrowing) = &self.narrowing {
+                        narrowing.publish_if_ready()?;
+                    }
+                    match ready!(self.right_input.poll_next_unpin(cx)) {
                     Some(Ok(batch)) => {
                         let elapsed = self.metrics.baseline.elapsed_compute().clone();
                         let _timer = elapsed.timer();
@@ -647,7 +656,8 @@ impl AsOfJoinStream {
                         self.right_done = true;
                         self.state = State::Merging;
                     }
-                },
+                }
+                }
                 State::Done => return Poll::Ready(None),
             }
         }
