@@ -145,5 +145,6 @@ slt_files!(
     asof_explain,
     features_ddl,
     features_temporal,
+    features_pruning,
     features_retrieval,
 );

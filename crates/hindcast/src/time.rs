@@ -195,10 +195,18 @@ impl TimeDomain {
             Round::Up => ticks.div_euclid(per) + i64::from(ticks.rem_euclid(per) != 0),
         };
         Some(match data_type {
-            DataType::Timestamp(TimeUnit::Second, tz) => ScalarValue::TimestampSecond(Some(v), tz.clone()),
-            DataType::Timestamp(TimeUnit::Millisecond, tz) => ScalarValue::TimestampMillisecond(Some(v), tz.clone()),
-            DataType::Timestamp(TimeUnit::Microsecond, tz) => ScalarValue::TimestampMicrosecond(Some(v), tz.clone()),
-            DataType::Timestamp(TimeUnit::Nanosecond, tz) => ScalarValue::TimestampNanosecond(Some(v), tz.clone()),
+            DataType::Timestamp(TimeUnit::Second, tz) => {
+                ScalarValue::TimestampSecond(Some(v), tz.clone())
+            }
+            DataType::Timestamp(TimeUnit::Millisecond, tz) => {
+                ScalarValue::TimestampMillisecond(Some(v), tz.clone())
+            }
+            DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+                ScalarValue::TimestampMicrosecond(Some(v), tz.clone())
+            }
+            DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
+                ScalarValue::TimestampNanosecond(Some(v), tz.clone())
+            }
             DataType::Date32 => ScalarValue::Date32(Some(i32::try_from(v).ok()?)),
             DataType::Date64 => ScalarValue::Date64(Some(v)),
             _ => return None,

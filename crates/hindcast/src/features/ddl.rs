@@ -434,10 +434,17 @@ async fn describe(
             return Ok(None);
         };
         let schema = provider.schema();
-        let partitions = match &view.source {
+        let mut partitions = match &view.source {
             FeatureSource::Files { partitions, .. } => partitions.join(", "),
             FeatureSource::Query(_) => String::new(),
         };
+        if let Some(partitioning) = view.time_partitioning() {
+            let columns = partitioning.columns().join(", ");
+            partitions.push_str(&format!(
+                " ({columns} follow {}: pruned by time)",
+                view.timestamp
+            ));
+        }
         let mut rows = vec![
             vec!["name".into(), view.name.clone()],
             vec!["entity".into(), view.entities.join(", ")],

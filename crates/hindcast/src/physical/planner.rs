@@ -5,16 +5,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::{Result, internal_err};
-use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode};
 use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::Operator;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode};
 use datafusion::physical_expr::PhysicalExprRef;
 use datafusion::physical_expr::expressions::{BinaryExpr, Column};
-use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 
 use super::AsOfJoinExec;
@@ -73,8 +73,13 @@ impl ExtensionPlanner for HindcastExtensionPlanner {
         let narrowing = match bounds {
             Some(bounds) => {
                 let right_type = right_time.data_type(&right.schema())?;
-                let narrowing =
-                    Narrowing::new(bounds, join.op, join.ttl, Arc::clone(&right_time), right_type);
+                let narrowing = Narrowing::new(
+                    bounds,
+                    join.op,
+                    join.ttl,
+                    Arc::clone(&right_time),
+                    right_type,
+                );
                 let partitions = match view_partitioning(right_plan) {
                     Some(partitioning) => narrow_partitions(&right, partitioning)?,
                     None => None,
@@ -167,7 +172,10 @@ fn narrow_partitions(
             return Ok(None);
         };
         let options = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
-        return Ok(Some((Arc::clone(plan).replace_children(vec![input], options)?, filter)));
+        return Ok(Some((
+            Arc::clone(plan).replace_children(vec![input], options)?,
+            filter,
+        )));
     }
     let Some(scan) = plan.downcast_ref::<DataSourceExec>() else {
         return Ok(None);

@@ -16,9 +16,9 @@
 //! early merely misses the chance to skip it.
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
@@ -33,7 +33,9 @@ use datafusion::physical_expr::expressions::{
 };
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExprRef};
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time};
+use datafusion::physical_plan::metrics::{
+    ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
     RecordBatchStream, SendableRecordBatchStream, apply_expression_roots,
@@ -322,37 +324,48 @@ impl TimePartitioning {
         lo: Option<NaiveDateTime>,
         hi: Option<NaiveDateTime>,
     ) -> PhysicalExprRef {
-        let (key, bound): (PhysicalExprRef, Box<dyn Fn(NaiveDateTime) -> ScalarValue>) =
-            match self {
-                Self::Date(_) => (
-                    Arc::new(CastExpr::new(Arc::clone(&columns[0]), DataType::Date32, None)),
-                    Box::new(|t: NaiveDateTime| {
-                        ScalarValue::Date32(Some(
-                            (t.date() - NaiveDate::default()).num_days() as i32,
-                        ))
-                    }),
-                ),
-                Self::Calendar(_) => {
-                    let mut key: Option<PhysicalExprRef> = None;
-                    for column in columns {
-                        let part: PhysicalExprRef =
-                            Arc::new(CastExpr::new(Arc::clone(column), DataType::Int64, None));
-                        key = Some(match key {
-                            None => part,
-                            Some(k) => binary(binary(k, Operator::Multiply, lit(100i64)), Operator::Plus, part),
-                        });
-                    }
-                    let n = columns.len();
-                    let key = key.unwrap_or_else(|| lit(true));
-                    (
-                        key,
-                        Box::new(move |t: NaiveDateTime| {
-                            let parts = [t.year() as i64, t.month() as i64, t.day() as i64, t.hour() as i64];
-                            ScalarValue::Int64(Some(parts[..n].iter().fold(0, |k, p| k * 100 + p)))
-                        }),
-                    )
+        let (key, bound): (PhysicalExprRef, Box<dyn Fn(NaiveDateTime) -> ScalarValue>) = match self
+        {
+            Self::Date(_) => (
+                Arc::new(CastExpr::new(
+                    Arc::clone(&columns[0]),
+                    DataType::Date32,
+                    None,
+                )),
+                Box::new(|t: NaiveDateTime| {
+                    ScalarValue::Date32(Some((t.date() - NaiveDate::default()).num_days() as i32))
+                }),
+            ),
+            Self::Calendar(_) => {
+                let mut key: Option<PhysicalExprRef> = None;
+                for column in columns {
+                    let part: PhysicalExprRef =
+                        Arc::new(CastExpr::new(Arc::clone(column), DataType::Int64, None));
+                    key = Some(match key {
+                        None => part,
+                        Some(k) => binary(
+                            binary(k, Operator::Multiply, lit(100i64)),
+                            Operator::Plus,
+                            part,
+                        ),
+                    });
                 }
-            };
+                let n = columns.len();
+                let key = key.unwrap_or_else(|| lit(true));
+                (
+                    key,
+                    Box::new(move |t: NaiveDateTime| {
+                        let parts = [
+                            t.year() as i64,
+                            t.month() as i64,
+                            t.day() as i64,
+                            t.hour() as i64,
+                        ];
+                        ScalarValue::Int64(Some(parts[..n].iter().fold(0, |k, p| k * 100 + p)))
+                    }),
+                )
+            }
+        };
         let lower = lo.map(|t| binary(Arc::clone(&key), Operator::GtEq, lit(bound(t))));
         let upper = hi.map(|t| binary(Arc::clone(&key), Operator::LtEq, lit(bound(t))));
         conjunction(lower.into_iter().chain(upper))

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{Fields, Schema, SchemaRef};
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{JoinSide, JoinType, Result, assert_eq_or_internal_err, internal_err};
-use datafusion::common::config::ConfigOptions;
 use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::physical_expr::equivalence::join_equivalence_properties;
@@ -15,13 +15,13 @@ use datafusion::physical_expr::{
     LexOrdering, OrderingRequirements, PhysicalExprRef, PhysicalSortExpr,
 };
 use datafusion::physical_plan::execution_plan::{Boundedness, CardinalityEffect, EmissionType};
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::filter_pushdown::{
     ChildFilterDescription, ChildPushdownResult, FilterDescription, FilterPushdownPhase,
     FilterPushdownPropagation,
 };
-use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan,
     ExecutionPlanProperties, InputDistributionRequirements, PlanProperties, ReplaceChildrenOptions,
@@ -270,18 +270,20 @@ impl ExecutionPlan for AsOfJoinExec {
                 metrics: ExecutionPlanMetricsSet::new(),
                 ..Self::clone(&self)
             })),
-            ChildrenPropertiesMode::Recompute => Ok(Arc::new(Self::try_new(
-                left,
-                right,
-                self.on.clone(),
-                Arc::clone(&self.left_time),
-                Arc::clone(&self.right_time),
-                self.op,
-                self.domain,
-                self.ttl,
-                self.tie_breaker.clone(),
-            )?
-            .with_narrowing(self.narrowing.clone()))),
+            ChildrenPropertiesMode::Recompute => Ok(Arc::new(
+                Self::try_new(
+                    left,
+                    right,
+                    self.on.clone(),
+                    Arc::clone(&self.left_time),
+                    Arc::clone(&self.right_time),
+                    self.op,
+                    self.domain,
+                    self.ttl,
+                    self.tie_breaker.clone(),
+                )?
+                .with_narrowing(self.narrowing.clone()),
+            )),
         }
     }
 

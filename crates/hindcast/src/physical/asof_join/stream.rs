@@ -643,20 +643,20 @@ impl AsOfJoinStream {
                         narrowing.publish_if_ready()?;
                     }
                     match ready!(self.right_input.poll_next_unpin(cx)) {
-                    Some(Ok(batch)) => {
-                        let elapsed = self.metrics.baseline.elapsed_compute().clone();
-                        let _timer = elapsed.timer();
-                        if batch.num_rows() > 0 {
-                            self.push_right(batch)?;
+                        Some(Ok(batch)) => {
+                            let elapsed = self.metrics.baseline.elapsed_compute().clone();
+                            let _timer = elapsed.timer();
+                            if batch.num_rows() > 0 {
+                                self.push_right(batch)?;
+                            }
+                            self.state = State::Merging;
                         }
-                        self.state = State::Merging;
+                        Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                        None => {
+                            self.right_done = true;
+                            self.state = State::Merging;
+                        }
                     }
-                    Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                    None => {
-                        self.right_done = true;
-                        self.state = State::Merging;
-                    }
-                }
                 }
                 State::Done => return Poll::Ready(None),
             }
