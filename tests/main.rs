@@ -5,11 +5,13 @@
 //! - `differential`: the operator against a brute-force reference on random inputs;
 //! - `feast_reference`: feature views against a brute-force Feast on random inputs;
 //! - `out_of_core`: a join whose right side is larger than the memory limit;
-//! - `cli`: the `hindcast` binary as a user runs it.
+//! - `cli`: the `hindcast` binary as a user runs it;
+//! - `s3`: feature views on a local S3-compatible server (moto).
 
 mod cli;
 mod common;
 mod differential;
 mod feast_reference;
 mod out_of_core;
+mod s3;
 mod slt;

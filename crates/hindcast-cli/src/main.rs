@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use clap::Parser;
 use datafusion::common::Result;
-use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionConfig;
 use hindcast::Hindcast;
 
@@ -81,7 +80,7 @@ fn session(args: &Args) -> Result<Hindcast> {
         Some(limit) => Hindcast::with_memory_limit(config, limit),
         None => Ok(Hindcast::new_with_config_rt(
             config,
-            Arc::new(RuntimeEnv::default()),
+            hindcast::storage::runtime_env_builder().build_arc()?,
         )),
     }
 }

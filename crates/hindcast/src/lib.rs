@@ -16,6 +16,7 @@ pub mod logical;
 pub mod physical;
 mod session;
 pub mod sql;
+pub mod storage;
 pub mod time;
 
 pub use session::Hindcast;

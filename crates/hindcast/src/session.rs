@@ -12,7 +12,7 @@ use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
@@ -59,7 +59,10 @@ impl Default for Hindcast {
 impl Hindcast {
     /// A session with DataFusion's default configuration and runtime.
     pub fn new() -> Self {
-        Self::new_with_config_rt(SessionConfig::new(), Arc::new(RuntimeEnv::default()))
+        let runtime = crate::storage::runtime_env_builder()
+            .build_arc()
+            .expect("a runtime without a memory limit or disk settings always builds");
+        Self::new_with_config_rt(SessionConfig::new(), runtime)
     }
 
     /// A session with the given configuration and runtime (memory pool, disk manager).
@@ -110,7 +113,7 @@ impl Hindcast {
         config.options_mut().execution.sort_spill_reservation_bytes = share;
         // A fair pool splits memory between the sorts feeding each join partition, so all
         // of them spill in turn instead of the first one starving the others.
-        let runtime = RuntimeEnvBuilder::new()
+        let runtime = crate::storage::runtime_env_builder()
             .with_memory_pool(Arc::new(FairSpillPool::new(limit)))
             .build_arc()?;
         Ok(Self::new_with_config_rt(config, runtime))

@@ -18,11 +18,14 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::planner::{IdentNormalizer, object_name_to_table_reference};
 use datafusion::sql::sqlparser::ast::{ObjectName, Statement as SQLStatement};
 
+use url::Url;
+
 use super::{FeatureRegistry, FeatureService, FeatureSource, FeatureView, FeatureViewTable};
 use crate::sql::{
     CreateFeatureService, CreateFeatureView, FeatureObject, FeatureViewSource, HindcastStatement,
     prepare_statement,
 };
+use crate::storage::{S3_OPTION_PREFIX, s3_store};
 use crate::time::{DisplayTtl, TimeDomain};
 
 /// Run a feature-store statement. `base` is the directory relative `LOCATION`s resolve
@@ -127,7 +130,7 @@ async fn create_view(
             let location = resolve_location(location, base);
             let partitions: Vec<String> = partitions.iter().map(normalize).collect();
             // DataFusion's option names are `format.<key>`; accept the short form too.
-            let options: HashMap<String, String> = options
+            let (s3_options, options): (HashMap<String, String>, HashMap<String, String>) = options
                 .iter()
                 .map(|(k, v)| {
                     let k = k.to_lowercase();
@@ -138,7 +141,16 @@ async fn create_view(
                     };
                     (k, v.clone())
                 })
-                .collect();
+                .partition(|(k, _)| k.starts_with(S3_OPTION_PREFIX));
+            if !s3_options.is_empty() {
+                let url = Url::parse(&location).ok().filter(|u| u.scheme() == "s3");
+                let Some(url) = url else {
+                    return plan_err!(
+                        "feature view {reference}: aws.* options apply to s3:// locations only, not '{location}'"
+                    );
+                };
+                ctx.register_object_store(&url, s3_store(&url, &s3_options)?);
+            }
             let command = CreateExternalTable::builder(
                 reference.clone(),
                 location.clone(),
@@ -152,8 +164,14 @@ async fn create_view(
                 plan_datafusion_err!("no table factory for {format} files in this session")
             })?;
             let provider = factory.create(&state, &command).await.map_err(|e| {
+                let message = e.to_string();
+                let hint = if message.contains("403 Forbidden") {
+                    " (access denied: check the credentials, from the AWS_* environment variables or the view's aws.* OPTIONS)"
+                } else {
+                    ""
+                };
                 plan_datafusion_err!(
-                    "feature view {reference}: cannot read {format} files at '{location}': {e}"
+                    "feature view {reference}: cannot read {format} files at '{location}'{hint}: {message}"
                 )
             })?;
             let source = FeatureSource::Files {
