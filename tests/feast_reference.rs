@@ -228,12 +228,12 @@ impl Case {
         )
     }
 
-    fn retrieval_sql(&self) -> String {
+    fn retrieval_sql(&self, filter_by_created: bool) -> String {
         let refs: Vec<String> = (0..self.views.len())
             .map(|i| format!("'v{i}:f{i}'"))
             .collect();
         format!(
-            "SELECT * FROM historical_features('spine', {})",
+            "SELECT * FROM historical_features('spine', {}, filter_by_created_timestamp => {filter_by_created})",
             refs.join(", ")
         )
     }
@@ -258,8 +258,9 @@ impl Case {
     /// Feast's rule for every spine row and view: among rows with equal (non-NULL) entity
     /// values and `r.ts <= s.ts` (and `r.ts >= s.ts - ttl` with a TTL), the latest event
     /// time wins, then the latest created time; exact ties go to the larger feature value
-    /// (hindcast's documented rule: largest right row).
-    fn reference(&self) -> Vec<(i64, Vec<Option<i64>>)> {
+    /// (hindcast's documented rule: largest right row). With `filter_by_created`, rows of a
+    /// view with a created timestamp also need `r.created <= s.ts`.
+    fn reference(&self, filter_by_created: bool) -> Vec<(i64, Vec<Option<i64>>)> {
         let mut out: Vec<(i64, Vec<Option<i64>>)> = self
             .spine
             .iter()
@@ -281,7 +282,9 @@ impl Case {
                                     None | Some(0) => true,
                                     Some(ttl) => rt >= st - ttl,
                                 };
-                                keys && rt <= st && fresh
+                                let visible =
+                                    !(filter_by_created && view.created) || r.created <= st;
+                                keys && rt <= st && fresh && visible
                             })
                             .max_by_key(|r| (r.ts, if view.created { r.created } else { 0 }, r.f))
                             .map(|r| r.f)
@@ -373,7 +376,7 @@ async fn feature_views_match_feast_semantics() {
         Err(_) => (0..300).collect(),
     };
     let configs = [(1, 1), (3, 4), (8192, 2), (7, 1)];
-    let (mut spine_rows, mut matched) = (0, 0);
+    let (mut spine_rows, mut matched, mut filter_changed) = (0, 0, 0);
     for &seed in &seeds {
         let case = Case::random(seed);
         let (batch_size, partitions) = configs[seed as usize % configs.len()];
@@ -388,7 +391,7 @@ async fn feature_views_match_feast_semantics() {
                 .await
                 .unwrap_or_else(|e| panic!("seed {seed}: {ddl}: {e}"));
         }
-        let expected = case.reference();
+        let expected = case.reference(false);
         spine_rows += expected.len();
         matched += expected
             .iter()
@@ -405,17 +408,29 @@ async fn feature_views_match_feast_semantics() {
             let expected = snapshot_reference(view, instant);
             assert_eq!(actual, expected, "seed {seed}: {sql}\n{case:?}");
         }
-        for sql in [case.retrieval_sql(), case.temporal_sql()] {
+        let filtered = case.reference(true);
+        if filtered != expected {
+            filter_changed += 1;
+        }
+        for (sql, expected) in [
+            (case.retrieval_sql(false), &expected),
+            (case.temporal_sql(), &expected),
+            (case.retrieval_sql(true), &filtered),
+        ] {
             let actual = answer(&hc, &sql, case.views.len(), seed).await;
             assert_eq!(
-                actual, expected,
+                &actual, expected,
                 "seed {seed} (batch_size={batch_size}, partitions={partitions}): {sql}\n{case:?}\nrerun with HINDCAST_FUZZ_SEED={seed}"
             );
         }
     }
     eprintln!(
-        "feast reference: {} random cases, {spine_rows} spine rows, {matched} matched features, 2 query forms and a snapshot each, 0 mismatches",
+        "feast reference: {} random cases, {spine_rows} spine rows, {matched} matched features, 3 query forms and a snapshot each, 0 mismatches; filtering by created timestamp changed the answer of {filter_changed}",
         seeds.len()
+    );
+    assert!(
+        seeds.len() == 1 || filter_changed * 4 >= seeds.len(),
+        "only {filter_changed} cases where filter_by_created_timestamp matters: the generator no longer makes backfills"
     );
     // The cases must exercise matching, not only NULLs.
     assert!(

@@ -19,4 +19,4 @@ pub mod sql;
 pub mod storage;
 pub mod time;
 
-pub use session::Hindcast;
+pub use session::{Hindcast, RetrievalOptions};

@@ -209,13 +209,16 @@ impl Hindcast {
 
     /// Feast's `get_historical_features`: for every row of `spine`, the requested features
     /// (`view:feature` references or feature service names) as of the spine's time column.
-    /// With `full_feature_names`, feature columns are named `view__feature`.
     pub async fn historical_features(
         &self,
         spine: DataFrame,
         refs: &[&str],
-        full_feature_names: bool,
+        options: RetrievalOptions,
     ) -> Result<DataFrame> {
+        let RetrievalOptions {
+            full_feature_names,
+            filter_by_created_timestamp,
+        } = options;
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let name = format!("__hc_spine_{}", NEXT.fetch_add(1, Ordering::Relaxed));
         self.ctx.register_table(name.as_str(), spine.into_view())?;
@@ -224,7 +227,8 @@ impl Hindcast {
             .map(|r| format!("'{}'", r.replace('\'', "''")))
             .collect();
         let sql = format!(
-            "SELECT * FROM historical_features('{name}', {}, full_feature_names => {full_feature_names})",
+            "SELECT * FROM historical_features('{name}', {}, full_feature_names => {full_feature_names}, \
+             filter_by_created_timestamp => {filter_by_created_timestamp})",
             refs.join(", ")
         );
         let result = self.sql(&sql).await;
@@ -368,4 +372,14 @@ impl Drop for TempOutput {
             std::fs::remove_file(&self.temp)
         };
     }
+}
+
+/// Options of [`Hindcast::historical_features`], as in Feast.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetrievalOptions {
+    /// Name feature columns `view__feature` instead of `feature`.
+    pub full_feature_names: bool,
+    /// Use a feature row for a spine row only once its created timestamp, too, is at or
+    /// before the spine time (views without a created timestamp are unaffected).
+    pub filter_by_created_timestamp: bool,
 }

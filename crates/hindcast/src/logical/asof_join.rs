@@ -86,6 +86,11 @@ pub struct AsOfJoin {
     /// Right-side column whose larger value wins among rows tied on time (Feast's
     /// created timestamp).
     pub tie_breaker: Option<Expr>,
+    /// Feast's `filter_by_created_timestamp`: when set, `right_time` is the instant a row
+    /// became visible (the later of its event and created times), and among the rows visible
+    /// at a left row's time the winner is the one with the latest `rank_time` (its event
+    /// time), then the tie-breaker. The TTL bounds `rank_time`. Backward joins only.
+    pub rank_time: Option<Expr>,
     pub schema: DFSchemaRef,
 }
 
@@ -148,8 +153,29 @@ impl AsOfJoin {
             domain,
             ttl,
             tie_breaker,
+            rank_time: None,
             schema,
         })
+    }
+
+    /// Rank visible rows by `rank_time` (see the field); `right_time` must already be the
+    /// visibility time.
+    pub fn with_rank_time(mut self, rank_time: Expr) -> Result<Self> {
+        if !self.op.is_backward() {
+            return plan_err!(
+                "filtering by created timestamp needs a backward join (the latest row at or before the spine time)"
+            );
+        }
+        let right_schema = self.right.schema();
+        let right_type = self.right_time.get_type(right_schema.as_ref())?;
+        let rank_type = rank_time.get_type(right_schema.as_ref())?;
+        // One type, so the operator reads both in the join's time domain.
+        self.rank_time = Some(if rank_type == right_type {
+            rank_time
+        } else {
+            cast(rank_time, right_type)
+        });
+        Ok(self)
     }
 
     /// Wrap into a `LogicalPlan`.
@@ -165,6 +191,7 @@ impl AsOfJoin {
             .map(|(_, r)| r)
             .chain(std::iter::once(&self.right_time))
             .chain(self.tie_breaker.iter())
+            .chain(self.rank_time.iter())
     }
 }
 
@@ -208,6 +235,7 @@ impl PartialOrd for AsOfJoin {
             &self.domain,
             &self.ttl,
             &self.tie_breaker,
+            &self.rank_time,
         )
             .partial_cmp(&(
                 &other.left,
@@ -219,6 +247,7 @@ impl PartialOrd for AsOfJoin {
                 &other.domain,
                 &other.ttl,
                 &other.tie_breaker,
+                &other.rank_time,
             ))
     }
 }
@@ -236,7 +265,8 @@ impl UserDefinedLogicalNodeCore for AsOfJoin {
         &self.schema
     }
 
-    /// Left keys, left time, right keys, right time, then the tie-breaker if any.
+    /// Left keys, left time, right keys, right time, then the tie-breaker and rank time if
+    /// any.
     fn expressions(&self) -> Vec<Expr> {
         self.on
             .iter()
@@ -276,6 +306,9 @@ impl UserDefinedLogicalNodeCore for AsOfJoin {
         if let Some(tie) = &self.tie_breaker {
             write!(f, ", tie_breaker=[{tie} DESC]")?;
         }
+        if let Some(rank) = &self.rank_time {
+            write!(f, ", latest_visible_by=[{rank}]")?;
+        }
         Ok(())
     }
 
@@ -284,7 +317,10 @@ impl UserDefinedLogicalNodeCore for AsOfJoin {
             .try_into()
             .map_err(|_| internal_datafusion_err!("AsOfJoin has two inputs"))?;
         let n = self.on.len();
-        let expected = 2 * n + 2 + usize::from(self.tie_breaker.is_some());
+        let expected = 2 * n
+            + 2
+            + usize::from(self.tie_breaker.is_some())
+            + usize::from(self.rank_time.is_some());
         if exprs.len() != expected {
             return internal_err!(
                 "AsOfJoin expects {expected} expressions, got {}",
@@ -296,7 +332,8 @@ impl UserDefinedLogicalNodeCore for AsOfJoin {
         let left_time = exprs.next().expect("length checked");
         let right_keys: Vec<Expr> = exprs.by_ref().take(n).collect();
         let right_time = exprs.next().expect("length checked");
-        let tie_breaker = exprs.next();
+        let tie_breaker = self.tie_breaker.as_ref().and_then(|_| exprs.next());
+        let rank_time = self.rank_time.as_ref().and_then(|_| exprs.next());
         let schema = Arc::new(build_join_schema(
             left.schema(),
             right.schema(),
@@ -312,6 +349,7 @@ impl UserDefinedLogicalNodeCore for AsOfJoin {
             domain: self.domain,
             ttl: self.ttl,
             tie_breaker,
+            rank_time,
             schema,
         })
     }

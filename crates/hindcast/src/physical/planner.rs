@@ -103,6 +103,7 @@ impl ExtensionPlanner for HindcastExtensionPlanner {
             join.ttl,
             join.tie_breaker.as_ref().map(right_expr).transpose()?,
         )?
+        .with_rank_time(join.rank_time.as_ref().map(right_expr).transpose()?)
         .with_narrowing(narrowing);
         Ok(Some(Arc::new(exec)))
     }

@@ -6,6 +6,9 @@
 //!     'user_spending_stats:avg_transaction_amount', 'user_activity:session_count_7d',
 //!     full_feature_names => true);
 //! ```
+//! With `filter_by_created_timestamp => true` (Feast's option of that name), a feature row
+//! only counts for a spine row once its created timestamp, too, is at or before the spine
+//! time: a backfill written after the labelled event is not used for it.
 //! The spine is a table name or a query. Each further argument is a `view:feature` reference
 //! or the name of a feature service. One point-in-time join per view, at the spine's time
 //! column, on the view's entity columns (which the spine must have under the same names).
@@ -14,10 +17,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{Column, DFSchema, Result, TableReference, plan_datafusion_err, plan_err};
+use datafusion::common::{
+    Column, DFSchema, Result, ScalarValue, TableReference, plan_datafusion_err, plan_err,
+};
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::planner::RelationPlannerContext;
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableSource};
+use datafusion::logical_expr::{
+    Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, TableSource, cast, when,
+};
 use datafusion::sql::sqlparser::ast::{
     Expr as SQLExpr, FunctionArg, FunctionArgExpr, Query, TableAlias, TableFactor,
     TableFunctionArgs, Value, VisitMut,
@@ -28,6 +35,7 @@ use super::NestAsOfJoins;
 use super::dialect::HindcastDialect;
 use crate::features::{FeatureRegistry, FeatureView, FeatureViewTable, column_list};
 use crate::logical::{AsOfJoin, MatchOp};
+use crate::time::TimeDomain;
 
 pub(super) const NAME: &str = "historical_features";
 
@@ -112,6 +120,7 @@ pub(super) fn plan_historical_features(
 ) -> Result<LogicalPlan> {
     let mut strings = vec![];
     let mut full_feature_names = false;
+    let mut filter_by_created = false;
     for arg in args.args {
         match arg {
             FunctionArg::Unnamed(FunctionArgExpr::Expr(SQLExpr::Value(value))) => {
@@ -127,24 +136,25 @@ pub(super) fn plan_historical_features(
                 arg,
                 ..
             } => {
-                if !name.value.eq_ignore_ascii_case("full_feature_names") {
-                    return plan_err!(
-                        "{NAME} has no option {name}; its only option is full_feature_names => true|false"
-                    );
-                }
-                full_feature_names = match arg {
+                let value = match arg {
                     FunctionArgExpr::Expr(SQLExpr::Value(v)) => match v.value {
-                        Value::Boolean(b) => b,
-                        other => {
-                            return plan_err!(
-                                "full_feature_names takes true or false, found {other}"
-                            );
-                        }
+                        Value::Boolean(b) => Some(b),
+                        _ => None,
                     },
-                    other => {
-                        return plan_err!("full_feature_names takes true or false, found {other}");
-                    }
+                    _ => None,
                 };
+                let Some(value) = value else {
+                    return plan_err!("{NAME}: option {name} takes true or false");
+                };
+                match name.value.to_lowercase().as_str() {
+                    "full_feature_names" => full_feature_names = value,
+                    "filter_by_created_timestamp" => filter_by_created = value,
+                    _ => {
+                        return plan_err!(
+                            "{NAME} has no option {name}; its options are full_feature_names and filter_by_created_timestamp (true or false)"
+                        );
+                    }
+                }
             }
             other => return usage(&format!("found {other}")),
         }
@@ -196,7 +206,7 @@ pub(super) fn plan_historical_features(
 
     let mut plan = spine;
     for (request, names) in requests.into_iter().zip(names) {
-        plan = join_view(plan, &spine_time, request, names)?;
+        plan = join_view(plan, &spine_time, request, names, filter_by_created)?;
     }
     let unqualified: Vec<Expr> = plan
         .schema()
@@ -210,9 +220,47 @@ pub(super) fn plan_historical_features(
     LogicalPlanBuilder::from(plan).project(unqualified)?.build()
 }
 
+/// When a row became visible: the later of its event and created times, NULL if either is
+/// (Feast compares `created <= spine time`, which a NULL never passes). Both are read in the
+/// finer of their units; they must agree on the time zone.
+fn visible_time(event: Expr, created: Expr, schema: &DFSchema, view: &str) -> Result<Expr> {
+    let event_type = event.get_type(schema)?;
+    let created_type = created.get_type(schema)?;
+    let common = match (&event_type, &created_type) {
+        (a, b) if a == b => a.clone(),
+        (DataType::Timestamp(unit, za), DataType::Timestamp(_, zb)) if za == zb => {
+            let finer = match TimeDomain::common(&event_type, &created_type) {
+                Some(TimeDomain::Instant(finer)) => finer,
+                _ => *unit,
+            };
+            DataType::Timestamp(finer, za.clone())
+        }
+        _ => {
+            return plan_err!(
+                "{NAME}: filter_by_created_timestamp compares the timestamp and created columns of feature view {view}, but they are {event_type} and {created_type}; give them one time zone"
+            );
+        }
+    };
+    let as_common = |e: Expr, t: &DataType| {
+        if *t == common {
+            e
+        } else {
+            cast(e, common.clone())
+        }
+    };
+    let (event, created) = (
+        as_common(event, &event_type),
+        as_common(created, &created_type),
+    );
+    let null = Expr::Literal(ScalarValue::try_from(&common)?, None);
+    when(created.clone().is_null(), null)
+        .when(created.clone().gt(event.clone()), created)
+        .otherwise(event)
+}
+
 fn usage<T>(problem: &str) -> Result<T> {
     plan_err!(
-        "{NAME}('<spine table or query>', '<view:feature or feature service>', ... [, full_feature_names => true]): {problem}"
+        "{NAME}('<spine table or query>', '<view:feature or feature service>', ... [, full_feature_names => true] [, filter_by_created_timestamp => true]): {problem}"
     )
 }
 
@@ -361,12 +409,14 @@ fn resolve_refs(
 }
 
 /// `plan` point-in-time joined with one view, keeping `plan`'s columns and adding the
-/// requested features under their output `names`.
+/// requested features under their output `names`. With `filter_by_created`, a row of a view
+/// with a created timestamp only counts once both its times have passed.
 fn join_view(
     plan: LogicalPlan,
     spine_time: &Column,
     request: ViewRequest,
     names: Vec<String>,
+    filter_by_created: bool,
 ) -> Result<LogicalPlan> {
     let ViewRequest {
         view,
@@ -402,16 +452,29 @@ fn join_view(
         .into_iter()
         .map(Expr::Column)
         .collect();
-    let node = AsOfJoin::try_new(
+    let visible = match (&view.created, filter_by_created) {
+        (Some(created), true) => Some(visible_time(
+            column(&view.timestamp),
+            column(created),
+            right.schema(),
+            &view.name,
+        )?),
+        _ => None,
+    };
+    let right_time = visible.clone().unwrap_or_else(|| column(&view.timestamp));
+    let mut node = AsOfJoin::try_new(
         Arc::new(plan),
         Arc::new(right),
         on,
         Expr::Column(spine_time.clone()),
-        column(&view.timestamp),
+        right_time,
         MatchOp::GtEq,
         view.ttl.clone(),
         view.created.as_deref().map(column),
     )?;
+    if visible.is_some() {
+        node = node.with_rank_time(column(&view.timestamp))?;
+    }
     let output = kept.into_iter().chain(
         features
             .iter()

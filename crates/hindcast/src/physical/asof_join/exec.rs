@@ -51,6 +51,8 @@ pub struct AsOfJoinExec {
     domain: TimeDomain,
     ttl: Option<i64>,
     tie_breaker: Option<PhysicalExprRef>,
+    /// See `AsOfJoin::rank_time`.
+    rank_time: Option<PhysicalExprRef>,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -99,11 +101,17 @@ impl AsOfJoinExec {
             domain,
             ttl,
             tie_breaker,
+            rank_time: None,
             schema,
             cache: Arc::new(cache),
             metrics: ExecutionPlanMetricsSet::new(),
             narrowing: None,
         })
+    }
+
+    pub fn with_rank_time(mut self, rank_time: Option<PhysicalExprRef>) -> Self {
+        self.rank_time = rank_time;
+        self
     }
 
     pub fn with_narrowing(mut self, narrowing: Option<Arc<Narrowing>>) -> Self {
@@ -176,6 +184,9 @@ impl DisplayAs for AsOfJoinExec {
                 if let Some(tie) = &self.tie_breaker {
                     write!(f, ", tie_breaker=[{tie} DESC]")?;
                 }
+                if let Some(rank) = &self.rank_time {
+                    write!(f, ", latest_visible_by=[{rank}]")?;
+                }
                 Ok(())
             }
             DisplayFormatType::TreeRender => {
@@ -186,6 +197,9 @@ impl DisplayAs for AsOfJoinExec {
                 }
                 if let Some(tie) = &self.tie_breaker {
                     writeln!(f, "tie_breaker={tie} DESC")?;
+                }
+                if let Some(rank) = &self.rank_time {
+                    writeln!(f, "latest_visible_by={rank}")?;
                 }
                 Ok(())
             }
@@ -250,7 +264,8 @@ impl ExecutionPlan for AsOfJoinExec {
             .iter()
             .flat_map(|(l, r)| [l, r])
             .chain([&self.left_time, &self.right_time])
-            .chain(self.tie_breaker.iter());
+            .chain(self.tie_breaker.iter())
+            .chain(self.rank_time.iter());
         apply_expression_roots(roots, f)
     }
 
@@ -282,6 +297,7 @@ impl ExecutionPlan for AsOfJoinExec {
                     self.ttl,
                     self.tie_breaker.clone(),
                 )?
+                .with_rank_time(self.rank_time.clone())
                 .with_narrowing(self.narrowing.clone()),
             )),
         }
@@ -316,6 +332,7 @@ impl ExecutionPlan for AsOfJoinExec {
             left_time: Arc::clone(&self.left_time),
             right_time: Arc::clone(&self.right_time),
             tie_breaker: self.tie_breaker.clone(),
+            rank_time: self.rank_time.clone(),
             op: self.op,
             domain: self.domain,
             ttl: self.ttl,

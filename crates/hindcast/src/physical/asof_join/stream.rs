@@ -67,6 +67,8 @@ pub(super) struct JoinSpec {
     pub left_time: PhysicalExprRef,
     pub right_time: PhysicalExprRef,
     pub tie_breaker: Option<PhysicalExprRef>,
+    /// See `AsOfJoin::rank_time`.
+    pub rank_time: Option<PhysicalExprRef>,
     pub op: MatchOp,
     pub domain: TimeDomain,
     pub ttl: Option<i64>,
@@ -80,6 +82,8 @@ struct Keyed {
     time: Int64Array,
     /// Right side only: the tie-breaker in a comparable form.
     tie: Option<Int64Array>,
+    /// Right side only: the rank time (see `JoinSpec::rank_time`) in the time domain.
+    rank: Option<Int64Array>,
     /// Rows with a NULL key or time are invalid: they never match.
     invalid: Option<NullBuffer>,
 }
@@ -222,6 +226,7 @@ impl AsOfJoinStream {
         keys: &[PhysicalExprRef],
         time: &PhysicalExprRef,
         tie: Option<&PhysicalExprRef>,
+        rank: Option<&PhysicalExprRef>,
     ) -> Result<Keyed> {
         let n = batch.num_rows();
         let key_arrays = keys
@@ -245,11 +250,21 @@ impl AsOfJoinStream {
             }
             None => None,
         };
+        let rank = match rank {
+            Some(expr) => {
+                let array = expr.evaluate(&batch)?.into_array(n)?;
+                let rank = self.spec.domain.to_i64(&array)?;
+                invalid = NullBuffer::union(invalid.as_ref(), rank.nulls());
+                Some(rank)
+            }
+            None => None,
+        };
         Ok(Keyed {
             batch,
             keys,
             time,
             tie,
+            rank,
             invalid,
         })
     }
@@ -300,6 +315,34 @@ impl AsOfJoinStream {
         match (&ba.keys, &bb.keys) {
             (Some(ka), Some(kb)) => ka.row(a.row) == kb.row(b.row),
             _ => true,
+        }
+    }
+
+    /// Whether two right rows have equal keys.
+    fn same_keys(&self, a: RowRef, b: RowRef) -> bool {
+        match (&self.right_row(a).keys, &self.right_row(b).keys) {
+            (Some(ka), Some(kb)) => ka.row(a.row) == kb.row(b.row),
+            _ => true,
+        }
+    }
+
+    /// The time the TTL and the ranking use: the rank time if the join has one.
+    fn event_time(&self, r: RowRef) -> i64 {
+        let batch = self.right_row(r);
+        match &batch.rank {
+            Some(rank) => rank.value(r.row),
+            None => batch.time.value(r.row),
+        }
+    }
+
+    /// With a rank time: the winner of two visible rows with equal keys, by rank time, then
+    /// as `better` breaks ties. (Rows arrive in visibility order, so the latest to arrive is
+    /// not necessarily the latest event: the candidate is a running best.)
+    fn higher_rank(&self, a: RowRef, b: RowRef) -> Result<RowRef> {
+        match self.event_time(a).cmp(&self.event_time(b)) {
+            Ordering::Less => Ok(b),
+            Ordering::Greater => Ok(a),
+            Ordering::Equal => self.better(a, b),
         }
     }
 
@@ -359,6 +402,9 @@ impl AsOfJoinStream {
                     return Ok(Ok(()));
                 }
                 self.candidate = Some(match self.candidate {
+                    Some(c) if self.spec.rank_time.is_some() && self.same_keys(c, r) => {
+                        self.higher_rank(c, r)?
+                    }
                     Some(c) if self.same_group(c, r) => self.better(c, r)?,
                     _ => r,
                 });
@@ -463,7 +509,7 @@ impl AsOfJoinStream {
                 }
             };
             let pick = found.filter(|w| {
-                let t = self.right_row(*w).time.value(w.row);
+                let t = self.event_time(*w);
                 let distance = (left_time as i128 - t as i128).abs();
                 let fresh = self.spec.ttl.is_none_or(|ttl| distance <= ttl as i128);
                 if !fresh {
@@ -565,7 +611,13 @@ impl AsOfJoinStream {
 
     fn start_left(&mut self, batch: RecordBatch) -> Result<()> {
         self.metrics.left_rows.add(batch.num_rows());
-        let keyed = self.keyed(batch, &self.spec.left_keys, &self.spec.left_time, None)?;
+        let keyed = self.keyed(
+            batch,
+            &self.spec.left_keys,
+            &self.spec.left_time,
+            None,
+            None,
+        )?;
         if let Some(old) = self.left.replace(keyed) {
             self.reservation.shrink(old.batch.get_array_memory_size());
         }
@@ -589,6 +641,7 @@ impl AsOfJoinStream {
             &self.spec.right_keys,
             &self.spec.right_time,
             self.spec.tie_breaker.as_ref(),
+            self.spec.rank_time.as_ref(),
         )?;
         self.grow(size)?;
         self.right.push_back(keyed);
