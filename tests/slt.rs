@@ -147,4 +147,5 @@ slt_files!(
     features_temporal,
     features_pruning,
     features_retrieval,
+    rewrite_row_number,
 );

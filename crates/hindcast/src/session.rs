@@ -23,12 +23,13 @@ use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::dialect::{Dialect, dialect_from_str};
 
 use crate::features::{self, FeatureRegistry, execute_ddl, resolve_location};
-use crate::logical::PushDownAsOfFilter;
+use crate::logical::{HindcastOptions, PushDownAsOfFilter, RewriteRowNumberAsOf};
 use crate::physical::HindcastExtensionPlanner;
 use crate::sql::{
     HindcastDialect, HindcastRelationPlanner, HindcastStatement, parse_statements,
     prepare_statement,
 };
+use datafusion::optimizer::{Optimizer, OptimizerRule};
 
 /// A DataFusion [`SessionContext`] that understands hindcast's SQL.
 ///
@@ -66,8 +67,25 @@ impl Hindcast {
     }
 
     /// A session with the given configuration and runtime (memory pool, disk manager).
-    pub fn new_with_config_rt(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> Self {
+    pub fn new_with_config_rt(mut config: SessionConfig, runtime: Arc<RuntimeEnv>) -> Self {
         let registry = FeatureRegistry::default();
+        if config
+            .options()
+            .extensions
+            .get::<HindcastOptions>()
+            .is_none()
+        {
+            config
+                .options_mut()
+                .extensions
+                .insert(HindcastOptions::default());
+        }
+        // The ROW_NUMBER rewrite sees the plan as written, before DataFusion's rules reshape
+        // the join and the window it looks for.
+        let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> =
+            vec![Arc::new(RewriteRowNumberAsOf)];
+        rules.extend(Optimizer::new().rules);
+        rules.push(Arc::new(PushDownAsOfFilter));
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
@@ -76,7 +94,7 @@ impl Hindcast {
             .with_relation_planners(vec![Arc::new(HindcastRelationPlanner::new(
                 registry.clone(),
             ))])
-            .with_optimizer_rule(Arc::new(PushDownAsOfFilter))
+            .with_optimizer_rules(rules)
             .build();
         Self {
             ctx: SessionContext::new_with_state(state),
