@@ -48,14 +48,32 @@ def generate(hindcast, data, labels, features, users):
     open(marker, "w").close()
 
 
-def hindcast_command(hindcast, data, memory_limit):
-    sql = f"""
-    CREATE EXTERNAL TABLE labels STORED AS PARQUET LOCATION '{data}/labels.parquet';
-    CREATE EXTERNAL TABLE features STORED AS PARQUET LOCATION '{data}/features.parquet';
+ASOF_SQL = f"""
     SELECT count(*) AS rows_out, count(f.amount) AS matched, sum(f.amount) AS checksum
     FROM labels l ASOF JOIN features f
       MATCH_CONDITION (l.ts >= f.ts AND l.ts - f.ts <= INTERVAL '{TTL_DAYS} days')
       ON l.user_id = f.user_id;
+"""
+
+# Seed 001's hand-written point-in-time SQL. Label (user, time) pairs are unique here, so
+# its one row per window partition is one row per label.
+ROW_NUMBER_SQL = f"""
+    WITH ranked AS (
+      SELECT l.user_id, l.ts, f.amount,
+             ROW_NUMBER() OVER (PARTITION BY l.user_id, l.ts ORDER BY f.ts DESC) AS rn
+      FROM labels l LEFT JOIN features f
+        ON l.user_id = f.user_id AND f.ts <= l.ts AND f.ts >= l.ts - INTERVAL '{TTL_DAYS} days')
+    SELECT count(*) AS rows_out, count(amount) AS matched, sum(amount) AS checksum
+    FROM ranked WHERE rn = 1;
+"""
+
+
+def hindcast_command(hindcast, data, memory_limit, query, settings=""):
+    sql = f"""
+    CREATE EXTERNAL TABLE labels STORED AS PARQUET LOCATION '{data}/labels.parquet';
+    CREATE EXTERNAL TABLE features STORED AS PARQUET LOCATION '{data}/features.parquet';
+    {settings}
+    {query}
     """
     command = [hindcast, "-q", "--format", "csv", "-c", sql]
     if memory_limit:
@@ -103,15 +121,23 @@ def main():
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--memory-limit", default=None, help="e.g. 64M, passed to hindcast -m")
+    parser.add_argument("--row-number-off", action="store_true",
+                        help="also run the ROW_NUMBER SQL with the rewrite rule off (slow)")
     args = parser.parse_args()
 
     data = os.path.join(args.data, f"s-{args.labels}-{args.features}-{args.users}")
     generate(args.hindcast, data, args.labels, args.features, args.users)
 
     engines = {
-        "hindcast ASOF JOIN": hindcast_command(args.hindcast, data, args.memory_limit),
+        "hindcast ASOF JOIN": hindcast_command(args.hindcast, data, args.memory_limit, ASOF_SQL),
+        "hindcast ROW_NUMBER SQL (rewritten)": hindcast_command(
+            args.hindcast, data, args.memory_limit, ROW_NUMBER_SQL),
         "DuckDB ASOF LEFT JOIN": [sys.executable, "-c", DUCKDB.format(ttl=TTL_DAYS), data],
     }
+    if args.row_number_off:
+        engines["hindcast ROW_NUMBER SQL (rule off)"] = hindcast_command(
+            args.hindcast, data, args.memory_limit, ROW_NUMBER_SQL,
+            "SET hindcast.rewrite_row_number = false;")
     results = {name: [] for name in engines}
     answers = {}
     for rep in range(args.reps):

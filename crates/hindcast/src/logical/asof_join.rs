@@ -91,6 +91,9 @@ pub struct AsOfJoin {
     /// at a left row's time the winner is the one with the latest `rank_time` (its event
     /// time), then the tie-breaker. The TTL bounds `rank_time`. Backward joins only.
     pub rank_time: Option<Expr>,
+    /// Emit one row per run of left rows with equal keys and time (the first), as
+    /// `ROW_NUMBER() OVER (PARTITION BY keys, time) = 1` does; set by the ROW_NUMBER rewrite.
+    pub distinct_spine: bool,
     pub schema: DFSchemaRef,
 }
 
@@ -154,8 +157,14 @@ impl AsOfJoin {
             ttl,
             tie_breaker,
             rank_time: None,
+            distinct_spine: false,
             schema,
         })
+    }
+
+    pub fn with_distinct_spine(mut self) -> Self {
+        self.distinct_spine = true;
+        self
     }
 
     /// Rank visible rows by `rank_time` (see the field); `right_time` must already be the
@@ -236,6 +245,7 @@ impl PartialOrd for AsOfJoin {
             &self.ttl,
             &self.tie_breaker,
             &self.rank_time,
+            &self.distinct_spine,
         )
             .partial_cmp(&(
                 &other.left,
@@ -248,6 +258,7 @@ impl PartialOrd for AsOfJoin {
                 &other.ttl,
                 &other.tie_breaker,
                 &other.rank_time,
+                &other.distinct_spine,
             ))
     }
 }
@@ -309,6 +320,9 @@ impl UserDefinedLogicalNodeCore for AsOfJoin {
         if let Some(rank) = &self.rank_time {
             write!(f, ", latest_visible_by=[{rank}]")?;
         }
+        if self.distinct_spine {
+            write!(f, ", distinct_spine")?;
+        }
         Ok(())
     }
 
@@ -350,6 +364,7 @@ impl UserDefinedLogicalNodeCore for AsOfJoin {
             ttl: self.ttl,
             tie_breaker,
             rank_time,
+            distinct_spine: self.distinct_spine,
             schema,
         })
     }

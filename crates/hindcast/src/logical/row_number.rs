@@ -275,6 +275,13 @@ fn asof_for(window: &Window) -> Result<Option<LogicalPlan>> {
     }
 
     let right_time = shape.right_time.clone();
+    // Partitions of exactly (keys, time) come out of the join's sorted spine as runs of
+    // adjacent rows, which the operator collapses itself; any other partitioning is
+    // deduplicated by a window after the join.
+    let exact_partition = partition_by.len() == shape.on.len() + 1
+        && partition_by
+            .iter()
+            .all(|e| *e == shape.left_time || shape.on.iter().any(|(l, _)| l == e));
     let node = AsOfJoin::try_new(
         Arc::clone(&join.left),
         Arc::clone(&join.right),
@@ -286,9 +293,12 @@ fn asof_for(window: &Window) -> Result<Option<LogicalPlan>> {
         tie_breaker,
     );
     // A pattern whose types the ASOF join cannot compare stays as written.
-    let Ok(node) = node else {
+    let Ok(mut node) = node else {
         return Ok(None);
     };
+    if exact_partition {
+        node = node.with_distinct_spine();
+    }
     let mut plan = LogicalPlanBuilder::from(node.into_plan());
     if join.join_type == JoinType::Inner {
         plan = plan.filter(right_time.is_not_null())?;
@@ -296,7 +306,11 @@ fn asof_for(window: &Window) -> Result<Option<LogicalPlan>> {
     if let Some(columns) = selection {
         plan = plan.project(columns)?;
     }
-    Ok(Some(one_row_per(plan.build()?, partition_by)?))
+    let plan = plan.build()?;
+    if exact_partition {
+        return Ok(Some(plan));
+    }
+    Ok(Some(one_row_per(plan, partition_by)?))
 }
 
 /// Keep one row of `plan` per distinct value of `partition_by`, as `ROW_NUMBER() = 1` over

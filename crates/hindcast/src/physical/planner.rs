@@ -104,6 +104,7 @@ impl ExtensionPlanner for HindcastExtensionPlanner {
             join.tie_breaker.as_ref().map(right_expr).transpose()?,
         )?
         .with_rank_time(join.rank_time.as_ref().map(right_expr).transpose()?)
+        .with_distinct_spine(join.distinct_spine)
         .with_narrowing(narrowing);
         Ok(Some(Arc::new(exec)))
     }

@@ -53,6 +53,8 @@ pub struct AsOfJoinExec {
     tie_breaker: Option<PhysicalExprRef>,
     /// See `AsOfJoin::rank_time`.
     rank_time: Option<PhysicalExprRef>,
+    /// See `AsOfJoin::distinct_spine`.
+    distinct_spine: bool,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -102,6 +104,7 @@ impl AsOfJoinExec {
             ttl,
             tie_breaker,
             rank_time: None,
+            distinct_spine: false,
             schema,
             cache: Arc::new(cache),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -111,6 +114,11 @@ impl AsOfJoinExec {
 
     pub fn with_rank_time(mut self, rank_time: Option<PhysicalExprRef>) -> Self {
         self.rank_time = rank_time;
+        self
+    }
+
+    pub fn with_distinct_spine(mut self, distinct_spine: bool) -> Self {
+        self.distinct_spine = distinct_spine;
         self
     }
 
@@ -187,6 +195,9 @@ impl DisplayAs for AsOfJoinExec {
                 if let Some(rank) = &self.rank_time {
                     write!(f, ", latest_visible_by=[{rank}]")?;
                 }
+                if self.distinct_spine {
+                    write!(f, ", distinct_spine")?;
+                }
                 Ok(())
             }
             DisplayFormatType::TreeRender => {
@@ -200,6 +211,9 @@ impl DisplayAs for AsOfJoinExec {
                 }
                 if let Some(rank) = &self.rank_time {
                     writeln!(f, "latest_visible_by={rank}")?;
+                }
+                if self.distinct_spine {
+                    writeln!(f, "distinct_spine")?;
                 }
                 Ok(())
             }
@@ -298,6 +312,7 @@ impl ExecutionPlan for AsOfJoinExec {
                     self.tie_breaker.clone(),
                 )?
                 .with_rank_time(self.rank_time.clone())
+                .with_distinct_spine(self.distinct_spine)
                 .with_narrowing(self.narrowing.clone()),
             )),
         }
@@ -333,6 +348,7 @@ impl ExecutionPlan for AsOfJoinExec {
             right_time: Arc::clone(&self.right_time),
             tie_breaker: self.tie_breaker.clone(),
             rank_time: self.rank_time.clone(),
+            distinct_spine: self.distinct_spine,
             op: self.op,
             domain: self.domain,
             ttl: self.ttl,

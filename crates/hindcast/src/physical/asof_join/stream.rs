@@ -38,11 +38,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, new_null_array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, new_null_array,
+};
 use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::compute::{SortOptions, interleave};
+use datafusion::arrow::compute::{SortOptions, filter_record_batch, interleave};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
@@ -69,6 +71,8 @@ pub(super) struct JoinSpec {
     pub tie_breaker: Option<PhysicalExprRef>,
     /// See `AsOfJoin::rank_time`.
     pub rank_time: Option<PhysicalExprRef>,
+    /// See `AsOfJoin::distinct_spine`.
+    pub distinct_spine: bool,
     pub op: MatchOp,
     pub domain: TimeDomain,
     pub ttl: Option<i64>,
@@ -147,6 +151,10 @@ pub(super) struct AsOfJoinStream {
     emit_from: usize,
     /// Winners of rows `emit_from..left_row`.
     picks: Vec<Option<RowRef>>,
+    /// Distinct spine: which of rows `emit_from..left_row` repeat the row before them.
+    repeats: Vec<bool>,
+    /// Distinct spine: keys and time of the previous left batch's last row.
+    last_left: Option<(Option<OwnedRow>, Option<i64>)>,
 
     right: VecDeque<Keyed>,
     /// Batch number of `right[0]`.
@@ -208,6 +216,8 @@ impl AsOfJoinStream {
             left_row: 0,
             emit_from: 0,
             picks: vec![],
+            repeats: vec![],
+            last_left: None,
             right: VecDeque::new(),
             right_base: 0,
             right_done: false,
@@ -480,6 +490,13 @@ impl AsOfJoinStream {
         let num_rows = self.left.as_ref().expect("merging a left batch").num_rows();
         while self.left_row < num_rows {
             let i = self.left_row;
+            if self.spec.distinct_spine {
+                let repeats = self.repeats_previous(i);
+                // `repeats` is pushed once per row, here; a row waiting for right input
+                // comes back through this loop, so drop the entry of the earlier visit.
+                self.repeats.truncate(i - self.emit_from);
+                self.repeats.push(repeats);
+            }
             let left = self.left.as_ref().expect("merging a left batch");
             if !left.valid(i) {
                 self.picks.push(None);
@@ -569,6 +586,29 @@ impl AsOfJoinStream {
         }
     }
 
+    /// Distinct spine: whether left row `i` has the keys and time of the row before it
+    /// (NULLs equal, as in `PARTITION BY`). The input is sorted by keys then time, so such
+    /// rows are adjacent.
+    fn repeats_previous(&self, i: usize) -> bool {
+        let left = self.left.as_ref().expect("merging a left batch");
+        let time = |row: usize| left.time.is_valid(row).then(|| left.time.value(row));
+        if i > 0 {
+            let same_keys = left.keys.as_ref().is_none_or(|k| k.row(i) == k.row(i - 1));
+            return same_keys && time(i) == time(i - 1);
+        }
+        match &self.last_left {
+            Some((keys, last_time)) => {
+                let same_keys = match (&left.keys, keys) {
+                    (Some(k), Some(last)) => k.row(0) == last.row(),
+                    (None, None) => true,
+                    _ => false,
+                };
+                same_keys && time(0) == *last_time
+            }
+            None => false,
+        }
+    }
+
     /// Output for left rows `emit_from..left_row`.
     fn emit(&mut self) -> Result<RecordBatch> {
         let left = self.left.as_ref().expect("merging a left batch");
@@ -603,10 +643,15 @@ impl AsOfJoinStream {
         }
         self.emit_from = self.left_row;
         self.picks.clear();
-        Ok(RecordBatch::try_new(
-            Arc::clone(&self.spec.schema),
-            columns,
-        )?)
+        let batch = RecordBatch::try_new(Arc::clone(&self.spec.schema), columns)?;
+        // The entry of a row still waiting for right input stays for the next output.
+        let waiting = self.repeats.split_off(n.min(self.repeats.len()));
+        let repeats = std::mem::replace(&mut self.repeats, waiting);
+        if !repeats.iter().any(|r| *r) {
+            return Ok(batch);
+        }
+        let keep: BooleanArray = repeats.iter().map(|r| Some(!r)).collect();
+        Ok(filter_record_batch(&batch, &keep)?)
     }
 
     fn start_left(&mut self, batch: RecordBatch) -> Result<()> {
@@ -620,6 +665,12 @@ impl AsOfJoinStream {
         )?;
         if let Some(old) = self.left.replace(keyed) {
             self.reservation.shrink(old.batch.get_array_memory_size());
+            if self.spec.distinct_spine && old.num_rows() > 0 {
+                let last = old.num_rows() - 1;
+                let keys = old.keys.as_ref().map(|k| k.row(last).owned());
+                let time = old.time.is_valid(last).then(|| old.time.value(last));
+                self.last_left = Some((keys, time));
+            }
         }
         let size = self
             .left
