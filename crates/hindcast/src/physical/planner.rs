@@ -65,21 +65,28 @@ impl ExtensionPlanner for HindcastExtensionPlanner {
             .optimizer
             .enable_join_dynamic_filter_pushdown
         {
-            spine_bounds(left, &left_time, join.domain)
+            spine_bounds(left, &left_time, &on, join.domain)
         } else {
             (Arc::clone(left), None)
         };
         let mut right = Arc::clone(right);
         let narrowing = match bounds {
             Some(bounds) => {
-                let right_type = right_time.data_type(&right.schema())?;
+                let left_keys: Vec<PhysicalExprRef> =
+                    on.iter().map(|(l, _)| Arc::clone(l)).collect();
+                let right_keys = if bounds.tracks_keys(&left_keys) {
+                    on.iter().map(|(_, r)| Arc::clone(r)).collect()
+                } else {
+                    vec![]
+                };
                 let narrowing = Narrowing::new(
                     bounds,
                     join.op,
                     join.ttl,
                     Arc::clone(&right_time),
-                    right_type,
-                );
+                    right_keys,
+                    right.schema(),
+                )?;
                 let partitions = match view_partitioning(right_plan) {
                     Some(partitioning) => narrow_partitions(&right, partitioning)?,
                     None => None,
@@ -119,6 +126,7 @@ impl ExtensionPlanner for HindcastExtensionPlanner {
 fn spine_bounds(
     left: &Arc<dyn ExecutionPlan>,
     time: &PhysicalExprRef,
+    on: &[(PhysicalExprRef, PhysicalExprRef)],
     domain: TimeDomain,
 ) -> (Arc<dyn ExecutionPlan>, Option<Arc<SpineBounds>>) {
     let mut plan = Arc::clone(left);
@@ -145,7 +153,8 @@ fn spine_bounds(
         }
         break;
     }
-    let bounds = SpineBounds::new(Arc::clone(time), domain);
+    let keys = on.iter().map(|(l, _)| Arc::clone(l)).collect();
+    let bounds = SpineBounds::new(Arc::clone(time), keys, domain);
     let left = Arc::new(SpineBoundsExec::new(Arc::clone(left), Arc::clone(&bounds)));
     (left, Some(bounds))
 }

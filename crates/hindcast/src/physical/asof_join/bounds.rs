@@ -7,6 +7,11 @@
 //! range are skipped, and for feature views partitioned by a date (`date=2025-01-15/`) or by
 //! `year=/month=/day=`, whole partitions are skipped before their files are opened.
 //!
+//! The spine's keys narrow the scan too when they are few (a spine of a handful of
+//! entities, an online-like lookup): up to [`MAX_KEYS`] distinct values per key column
+//! become `key IN (...)`, so the feature side's sort only sees those entities' rows and
+//! Parquet row groups whose key statistics or bloom filters exclude them are skipped.
+//!
 //! The bounds are only known once every spine row has been seen. [`SpineBoundsExec`] sits
 //! under the spine's sort and watches the time column go by; because the sort consumes its
 //! whole input before the join sees a single left row, and the join reads left before right,
@@ -15,21 +20,21 @@
 //! final bounds, so they are never tighter than the answer allows: a scan that opened a file
 //! early merely misses the chance to skip it.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, ready};
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{
-    BinaryExpr, CastExpr, DynamicFilterPhysicalExpr, lit,
+    BinaryExpr, CastExpr, DynamicFilterPhysicalExpr, in_list, lit,
 };
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExprRef};
@@ -49,29 +54,59 @@ use crate::time::TimeDomain;
 /// time (then no right row can match).
 pub type Range = Option<(i64, i64)>;
 
-/// Collects the spine's time range over all partitions of [`SpineBoundsExec`].
-#[derive(Debug)]
-pub struct SpineBounds {
-    /// The left time expression, in the spine's schema.
-    time: PhysicalExprRef,
-    domain: TimeDomain,
-    seen: Mutex<Seen>,
-    /// Set once, when every partition has ended.
-    done: OnceLock<Range>,
+/// Distinct values seen per key column, at most this many; beyond it a key is not used.
+pub const MAX_KEYS: usize = 1024;
+
+/// What the spine holds: its time range and, per key column, its distinct non-NULL values
+/// (`None` once there are more than [`MAX_KEYS`]).
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub range: Range,
+    pub keys: Vec<Option<HashSet<ScalarValue>>>,
 }
 
-#[derive(Debug, Default)]
-struct Seen {
-    range: Range,
-    finished: usize,
+impl Summary {
+    fn empty(keys: usize) -> Self {
+        Self {
+            range: None,
+            keys: vec![Some(HashSet::new()); keys],
+        }
+    }
+
+    fn merge(&mut self, other: Summary) {
+        self.range = union(self.range, other.range);
+        for (mine, theirs) in self.keys.iter_mut().zip(other.keys) {
+            *mine = match (mine.take(), theirs) {
+                (Some(mut a), Some(b)) => {
+                    a.extend(b);
+                    (a.len() <= MAX_KEYS).then_some(a)
+                }
+                _ => None,
+            };
+        }
+    }
+}
+
+/// Collects the spine's [`Summary`] over all partitions of [`SpineBoundsExec`].
+#[derive(Debug)]
+pub struct SpineBounds {
+    /// The left time and key expressions, in the spine's schema.
+    time: PhysicalExprRef,
+    keys: Vec<PhysicalExprRef>,
+    domain: TimeDomain,
+    seen: Mutex<(Summary, usize)>,
+    /// Set once, when every partition has ended.
+    done: OnceLock<Summary>,
 }
 
 impl SpineBounds {
-    pub fn new(time: PhysicalExprRef, domain: TimeDomain) -> Arc<Self> {
+    pub fn new(time: PhysicalExprRef, keys: Vec<PhysicalExprRef>, domain: TimeDomain) -> Arc<Self> {
+        let n = keys.len();
         Arc::new(Self {
             time,
+            keys,
             domain,
-            seen: Mutex::default(),
+            seen: Mutex::new((Summary::empty(n), 0)),
             done: OnceLock::new(),
         })
     }
@@ -81,22 +116,57 @@ impl SpineBounds {
         self.domain == domain && self.time.as_ref() == time.as_ref()
     }
 
+    /// Whether these bounds' key sets are those of a join with these left keys.
+    pub fn tracks_keys(&self, keys: &[PhysicalExprRef]) -> bool {
+        self.keys.len() == keys.len()
+            && self
+                .keys
+                .iter()
+                .zip(keys)
+                .all(|(a, b)| a.as_ref() == b.as_ref())
+    }
+
     pub fn time(&self) -> &PhysicalExprRef {
         &self.time
     }
 
-    /// The final range, once every spine row has been seen.
-    pub fn get(&self) -> Option<Range> {
-        self.done.get().copied()
+    /// The final summary, once every spine row has been seen.
+    pub fn get(&self) -> Option<&Summary> {
+        self.done.get()
     }
 
-    fn finish_partition(&self, range: Range, partitions: usize) {
+    fn finish_partition(&self, summary: Summary, partitions: usize) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.range = union(seen.range, range);
-        seen.finished += 1;
-        if seen.finished == partitions {
-            let _ = self.done.set(seen.range);
+        seen.0.merge(summary);
+        seen.1 += 1;
+        if seen.1 == partitions {
+            let _ = self.done.set(seen.0.clone());
         }
+    }
+
+    fn observe(&self, summary: &mut Summary, batch: &RecordBatch) -> Result<()> {
+        let n = batch.num_rows();
+        let values = self.time.evaluate(batch)?.into_array(n)?;
+        let ticks = self.domain.to_i64(&values)?;
+        let min = datafusion::arrow::compute::min(&ticks);
+        let max = datafusion::arrow::compute::max(&ticks);
+        summary.range = union(summary.range, min.zip(max));
+        for (expr, set) in self.keys.iter().zip(summary.keys.iter_mut()) {
+            let Some(values) = set else {
+                continue;
+            };
+            let array = expr.evaluate(batch)?.into_array(n)?;
+            for row in 0..n {
+                if array.is_valid(row) {
+                    values.insert(ScalarValue::try_from_array(&array, row)?);
+                    if values.len() > MAX_KEYS {
+                        *set = None;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -144,19 +214,32 @@ impl SpineBoundsExec {
 
 impl DisplayAs for SpineBoundsExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let range = match self.bounds.get() {
-            None => "pending".to_string(),
-            Some(None) => "empty".to_string(),
-            Some(Some((lo, hi))) => format!(
-                "[{}, {}]",
-                self.bounds.domain.display(lo),
-                self.bounds.domain.display(hi)
-            ),
+        let (range, keys) = match self.bounds.get() {
+            None => ("pending".to_string(), String::new()),
+            Some(summary) => {
+                let range = match summary.range {
+                    None => "empty".to_string(),
+                    Some((lo, hi)) => format!(
+                        "[{}, {}]",
+                        self.bounds.domain.display(lo),
+                        self.bounds.domain.display(hi)
+                    ),
+                };
+                let keys: Vec<String> = summary
+                    .keys
+                    .iter()
+                    .map(|k| match k {
+                        Some(values) => values.len().to_string(),
+                        None => format!("more than {MAX_KEYS}"),
+                    })
+                    .collect();
+                (range, format!(", distinct_keys=[{}]", keys.join(", ")))
+            }
         };
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
                 f,
-                "SpineBoundsExec: time={}, range={range}",
+                "SpineBoundsExec: time={}, range={range}{keys}",
                 self.bounds.time
             ),
             DisplayFormatType::TreeRender => {
@@ -193,7 +276,10 @@ impl ExecutionPlan for SpineBoundsExec {
         &self,
         f: &mut dyn FnMut(&PhysicalExprRef) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        apply_expression_roots([&self.bounds.time], f)
+        apply_expression_roots(
+            std::iter::once(&self.bounds.time).chain(&self.bounds.keys),
+            f,
+        )
     }
 
     fn with_new_children(
@@ -213,7 +299,7 @@ impl ExecutionPlan for SpineBoundsExec {
             input: self.input.execute(partition, context)?,
             bounds: Arc::clone(&self.bounds),
             partitions: self.input.output_partitioning().partition_count(),
-            range: None,
+            summary: Summary::empty(self.bounds.keys.len()),
             reported: false,
             elapsed: MetricBuilder::new(&self.metrics).elapsed_compute(partition),
         };
@@ -225,19 +311,11 @@ impl ExecutionPlan for SpineBoundsExec {
     }
 }
 
-fn batch_range(bounds: &SpineBounds, batch: &RecordBatch) -> Result<Range> {
-    let values = bounds.time.evaluate(batch)?.into_array(batch.num_rows())?;
-    let ticks = bounds.domain.to_i64(&values)?;
-    let min = datafusion::arrow::compute::min(&ticks);
-    let max = datafusion::arrow::compute::max(&ticks);
-    Ok(min.zip(max))
-}
-
 struct SpineBoundsStream {
     input: SendableRecordBatchStream,
     bounds: Arc<SpineBounds>,
     partitions: usize,
-    range: Range,
+    summary: Summary,
     /// A partition reports once, at the end of its input. One that fails or is dropped
     /// early never reports, so the bounds are never published from a partial spine.
     reported: bool,
@@ -252,15 +330,16 @@ impl Stream for SpineBoundsStream {
             Some(Ok(batch)) => {
                 let elapsed = self.elapsed.clone();
                 let _timer = elapsed.timer();
-                let range = batch_range(&self.bounds, &batch)?;
-                self.range = union(self.range, range);
+                let this = &mut *self;
+                this.bounds.observe(&mut this.summary, &batch)?;
                 Poll::Ready(Some(Ok(batch)))
             }
             Some(Err(e)) => Poll::Ready(Some(Err(e))),
             None => {
                 if !self.reported {
                     self.reported = true;
-                    self.bounds.finish_partition(self.range, self.partitions);
+                    let summary = std::mem::take(&mut self.summary);
+                    self.bounds.finish_partition(summary, self.partitions);
                 }
                 Poll::Ready(None)
             }
@@ -412,11 +491,16 @@ pub struct Narrowing {
     /// The right time expression and its type, as the right input sees it.
     pub right_time: PhysicalExprRef,
     pub right_type: DataType,
+    /// The right key expressions, when the spine's key sets are this join's (a later join
+    /// in a chain on other keys uses the time range only), and the right input's schema.
+    pub right_keys: Vec<PhysicalExprRef>,
+    pub right_schema: SchemaRef,
     /// `right_time BETWEEN lo AND hi`, pushed into the right side by DataFusion's
     /// post-optimization filter pushdown (files and row groups pruned by statistics).
     pub time_filter: Arc<DynamicFilterPhysicalExpr>,
     pub partition_filter: Option<Arc<PartitionFilter>>,
-    published: AtomicBool,
+    /// Held while the filters are set, so no partition reads right rows before they are.
+    published: Mutex<bool>,
 }
 
 impl Narrowing {
@@ -425,23 +509,33 @@ impl Narrowing {
         op: MatchOp,
         ttl: Option<i64>,
         right_time: PhysicalExprRef,
-        right_type: DataType,
-    ) -> Self {
+        right_keys: Vec<PhysicalExprRef>,
+        right_schema: SchemaRef,
+    ) -> Result<Self> {
+        let right_type = right_time.data_type(&right_schema)?;
         // `true` until the spine's bounds are known.
-        let columns = collect_columns(&right_time)
+        let mut columns: Vec<_> = collect_columns(&right_time).into_iter().collect();
+        for key in &right_keys {
+            columns.extend(collect_columns(key));
+        }
+        columns.sort_by_key(|c| c.index());
+        columns.dedup();
+        let columns = columns
             .into_iter()
             .map(|c| Arc::new(c) as PhysicalExprRef)
             .collect();
-        Self {
+        Ok(Self {
             bounds,
             op,
             ttl,
             right_time,
             right_type,
+            right_keys,
+            right_schema,
             time_filter: Arc::new(DynamicFilterPhysicalExpr::new(columns, lit(true))),
             partition_filter: None,
-            published: AtomicBool::new(false),
-        }
+            published: Mutex::new(false),
+        })
     }
 
     pub fn with_partition_filter(mut self, filter: Option<Arc<PartitionFilter>>) -> Self {
@@ -450,19 +544,20 @@ impl Narrowing {
     }
 
     /// Set the filters once the spine's range is final. Called by every partition of the
-    /// join before it reads right rows; the first call with a final range wins.
+    /// join before it reads right rows; the first call with a final range sets them, and
+    /// the others wait until it has (a flag set before the filters would let another
+    /// partition open files unfiltered in between).
     pub fn publish_if_ready(&self) -> Result<()> {
-        if self.published.load(Ordering::Acquire) {
+        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        if *published {
             return Ok(());
         }
-        let Some(range) = self.bounds.get() else {
+        let Some(summary) = self.bounds.get() else {
             return Ok(());
         };
-        if self.published.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
+        *published = true;
         let domain = self.bounds.domain;
-        let (lo, hi) = match range {
+        let (lo, hi) = match summary.range {
             // No spine row has a time: no right row can match.
             None => {
                 for filter in self.filters() {
@@ -483,8 +578,26 @@ impl Narrowing {
         let upper = hi
             .and_then(|v| domain.scalar(v, &self.right_type, Round::Down))
             .map(|v| binary(Arc::clone(&self.right_time), Operator::LtEq, lit(v)));
+        // A spine with few entities: `key IN (...)`. A key with no value in the spine (all
+        // NULL) matches nothing.
+        let keys = self
+            .right_keys
+            .iter()
+            .zip(&summary.keys)
+            .filter_map(|(key, values)| {
+                let values = values.as_ref()?;
+                if values.is_empty() {
+                    return Some(lit(false));
+                }
+                // Sorted, so plans and EXPLAIN output do not depend on hashing.
+                let mut values: Vec<&ScalarValue> = values.iter().collect();
+                values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+                let list = values.into_iter().map(|v| lit(v.clone())).collect();
+                in_list(Arc::clone(key), list, &false, &self.right_schema).ok()
+            })
+            .collect::<Vec<_>>();
         self.time_filter
-            .update(conjunction(lower.into_iter().chain(upper)))?;
+            .update(conjunction(lower.into_iter().chain(upper).chain(keys)))?;
         self.time_filter.mark_complete();
         if let Some(partitions) = &self.partition_filter {
             let lo = lo.and_then(|v| domain.utc(v));
