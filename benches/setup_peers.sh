@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Python peers the benchmarks compare against into their own virtual
+# Installs the Python peers the benchmarks compare against (DuckDB, Polars, and the
+# `datafusion` package for stock DataFusion plans) into their own virtual
 # environment (default ~/.cache/hindcast-bench-venv) and prints its python's path.
 set -euo pipefail
 VENV="${HINDCAST_BENCH_VENV:-$HOME/.cache/hindcast-bench-venv}"
@@ -7,5 +8,5 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV" >&2
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-  'duckdb>=1.4' 'pyarrow>=18' >&2
+  'duckdb>=1.4' 'pyarrow>=18' 'polars>=1.0' 'datafusion>=45' >&2
 echo "$VENV/bin/python"
