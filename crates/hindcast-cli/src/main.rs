@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use clap::Parser;
 use datafusion::common::Result;
-use datafusion::prelude::SessionConfig;
 use hindcast::Hindcast;
 
 use args::Args;
@@ -75,7 +74,7 @@ async fn run(args: Args) -> Result<()> {
 
 /// A session configured from the command line.
 fn session(args: &Args) -> Result<Hindcast> {
-    let config = SessionConfig::new().with_information_schema(true);
+    let config = Hindcast::default_config(args.memory_limit).with_information_schema(true);
     match args.memory_limit {
         Some(limit) => Hindcast::with_memory_limit(config, limit),
         None => Ok(Hindcast::new_with_config_rt(
