@@ -125,6 +125,65 @@ print(f"{{row['rows_out']}},{{row['matched']}},{{row['checksum']}}")
 """
 
 
+# Workload P: features in daily hive partitions over two years, a spine covering one month.
+P_TTL_DAYS = 30
+P_DAYS = 730
+P_SPINE_START = 1740787200  # 2025-03-01
+
+
+def generate_p(hindcast, data, labels, features, users):
+    marker = os.path.join(data, f"done-p1-{labels}-{features}-{users}")
+    if os.path.exists(marker):
+        return
+    os.makedirs(data, exist_ok=True)
+    per_day = features // P_DAYS
+    # Rows are written day by day, each day's rows in time order at distinct microseconds (so
+    # no tie rule decides anything); `date` is the UTC date of `ts`, the convention
+    # hindcast's partition pruning relies on.
+    sql = f"""
+    COPY (
+      SELECT (value * 7919 + value / 1000) % {users} AS user_id,
+             to_timestamp_micros((P_SPINE_START_ + (value * 104729) % (31 * 86400)) * 1000000) AS ts,
+             CAST(value % 2 AS INT) AS label
+      FROM generate_series(0, {labels - 1})
+    ) TO '{data}/labels.parquet' STORED AS PARQUET;
+    COPY (
+      SELECT user_id, ts, amount, to_char(ts, '%Y-%m-%d') AS date FROM (
+        SELECT (value * 104723 + value / 7) % {users} AS user_id,
+               to_timestamp_micros(1704067200000000 + (value / {per_day}) * 86400000000
+                                   + (value % {per_day}) * (86400000000 / {per_day})) AS ts,
+               CAST((value * 7907) % 100000 AS DOUBLE) / 100.0 AS amount
+        FROM generate_series(0, {per_day * P_DAYS - 1}))
+    ) TO '{data}/features/' STORED AS PARQUET PARTITIONED BY (date);
+    """.replace("P_SPINE_START_", str(P_SPINE_START))
+    subprocess.run([hindcast, "-q", "-c", sql], check=True, stdout=subprocess.DEVNULL)
+    open(marker, "w").close()
+
+
+P_HINDCAST_SQL = f"""
+    CREATE FEATURE VIEW features ENTITY (user_id) TIMESTAMP ts TTL INTERVAL '{P_TTL_DAYS} days'
+      STORED AS PARQUET PARTITIONED BY (date) LOCATION 'DATA/features/';
+    CREATE EXTERNAL TABLE labels STORED AS PARQUET LOCATION 'DATA/labels.parquet';
+    SELECT count(*) AS rows_out, count(f.amount) AS matched, sum(f.amount) AS checksum
+    FROM labels l LEFT JOIN features FOR SYSTEM_TIME AS OF l.ts AS f ON f.user_id = l.user_id;
+"""
+
+P_DUCKDB = """
+import duckdb, sys
+data = sys.argv[1]
+con = duckdb.connect()
+row = con.execute(f'''
+  SELECT count(*), count(amount), sum(amount) FROM (
+    SELECT CASE WHEN f.ts >= l.ts - INTERVAL {ttl} DAY THEN f.amount END AS amount
+    FROM read_parquet('{{data}}/labels.parquet') l
+    ASOF LEFT JOIN read_parquet('{{data}}/features/*/*.parquet', hive_partitioning = true) f
+      ON l.user_id = f.user_id AND l.ts >= f.ts)
+''').fetchone()
+print("rows_out,matched,checksum")
+print(",".join(str(v) for v in row))
+"""
+
+
 def run_measured(command):
     start = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -143,6 +202,8 @@ def run_measured(command):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--hindcast", required=True)
+    parser.add_argument("--workload", choices=["S", "P"], default="S",
+                        help="S: one feature file; P: daily partitions, a one-month spine")
     parser.add_argument("--data", default=os.path.expanduser("~/.cache/hindcast-bench-data"))
     parser.add_argument("--labels", type=int, default=1_000_000)
     parser.add_argument("--features", type=int, default=10_000_000)
@@ -154,6 +215,20 @@ def main():
     parser.add_argument("--row-number-off", action="store_true",
                         help="also run the ROW_NUMBER SQL with the rewrite rule off (slow)")
     args = parser.parse_args()
+
+    if args.workload == "P":
+        data = os.path.join(args.data, f"p-{args.labels}-{args.features}-{args.users}")
+        generate_p(args.hindcast, data, args.labels, args.features, args.users)
+        hindcast = [args.hindcast, "-q", "--format", "csv", "-c", P_HINDCAST_SQL.replace("DATA", data)]
+        if args.memory_limit:
+            hindcast += ["-m", args.memory_limit]
+        engines = {
+            "hindcast feature view (temporal join)": hindcast,
+            "DuckDB ASOF LEFT JOIN": [sys.executable, "-c", P_DUCKDB.format(ttl=P_TTL_DAYS), data],
+        }
+        compare(engines, args, f"P: {args.labels:,} labels in one month x {args.features:,} feature "
+                f"rows in {P_DAYS} daily partitions, {args.users:,} users, TTL {P_TTL_DAYS} days")
+        return
 
     data = os.path.join(args.data, f"s-{args.labels}-{args.features}-{args.users}")
     generate(args.hindcast, data, args.labels, args.features, args.users)
@@ -172,6 +247,12 @@ def main():
         engines["hindcast ROW_NUMBER SQL (rule off)"] = hindcast_command(
             args.hindcast, data, args.memory_limit, ROW_NUMBER_SQL,
             "SET hindcast.rewrite_row_number = false;")
+    compare(engines, args, f"S: {args.labels:,} labels x {args.features:,} feature rows, "
+            f"{args.users:,} users, TTL {TTL_DAYS} days")
+
+
+def compare(engines, args, title):
+    """Run every engine `args.reps` times, alternating; fail unless all answers agree."""
     results = {name: [] for name in engines}
     answers = {}
     for rep in range(args.reps):
@@ -192,9 +273,9 @@ def main():
         if not same:
             sys.exit(f"answers differ: {reference_name} {reference} vs {name} {[rows, matched, checksum]}")
 
-    base = statistics.median(w for w, _ in results["hindcast ASOF JOIN"])
-    print(f"\nS: {args.labels:,} labels x {args.features:,} feature rows, {args.users:,} users, "
-          f"TTL {TTL_DAYS} days, {args.reps} reps, median; answer {answers['hindcast ASOF JOIN']}"
+    first = next(iter(engines))
+    base = statistics.median(w for w, _ in results[first])
+    print(f"\n{title}, {args.reps} reps, median; answer {answers[first]}"
           f"{', hindcast -m ' + args.memory_limit if args.memory_limit else ''}\n")
     print("| engine | wall (s) | peak RSS (MiB) | time / hindcast |")
     print("|---|---:|---:|---:|")
