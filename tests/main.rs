@@ -6,7 +6,8 @@
 //! - `feast_reference`: feature views against a brute-force Feast on random inputs;
 //! - `out_of_core`: a join whose right side is larger than the memory limit;
 //! - `cli`: the `hindcast` binary as a user runs it;
-//! - `s3`: feature views on a local S3-compatible server (moto).
+//! - `s3`: feature views on a local S3-compatible server (moto);
+//! - `shell`: the interactive shell in a terminal (tmux).
 
 mod cli;
 mod common;
@@ -14,4 +15,5 @@ mod differential;
 mod feast_reference;
 mod out_of_core;
 mod s3;
+mod shell;
 mod slt;

@@ -36,6 +36,10 @@ pub struct Args {
     #[arg(short = 'm', long = "memory-limit", value_parser = parse_memory_limit)]
     pub memory_limit: Option<usize>,
 
+    /// Open the interactive shell after running -c/-f (it opens by itself without them)
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+
     /// Most rows to show in table format (0 for all)
     #[arg(long, default_value_t = 40)]
     pub maxrows: usize,

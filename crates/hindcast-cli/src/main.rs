@@ -2,10 +2,9 @@
 
 mod args;
 mod print;
+mod repl;
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Instant;
 
 use clap::Parser;
 use datafusion::common::Result;
@@ -37,10 +36,17 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<()> {
     let hc = session(&args)?;
+    let interactive = (args.command.is_empty() && args.file.is_empty()) || args.interactive;
     if let Some(repo) = &args.repo {
-        hc.load_repository(repo).await?;
+        match hc.load_repository(repo).await {
+            Ok(()) if interactive => println!("{}", repl::summary(&hc, repo).await),
+            Ok(()) => {}
+            // The shell starts anyway, so the user can fix the file and retry.
+            Err(e) if interactive => eprintln!("Error: {}", repl::one_line(&e)),
+            Err(e) => return Err(e),
+        }
     }
-    let printer = Printer::new(args.format, args.maxrows, args.quiet);
+    let mut printer = Printer::new(args.format, args.maxrows, args.quiet);
     let mut sources: Vec<(String, String)> = args
         .command
         .iter()
@@ -55,19 +61,11 @@ async fn run(args: Args) -> Result<()> {
         })?;
         sources.push((file.display().to_string(), text));
     }
-    if sources.is_empty() {
-        return Err(datafusion::common::plan_datafusion_err!(
-            "nothing to run: pass SQL with -c \"...\" or a file with -f FILE (the interactive shell is not built yet)"
-        ));
-    }
     for (_origin, text) in sources {
-        for statement in hc.parse_sql(&text)? {
-            let start = Instant::now();
-            let df = hc.execute_statement(statement).await?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            let batches = df.collect().await?;
-            printer.print(&schema, &batches, start.elapsed())?;
-        }
+        repl::run_sql(&hc, &printer, &text).await?;
+    }
+    if interactive {
+        repl::run(&hc, &mut printer).await?;
     }
     Ok(())
 }

@@ -13,9 +13,12 @@ use datafusion::common::{DataFusionError, Result};
 use crate::args::Format;
 
 pub struct Printer {
-    format: Format,
-    maxrows: usize,
-    quiet: bool,
+    pub format: Format,
+    pub maxrows: usize,
+    /// Only results: no row counts or timings.
+    pub quiet: bool,
+    /// Show how long each statement took (the shell's `\timing`).
+    pub timing: bool,
 }
 
 impl Printer {
@@ -24,6 +27,7 @@ impl Printer {
             format,
             maxrows,
             quiet,
+            timing: true,
         }
     }
 
@@ -88,12 +92,12 @@ impl Printer {
             } else {
                 String::new()
             };
-            writeln!(
-                out,
-                "{rows} {noun}{note} in set. Query took {:.3} seconds.\n",
-                elapsed.as_secs_f64()
-            )
-            .map_err(DataFusionError::from)?;
+            let took = if self.timing {
+                format!(" Query took {:.3} seconds.", elapsed.as_secs_f64())
+            } else {
+                String::new()
+            };
+            writeln!(out, "{rows} {noun}{note} in set.{took}\n").map_err(DataFusionError::from)?;
         }
         Ok(())
     }

@@ -1,0 +1,371 @@
+//! The interactive shell: line editing with persistent history, statements over several
+//! lines (ended by `;`), tab completion of keywords and names, `\` meta-commands, and
+//! `Ctrl-C` that cancels the running query without leaving the shell.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::common::{DataFusionError, Result};
+use hindcast::Hindcast;
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::history::FileHistory;
+use rustyline::validate::{ValidationContext, ValidationResult, Validator};
+use rustyline::{Context, Editor, Helper, Highlighter, Hinter};
+
+use crate::args::Format;
+use crate::print::Printer;
+
+const HELP: &str = "\
+  \\q              quit (also Ctrl-D, or Ctrl-C twice at an empty prompt)
+  \\?              this help
+  \\d              list tables and feature views
+  \\d NAME         describe a table, feature view or feature service
+  \\dv             list feature views
+  \\ds             list feature services
+  \\i FILE         run the statements in FILE
+  \\timing [on|off] show how long each statement took
+  \\format FMT     output format: table, csv, tsv, json, ndjson (also \\pset format FMT)
+  \\maxrows N      most rows to show in table format (0 for all)
+Statements end with ';' and may span lines. Ctrl-C cancels a running query.";
+
+/// What the shell does after a line.
+enum Flow {
+    Continue,
+    Quit,
+}
+
+pub async fn run(hc: &Hindcast, printer: &mut Printer) -> Result<()> {
+    let mut editor: Editor<ShellHelper, FileHistory> =
+        Editor::new().map_err(|e| DataFusionError::External(Box::new(e)))?;
+    editor.set_helper(Some(ShellHelper {
+        names: names(hc).await,
+    }));
+    let history = history_path();
+    if let Some(path) = &history {
+        // A missing history file is the first run, not an error.
+        let _ = editor.load_history(path);
+    }
+    println!(
+        "hindcast {}: type SQL ending with ';', \\? for help, \\q to quit.",
+        env!("CARGO_PKG_VERSION")
+    );
+    let mut interrupted = false;
+    loop {
+        match editor.readline("hindcast> ") {
+            Ok(line) => {
+                interrupted = false;
+                let text = line.trim();
+                if text.is_empty() {
+                    continue;
+                }
+                let _ = editor.add_history_entry(text);
+                let flow = if let Some(command) = text.strip_prefix('\\') {
+                    meta(hc, printer, command).await
+                } else {
+                    run_cancellable(hc, printer, text)
+                        .await
+                        .map(|()| Flow::Continue)
+                };
+                match flow {
+                    Ok(Flow::Quit) => break,
+                    Ok(Flow::Continue) => {}
+                    Err(e) => eprintln!("Error: {}", one_line(&e)),
+                }
+                // DDL may have added or dropped names.
+                if let Some(helper) = editor.helper_mut() {
+                    helper.names = names(hc).await;
+                }
+            }
+            Err(ReadlineError::Interrupted) => {
+                if interrupted {
+                    break;
+                }
+                interrupted = true;
+                eprintln!("(Ctrl-C again at an empty prompt, Ctrl-D or \\q to quit)");
+            }
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(DataFusionError::External(Box::new(e))),
+        }
+    }
+    if let Some(path) = &history {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = editor.save_history(path);
+    }
+    Ok(())
+}
+
+/// Run SQL until it finishes or Ctrl-C is pressed. Cancelling drops the query's future,
+/// which stops its operators and removes a `COPY`'s temporary output.
+async fn run_cancellable(hc: &Hindcast, printer: &Printer, sql: &str) -> Result<()> {
+    tokio::select! {
+        result = run_sql(hc, printer, sql) => result,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("Query cancelled.");
+            Ok(())
+        }
+    }
+}
+
+pub async fn run_sql(hc: &Hindcast, printer: &Printer, sql: &str) -> Result<()> {
+    for statement in hc.parse_sql(sql)? {
+        let start = Instant::now();
+        let df = hc.execute_statement(statement).await?;
+        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        printer.print(&schema, &batches, start.elapsed())?;
+    }
+    Ok(())
+}
+
+async fn meta(hc: &Hindcast, printer: &mut Printer, command: &str) -> Result<Flow> {
+    let mut words = command.split_whitespace();
+    let name = words.next().unwrap_or_default();
+    let rest: Vec<&str> = words.collect();
+    match (name, rest.as_slice()) {
+        ("q" | "quit", []) => return Ok(Flow::Quit),
+        ("?" | "h" | "help", []) => println!("{HELP}"),
+        ("d", []) => {
+            run_sql(
+                hc,
+                printer,
+                "SELECT table_name, table_type FROM information_schema.tables \
+                 WHERE table_schema NOT IN ('information_schema') ORDER BY table_name",
+            )
+            .await?
+        }
+        ("d", [object]) => run_sql(hc, printer, &format!("DESCRIBE {object}")).await?,
+        ("dv", []) => run_sql(hc, printer, "SHOW FEATURE VIEWS").await?,
+        ("ds", []) => run_sql(hc, printer, "SHOW FEATURE SERVICES").await?,
+        ("i", [file]) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| DataFusionError::Execution(format!("cannot read {file}: {e}")))?;
+            run_cancellable(hc, printer, &text).await?
+        }
+        ("timing", []) => printer.timing = !printer.timing,
+        ("timing", ["on"]) => printer.timing = true,
+        ("timing", ["off"]) => printer.timing = false,
+        ("format", [format]) | ("pset", ["format", format]) => {
+            printer.format = match format.to_ascii_lowercase().as_str() {
+                "table" => Format::Table,
+                "csv" => Format::Csv,
+                "tsv" => Format::Tsv,
+                "json" => Format::Json,
+                "ndjson" => Format::Ndjson,
+                other => {
+                    eprintln!("Unknown format {other}: use table, csv, tsv, json or ndjson.");
+                    return Ok(Flow::Continue);
+                }
+            }
+        }
+        ("maxrows", [n]) => match n.parse() {
+            Ok(n) => printer.maxrows = n,
+            Err(_) => eprintln!("\\maxrows takes a number of rows, not {n}."),
+        },
+        _ => {
+            eprintln!("Unknown command \\{command}: \\? lists the commands.");
+            return Ok(Flow::Continue);
+        }
+    }
+    if name == "timing" {
+        println!("Timing is {}.", if printer.timing { "on" } else { "off" });
+    }
+    Ok(Flow::Continue)
+}
+
+/// "Loaded DIR: N feature views, M feature services."
+pub async fn summary(hc: &Hindcast, repo: &std::path::Path) -> String {
+    let views = match hc.sql("SHOW FEATURE VIEWS").await {
+        Ok(df) => df.count().await.unwrap_or(0),
+        Err(_) => 0,
+    };
+    let services = hc.registry().services().len();
+    let plural = |n: usize, noun: &str| format!("{n} {noun}{}", if n == 1 { "" } else { "s" });
+    format!(
+        "Loaded {}: {}, {}.",
+        repo.display(),
+        plural(views, "feature view"),
+        plural(services, "feature service")
+    )
+}
+
+/// Errors as one readable line: DataFusion nests causes over several lines.
+pub fn one_line(e: &DataFusionError) -> String {
+    e.to_string().lines().collect::<Vec<_>>().join(" ")
+}
+
+/// `$XDG_DATA_HOME/hindcast/history`, else `~/.local/share/hindcast/history`: the user's
+/// data directory, not the working directory.
+fn history_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    Some(base.join("hindcast").join("history"))
+}
+
+/// Table, feature view, feature service and column names, for completion.
+async fn names(hc: &Hindcast) -> Vec<String> {
+    let mut names: Vec<String> = KEYWORDS.iter().map(|k| k.to_string()).collect();
+    let query = "SELECT table_name, column_name FROM information_schema.columns \
+                 WHERE table_schema NOT IN ('information_schema')";
+    if let Ok(df) = hc.sql(query).await
+        && let Ok(batches) = df.collect().await
+    {
+        for batch in batches {
+            for column in batch.columns() {
+                let values = column.as_string_opt::<i32>();
+                if let Some(values) = values {
+                    names.extend(values.iter().flatten().map(str::to_string));
+                } else if let Some(values) = column.as_string_view_opt() {
+                    names.extend(values.iter().flatten().map(str::to_string));
+                }
+            }
+        }
+    }
+    names.extend(hc.registry().services().into_iter().map(|s| s.name));
+    names.sort();
+    names.dedup();
+    names
+}
+
+const KEYWORDS: &[&str] = &[
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "GROUP",
+    "BY",
+    "ORDER",
+    "LIMIT",
+    "JOIN",
+    "LEFT",
+    "ASOF",
+    "MATCH_CONDITION",
+    "ON",
+    "USING",
+    "AS",
+    "OF",
+    "FOR",
+    "SYSTEM_TIME",
+    "WITH",
+    "CREATE",
+    "FEATURE",
+    "VIEW",
+    "SERVICE",
+    "ENTITY",
+    "TIMESTAMP",
+    "CREATED",
+    "TTL",
+    "INTERVAL",
+    "STORED",
+    "PARQUET",
+    "CSV",
+    "PARTITIONED",
+    "LOCATION",
+    "EXTERNAL",
+    "TABLE",
+    "DROP",
+    "SHOW",
+    "DESCRIBE",
+    "EXPLAIN",
+    "ANALYZE",
+    "COPY",
+    "TO",
+    "AND",
+    "OR",
+    "NOT",
+    "NULL",
+    "historical_features",
+    "latest_by",
+];
+
+/// Completion and multi-line input for the editor.
+#[derive(Helper, Hinter, Highlighter)]
+struct ShellHelper {
+    names: Vec<String>,
+}
+
+impl Completer for ShellHelper {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let start = line[..pos]
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let word = &line[start..pos];
+        if word.is_empty() {
+            return Ok((start, vec![]));
+        }
+        let lower = word.to_lowercase();
+        let candidates = self
+            .names
+            .iter()
+            .filter(|n| n.to_lowercase().starts_with(&lower))
+            .map(|n| {
+                // Keywords follow the case the user types.
+                let replacement = if n.chars().all(|c| c.is_uppercase() || c == '_')
+                    && word.chars().all(|c| c.is_lowercase() || c == '_')
+                {
+                    n.to_lowercase()
+                } else {
+                    n.clone()
+                };
+                Pair {
+                    display: n.clone(),
+                    replacement,
+                }
+            })
+            .collect();
+        Ok((start, candidates))
+    }
+}
+
+impl Validator for ShellHelper {
+    /// A statement continues on the next line until it ends with `;` (outside quotes and
+    /// comments); a meta-command is always one line.
+    fn validate(&self, ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {
+        let input = ctx.input().trim();
+        if input.is_empty() || input.starts_with('\\') || ends_statement(input) {
+            Ok(ValidationResult::Valid(None))
+        } else {
+            Ok(ValidationResult::Incomplete)
+        }
+    }
+}
+
+/// Whether `sql` ends with a `;` that is not inside a string, identifier or comment.
+fn ends_statement(sql: &str) -> bool {
+    let mut last_terminator = false;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                for d in chars.by_ref() {
+                    if d == c {
+                        break;
+                    }
+                }
+                last_terminator = false;
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            ';' => last_terminator = true,
+            c if c.is_whitespace() => {}
+            _ => last_terminator = false,
+        }
+    }
+    last_terminator
+}
