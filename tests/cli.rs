@@ -197,3 +197,42 @@ fn missing_file_is_a_clear_error() {
     let err = stderr(&out);
     assert!(err.to_lowercase().contains("no/such/file.parquet"), "{err}");
 }
+
+/// The shell reads piped input too: an rc file first, then statements and meta-commands.
+#[test]
+fn shell_reads_piped_statements_after_the_rc_file() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rc = dir.path().join("rc.sql");
+    std::fs::write(&rc, "CREATE TABLE from_rc AS VALUES (7);").expect("rc file");
+    let out_file = dir.path().join("out.txt");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hindcast"))
+        .args(["-r", rc.to_str().expect("utf-8 path")])
+        .env("XDG_DATA_HOME", dir.path())
+        .current_dir(repo_root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs hindcast");
+    let script = format!(
+        "SELECT column1 * 6 AS six_times FROM from_rc;\n\\x\nSELECT 1 AS a, 22 AS bee;\n\\o {}\nSELECT 3 AS in_file;\n\\o\n\\q\n",
+        out_file.display()
+    );
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write script");
+    let out = child.wait_with_output().expect("hindcast exits");
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("| 42        |"), "{text}");
+    assert!(text.contains("bee | 22"), "{text}");
+    assert!(!text.contains("in_file"), "{text}");
+    let written = std::fs::read_to_string(&out_file).expect("\\o file");
+    assert!(written.contains("in_file | 3"), "{written}");
+}

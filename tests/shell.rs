@@ -83,8 +83,10 @@ impl Terminal {
 
 impl Drop for Terminal {
     fn drop(&mut self) {
+        // After `\q` the session is already gone.
         let _ = Command::new("tmux")
             .args(["kill-session", "-t", &self.name])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 }
@@ -131,6 +133,12 @@ fn shell_in_a_terminal() {
     t.keys(&["SELECT 41 + 1 AS answer\\;", "Enter"]);
     let screen = t.wait_for("| 42     |", 1);
     assert!(!screen.contains("panicked"), "{screen}");
+
+    // Expanded display.
+    t.keys(&["\\x", "Enter"]);
+    t.wait_for("Expanded display is on.", 1);
+    t.keys(&["SELECT 1 AS a, 22 AS bee\\;", "Enter"]);
+    t.wait_for("bee | 22", 1);
 
     // \q leaves and saves the history in the data directory, not the working directory.
     t.keys(&["\\q", "Enter"]);

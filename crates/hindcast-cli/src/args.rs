@@ -36,6 +36,10 @@ pub struct Args {
     #[arg(short = 'm', long = "memory-limit", value_parser = parse_memory_limit)]
     pub memory_limit: Option<usize>,
 
+    /// File of statements to run first (default for the shell: ~/.hindcastrc, if present)
+    #[arg(short = 'r', long = "rc")]
+    pub rc: Option<PathBuf>,
+
     /// Open the interactive shell after running -c/-f (it opens by itself without them)
     #[arg(short = 'i', long)]
     pub interactive: bool,

@@ -4,6 +4,7 @@ mod args;
 mod print;
 mod repl;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -47,21 +48,28 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     let mut printer = Printer::new(args.format, args.maxrows, args.quiet);
-    let mut sources: Vec<(String, String)> = args
-        .command
-        .iter()
-        .map(|c| ("-c".to_string(), c.clone()))
-        .collect();
-    for file in &args.file {
-        let text = std::fs::read_to_string(file).map_err(|e| {
+    // An explicit rc file always runs first; ~/.hindcastrc only for the shell.
+    let rc = args.rc.clone().or_else(|| {
+        let default = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".hindcastrc"));
+        default.filter(|p| interactive && p.is_file())
+    });
+    let read = |file: &PathBuf| {
+        std::fs::read_to_string(file).map_err(|e| {
             datafusion::common::DataFusionError::Execution(format!(
                 "cannot read {}: {e}",
                 file.display()
             ))
-        })?;
-        sources.push((file.display().to_string(), text));
+        })
+    };
+    let mut sources: Vec<String> = vec![];
+    if let Some(rc) = &rc {
+        sources.push(read(rc)?);
     }
-    for (_origin, text) in sources {
+    sources.extend(args.command.iter().cloned());
+    for file in &args.file {
+        sources.push(read(file)?);
+    }
+    for text in sources {
         repl::run_sql(&hc, &printer, &text).await?;
     }
     if interactive {

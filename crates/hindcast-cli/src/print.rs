@@ -1,12 +1,13 @@
 //! Printing results in the formats `--format` offers.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::util::display::FormatOptions;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::arrow::util::pretty::pretty_format_batches_with_options;
 use datafusion::common::{DataFusionError, Result};
 
@@ -19,6 +20,10 @@ pub struct Printer {
     pub quiet: bool,
     /// Show how long each statement took (the shell's `\timing`).
     pub timing: bool,
+    /// Tables as one `column | value` block per row (the shell's `\x`).
+    pub expanded: bool,
+    /// Append output to this file instead of standard output (the shell's `\o FILE`).
+    pub output: Option<PathBuf>,
 }
 
 impl Printer {
@@ -28,6 +33,8 @@ impl Printer {
             maxrows,
             quiet,
             timing: true,
+            expanded: false,
+            output: None,
         }
     }
 
@@ -48,8 +55,23 @@ impl Printer {
             batches
         };
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let mut out = std::io::stdout().lock();
+        let mut out: Box<dyn Write> = match &self.output {
+            Some(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        DataFusionError::Execution(format!(
+                            "cannot write to {}: {e}",
+                            path.display()
+                        ))
+                    })?,
+            ),
+            None => Box::new(std::io::stdout().lock()),
+        };
         let shown = match self.format {
+            Format::Table if self.expanded => self.expanded(&mut out, batches, rows)?,
             Format::Table => self.table(&mut out, batches, rows)?,
             Format::Csv | Format::Tsv => {
                 let delimiter = if self.format == Format::Csv {
@@ -100,6 +122,48 @@ impl Printer {
             writeln!(out, "{rows} {noun}{note} in set.{took}\n").map_err(DataFusionError::from)?;
         }
         Ok(())
+    }
+
+    /// One `column | value` block per row, as psql's `\x`; at most `maxrows` rows.
+    fn expanded(
+        &self,
+        out: &mut impl Write,
+        batches: &[RecordBatch],
+        rows: usize,
+    ) -> Result<usize> {
+        let limit = if self.maxrows == 0 {
+            rows
+        } else {
+            self.maxrows.min(rows)
+        };
+        let options = FormatOptions::default().with_null("NULL");
+        let mut shown = 0;
+        for batch in batches {
+            let schema = batch.schema();
+            let width = schema
+                .fields()
+                .iter()
+                .map(|f| f.name().len())
+                .max()
+                .unwrap_or(0);
+            let formatters = batch
+                .columns()
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            for row in 0..batch.num_rows() {
+                if shown == limit {
+                    return Ok(shown);
+                }
+                shown += 1;
+                writeln!(out, "-[ RECORD {shown} ]-").map_err(DataFusionError::from)?;
+                for (field, formatter) in schema.fields().iter().zip(&formatters) {
+                    writeln!(out, "{:width$} | {}", field.name(), formatter.value(row))
+                        .map_err(DataFusionError::from)?;
+                }
+            }
+        }
+        Ok(shown)
     }
 
     /// Aligned table of at most `maxrows` rows; returns how many rows it showed.

@@ -28,6 +28,8 @@ const HELP: &str = "\
   \\timing [on|off] show how long each statement took
   \\format FMT     output format: table, csv, tsv, json, ndjson (also \\pset format FMT)
   \\maxrows N      most rows to show in table format (0 for all)
+  \\x              expanded display: one column | value block per row (toggle)
+  \\o [FILE]       append results to FILE; without FILE, back to the terminal
 Statements end with ';' and may span lines. Ctrl-C cancels a running query.";
 
 /// What the shell does after a line.
@@ -161,6 +163,15 @@ async fn meta(hc: &Hindcast, printer: &mut Printer, command: &str) -> Result<Flo
                 }
             }
         }
+        ("x", []) => {
+            printer.expanded = !printer.expanded;
+            println!(
+                "Expanded display is {}.",
+                if printer.expanded { "on" } else { "off" }
+            );
+        }
+        ("o", []) => printer.output = None,
+        ("o", [file]) => printer.output = Some(PathBuf::from(file)),
         ("maxrows", [n]) => match n.parse() {
             Ok(n) => printer.maxrows = n,
             Err(_) => eprintln!("\\maxrows takes a number of rows, not {n}."),
