@@ -113,6 +113,12 @@ fn shell_in_a_terminal() {
     t.keys(&["\\nope", "Enter"]);
     t.wait_for("Unknown command \\nope: \\? lists the commands.", 1);
 
+    // A parse error points at its position.
+    t.keys(&["SELECT user_id FROM labels WHERE\\;", "Enter"]);
+    let screen = t.wait_for("Column: 33", 1);
+    let caret = format!("  SELECT user_id FROM labels WHERE;\n  {}^", " ".repeat(32));
+    assert!(screen.contains(&caret), "{screen}");
+
     // Tab completes a feature view's name.
     t.keys(&["SELECT count(*) AS activity_rows FROM user_act", "Tab"]);
     t.wait_for("FROM user_activity", 1);

@@ -73,7 +73,12 @@ pub async fn run(hc: &Hindcast, printer: &mut Printer) -> Result<()> {
                 match flow {
                     Ok(Flow::Quit) => break,
                     Ok(Flow::Continue) => {}
-                    Err(e) => eprintln!("Error: {}", one_line(&e)),
+                    Err(e) => {
+                        eprintln!("Error: {}", one_line(&e));
+                        if let Some(pointer) = caret(text, &e) {
+                            eprintln!("{pointer}");
+                        }
+                    }
                 }
                 // DDL may have added or dropped names.
                 if let Some(helper) = editor.helper_mut() {
@@ -201,6 +206,28 @@ pub async fn summary(hc: &Hindcast, repo: &std::path::Path) -> String {
         plural(views, "feature view"),
         plural(services, "feature service")
     )
+}
+
+/// For a parse error that names a position ("at Line: 2, Column: 7"), that line of the
+/// input with a caret under the column.
+fn caret(sql: &str, e: &DataFusionError) -> Option<String> {
+    let message = e.to_string();
+    let number_after = |label: &str| -> Option<usize> {
+        let start = message.rfind(label)? + label.len();
+        let digits: String = message[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    let (line, column) = (number_after("Line: ")?, number_after("Column: ")?);
+    let text = sql.lines().nth(line.checked_sub(1)?)?;
+    let indent: String = text
+        .chars()
+        .take(column.saturating_sub(1))
+        .map(|c| if c == '\t' { '\t' } else { ' ' })
+        .collect();
+    Some(format!("  {text}\n  {indent}^"))
 }
 
 /// Errors as one readable line: DataFusion nests causes over several lines.
