@@ -1,6 +1,6 @@
 //! Printing results in the formats `--format` offers.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,9 @@ pub struct Printer {
     pub expanded: bool,
     /// Append output to this file instead of standard output (the shell's `\o FILE`).
     pub output: Option<PathBuf>,
+    /// A progress line on stderr during long queries (the shell's `\progress`); on when
+    /// stderr is a terminal.
+    pub progress: bool,
 }
 
 impl Printer {
@@ -35,6 +38,7 @@ impl Printer {
             timing: true,
             expanded: false,
             output: None,
+            progress: std::io::stderr().is_terminal(),
         }
     }
 

@@ -3,10 +3,14 @@
 //! `Ctrl-C` that cancels the running query without leaving the shell.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::common::{DataFusionError, Result};
+use datafusion::dataframe::DataFrame;
+use datafusion::physical_plan::{ExecutionPlan, collect};
 use hindcast::Hindcast;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
@@ -26,6 +30,7 @@ const HELP: &str = "\
   \\ds             list feature services
   \\i FILE         run the statements in FILE
   \\timing [on|off] show how long each statement took
+  \\progress [on|off] show progress of long queries on stderr (on for a terminal)
   \\format FMT     output format: table, csv, tsv, json, ndjson (also \\pset format FMT)
   \\maxrows N      most rows to show in table format (0 for all)
   \\x              expanded display: one column | value block per row (toggle)
@@ -121,11 +126,72 @@ pub async fn run_sql(hc: &Hindcast, printer: &Printer, sql: &str) -> Result<()> 
     for statement in hc.parse_sql(sql)? {
         let start = Instant::now();
         let df = hc.execute_statement(statement).await?;
-        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = if printer.progress {
+            collect_with_progress(df, start).await?
+        } else {
+            df.collect().await?
+        };
         printer.print(&schema, &batches, start.elapsed())?;
     }
     Ok(())
+}
+
+/// Collect `df` while a line on stderr shows, after the first second, the time elapsed and
+/// the rows and bytes the scans have read so far (from the plan's live metrics).
+async fn collect_with_progress(df: DataFrame, start: Instant) -> Result<Vec<RecordBatch>> {
+    let task_ctx = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let shown = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (plan, shown) = (Arc::clone(&plan), Arc::clone(&shown));
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                interval.tick().await;
+                if start.elapsed() < Duration::from_secs(1) {
+                    continue;
+                }
+                let (rows, bytes) = scanned(&plan);
+                eprint!(
+                    "\r\x1b[2K{:.1} s elapsed, {rows} rows read, {:.1} MB scanned (Ctrl-C cancels)",
+                    start.elapsed().as_secs_f64(),
+                    bytes as f64 / 1e6
+                );
+                shown.store(true, Ordering::Relaxed);
+            }
+        })
+    };
+    // Dropping this (the query finished, failed or was cancelled) stops the ticker and
+    // clears its line.
+    struct StopTicker(tokio::task::JoinHandle<()>, Arc<AtomicBool>);
+    impl Drop for StopTicker {
+        fn drop(&mut self) {
+            self.0.abort();
+            if self.1.load(Ordering::Relaxed) {
+                eprint!("\r\x1b[2K");
+            }
+        }
+    }
+    let _stop = StopTicker(ticker, shown);
+    collect(plan, task_ctx).await
+}
+
+/// Rows and bytes read so far by the plan's leaves (its scans).
+fn scanned(plan: &Arc<dyn ExecutionPlan>) -> (usize, usize) {
+    let children = plan.children();
+    if children.is_empty() {
+        let metrics = plan.metrics();
+        let rows = metrics.as_ref().and_then(|m| m.output_rows()).unwrap_or(0);
+        let bytes = metrics
+            .and_then(|m| m.sum_by_name("bytes_scanned"))
+            .map_or(0, |v| v.as_usize());
+        return (rows, bytes);
+    }
+    children.into_iter().fold((0, 0), |(r, b), child| {
+        let (cr, cb) = scanned(child);
+        (r + cr, b + cb)
+    })
 }
 
 async fn meta(hc: &Hindcast, printer: &mut Printer, command: &str) -> Result<Flow> {
@@ -152,6 +218,9 @@ async fn meta(hc: &Hindcast, printer: &mut Printer, command: &str) -> Result<Flo
                 .map_err(|e| DataFusionError::Execution(format!("cannot read {file}: {e}")))?;
             run_cancellable(hc, printer, &text).await?
         }
+        ("progress", []) => printer.progress = !printer.progress,
+        ("progress", ["on"]) => printer.progress = true,
+        ("progress", ["off"]) => printer.progress = false,
         ("timing", []) => printer.timing = !printer.timing,
         ("timing", ["on"]) => printer.timing = true,
         ("timing", ["off"]) => printer.timing = false,
@@ -186,8 +255,11 @@ async fn meta(hc: &Hindcast, printer: &mut Printer, command: &str) -> Result<Flo
             return Ok(Flow::Continue);
         }
     }
-    if name == "timing" {
-        println!("Timing is {}.", if printer.timing { "on" } else { "off" });
+    let on_off = |on: bool| if on { "on" } else { "off" };
+    match name {
+        "timing" => println!("Timing is {}.", on_off(printer.timing)),
+        "progress" => println!("Progress display is {}.", on_off(printer.progress)),
+        _ => {}
     }
     Ok(Flow::Continue)
 }
