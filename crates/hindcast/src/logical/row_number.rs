@@ -25,7 +25,7 @@
 //! Anything else is left alone: another window function or frame, another sort direction,
 //! a `NULLS FIRST` tie-breaker on a nullable column (NULL would win there, and loses in the
 //! ASOF join), a join predicate that is not a key equality or a time bound, a filter
-//! between the join and the window, a forward ("first after") ranking. `SET
+//! between the join and the window. `SET
 //! hindcast.rewrite_row_number = false` switches the rule off.
 
 use std::collections::HashSet;
@@ -245,7 +245,8 @@ fn asof_for(window: &Window) -> Result<Option<LogicalPlan>> {
     let Some(first) = sorts.next() else {
         return Ok(None);
     };
-    if first.asc || first.expr != shape.right_time {
+    // Latest first for a backward join, earliest first for a forward one.
+    if first.asc == shape.op.is_backward() || first.expr != shape.right_time {
         return Ok(None);
     }
     let tie_breaker = match sorts.next() {
@@ -337,7 +338,8 @@ fn one_row_per(plan: LogicalPlan, partition_by: Vec<Expr>) -> Result<LogicalPlan
         .build()
 }
 
-/// A join condition in the shape of a backward point-in-time join.
+/// A join condition in the shape of a point-in-time join: backward (`f.ts <= l.ts`, ranked
+/// latest first) or forward (`f.ts >= l.ts`, ranked earliest first).
 struct JoinShape {
     on: Vec<(Expr, Expr)>,
     left_time: Expr,
@@ -356,7 +358,8 @@ impl JoinShape {
         let (left, right) = (join.left.schema(), join.right.schema());
         let mut on: Vec<(Expr, Expr)> = join.on.clone();
         let mut bound: Option<(Expr, Expr, MatchOp)> = None;
-        let mut ttl: Option<(Expr, Expr, ScalarValue)> = None;
+        // The TTL bound, and whether it bounds a backward join.
+        let mut ttl: Option<((Expr, Expr, ScalarValue), bool)> = None;
         let conjuncts = join
             .filter
             .as_ref()
@@ -382,7 +385,7 @@ impl JoinShape {
                 (b, op, a)
             } else if let Some(found) = ttl_of_difference(a, *op, b, left, right) {
                 // `l.ts - r.ts <= c`
-                if ttl.replace(found).is_some() {
+                if ttl.replace((found, true)).is_some() {
                     return Ok(None);
                 }
                 continue;
@@ -391,7 +394,16 @@ impl JoinShape {
             };
             match op {
                 Operator::Eq => on.push((l.clone(), r.clone())),
+                // `l.ts >= r.ts` matches backward; `l.ts + c >= r.ts` bounds a forward join.
                 Operator::GtEq | Operator::Gt => {
+                    if op == Operator::GtEq
+                        && let Some(found) = ttl_of_bound(l, Operator::Plus, r)
+                    {
+                        if ttl.replace((found, false)).is_some() {
+                            return Ok(None);
+                        }
+                        continue;
+                    }
                     let op = if op == Operator::GtEq {
                         MatchOp::GtEq
                     } else {
@@ -401,12 +413,22 @@ impl JoinShape {
                         return Ok(None);
                     }
                 }
-                // `l.ts - c <= r.ts`
-                Operator::LtEq => {
-                    let Some(found) = ttl_of_lower_bound(l, r) else {
-                        return Ok(None);
+                // `l.ts <= r.ts` matches forward; `l.ts - c <= r.ts` bounds a backward join.
+                Operator::LtEq | Operator::Lt => {
+                    if op == Operator::LtEq
+                        && let Some(found) = ttl_of_bound(l, Operator::Minus, r)
+                    {
+                        if ttl.replace((found, true)).is_some() {
+                            return Ok(None);
+                        }
+                        continue;
+                    }
+                    let op = if op == Operator::LtEq {
+                        MatchOp::LtEq
+                    } else {
+                        MatchOp::Lt
                     };
-                    if ttl.replace(found).is_some() {
+                    if bound.replace((l.clone(), r.clone(), op)).is_some() {
                         return Ok(None);
                     }
                 }
@@ -416,9 +438,14 @@ impl JoinShape {
         let Some((left_time, right_time, op)) = bound else {
             return Ok(None);
         };
+        // The bound must be on the same two times, and on the side the join looks to.
         let ttl = match ttl {
             None => None,
-            Some((l, r, c)) if l == left_time && r == right_time => Some(c),
+            Some(((l, r, c), backward))
+                if l == left_time && r == right_time && backward == op.is_backward() =>
+            {
+                Some(c)
+            }
             Some(_) => return Ok(None),
         };
         if on
@@ -437,16 +464,20 @@ impl JoinShape {
     }
 }
 
-/// `l.ts - c <= r.ts`: (`l.ts`, `r.ts`, `c`).
-fn ttl_of_lower_bound(l: &Expr, r: &Expr) -> Option<(Expr, Expr, ScalarValue)> {
+/// `l.ts - c <= r.ts` (with `Minus`) or `l.ts + c >= r.ts` (with `Plus`), already
+/// normalised to the spine side on the left: (`l.ts`, `r.ts`, `c`).
+fn ttl_of_bound(l: &Expr, op: Operator, r: &Expr) -> Option<(Expr, Expr, ScalarValue)> {
     let Expr::BinaryExpr(BinaryExpr {
         left: time,
-        op: Operator::Minus,
+        op: found,
         right: amount,
     }) = l
     else {
         return None;
     };
+    if *found != op {
+        return None;
+    }
     Some((time.as_ref().clone(), r.clone(), constant(amount)?))
 }
 
