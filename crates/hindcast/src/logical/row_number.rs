@@ -394,39 +394,26 @@ impl JoinShape {
             };
             match op {
                 Operator::Eq => on.push((l.clone(), r.clone())),
-                // `l.ts >= r.ts` matches backward; `l.ts + c >= r.ts` bounds a forward join.
-                Operator::GtEq | Operator::Gt => {
-                    if op == Operator::GtEq
-                        && let Some(found) = ttl_of_bound(l, Operator::Plus, r)
-                    {
-                        if ttl.replace((found, false)).is_some() {
-                            return Ok(None);
-                        }
-                        continue;
-                    }
-                    let op = if op == Operator::GtEq {
-                        MatchOp::GtEq
-                    } else {
-                        MatchOp::Gt
+                // `l.ts >= r.ts` is a backward match and `l.ts <= r.ts` a forward one, but
+                // `l.ts + c >= r.ts` bounds a forward join and `l.ts - c <= r.ts` a backward one.
+                Operator::GtEq | Operator::Gt | Operator::LtEq | Operator::Lt => {
+                    let (shift, backward) = match op {
+                        Operator::GtEq | Operator::Gt => (Operator::Plus, false),
+                        _ => (Operator::Minus, true),
                     };
-                    if bound.replace((l.clone(), r.clone(), op)).is_some() {
-                        return Ok(None);
-                    }
-                }
-                // `l.ts <= r.ts` matches forward; `l.ts - c <= r.ts` bounds a backward join.
-                Operator::LtEq | Operator::Lt => {
-                    if op == Operator::LtEq
-                        && let Some(found) = ttl_of_bound(l, Operator::Minus, r)
+                    if matches!(op, Operator::GtEq | Operator::LtEq)
+                        && let Some(found) = ttl_of_bound(l, shift, r)
                     {
-                        if ttl.replace((found, true)).is_some() {
+                        if ttl.replace((found, backward)).is_some() {
                             return Ok(None);
                         }
                         continue;
                     }
-                    let op = if op == Operator::LtEq {
-                        MatchOp::LtEq
-                    } else {
-                        MatchOp::Lt
+                    let op = match op {
+                        Operator::GtEq => MatchOp::GtEq,
+                        Operator::Gt => MatchOp::Gt,
+                        Operator::LtEq => MatchOp::LtEq,
+                        _ => MatchOp::Lt,
                     };
                     if bound.replace((l.clone(), r.clone(), op)).is_some() {
                         return Ok(None);
