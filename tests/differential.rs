@@ -107,45 +107,38 @@ impl Case {
             rng.random_range(1..=60 * scale)
         };
         let key2 = |rng: &mut StdRng| ["a", "b", "c"][rng.random_range(0..2)].to_string();
+        // Keys and time, in this order from the generator, for both sides.
+        let join_columns = |rng: &mut StdRng| {
+            let k1 = rng.random_range(0..key_range);
+            let k1 = maybe(rng, null_rate, k1);
+            let k2 = key2(rng);
+            let k2 = maybe(rng, null_rate, k2);
+            let t = rng.random_range(0..time_range);
+            (k1, k2, maybe(rng, null_rate, t))
+        };
         let left = (0..n_left)
-            .map(|_| LeftRow {
-                k1: {
-                    let k = rng.random_range(0..key_range);
-                    maybe(&mut rng, null_rate, k)
-                },
-                k2: {
-                    let k = key2(&mut rng);
-                    maybe(&mut rng, null_rate, k)
-                },
-                t: {
-                    let t = rng.random_range(0..time_range);
-                    maybe(&mut rng, null_rate, t)
-                },
+            .map(|_| {
+                let (k1, k2, t) = join_columns(&mut rng);
+                LeftRow { k1, k2, t }
             })
             .collect();
         let right = (0..n_right)
-            .map(|_| RightRow {
-                k1: {
-                    let k = rng.random_range(0..key_range);
-                    maybe(&mut rng, null_rate, k)
-                },
-                k2: {
-                    let k = key2(&mut rng);
-                    maybe(&mut rng, null_rate, k)
-                },
-                t: {
-                    let t = rng.random_range(0..time_range);
-                    maybe(&mut rng, null_rate, t)
-                },
-                c: {
-                    let c = rng.random_range(0..3);
-                    maybe(&mut rng, 0.1, c)
-                },
-                v: {
-                    let v = rng.random_range(0..3);
-                    maybe(&mut rng, 0.1, v)
-                },
-                w: ["x", "y"][rng.random_range(0..2)].to_string(),
+            .map(|_| {
+                let (k1, k2, t) = join_columns(&mut rng);
+                RightRow {
+                    k1,
+                    k2,
+                    t,
+                    c: {
+                        let c = rng.random_range(0..3);
+                        maybe(&mut rng, 0.1, c)
+                    },
+                    v: {
+                        let v = rng.random_range(0..3);
+                        maybe(&mut rng, 0.1, v)
+                    },
+                    w: ["x", "y"][rng.random_range(0..2)].to_string(),
+                }
             })
             .collect();
         Case {

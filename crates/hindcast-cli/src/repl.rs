@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::AsArray;
 use datafusion::common::{DataFusionError, Result};
-use datafusion::dataframe::DataFrame;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use hindcast::Hindcast;
 use rustyline::completion::{Completer, Pair};
@@ -127,54 +126,58 @@ pub async fn run_sql(hc: &Hindcast, printer: &Printer, sql: &str) -> Result<()> 
         let start = Instant::now();
         let df = hc.execute_statement(statement).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = if printer.progress {
-            collect_with_progress(df, start).await?
-        } else {
-            df.collect().await?
-        };
+        let task_ctx = Arc::new(df.task_ctx());
+        let plan = df.create_physical_plan().await?;
+        let _progress = printer
+            .progress
+            .then(|| Progress::start(Arc::clone(&plan), start));
+        let batches = collect(plan, task_ctx).await?;
         printer.print(&schema, &batches, start.elapsed())?;
     }
     Ok(())
 }
 
-/// Collect `df` while a line on stderr shows, after the first second, the time elapsed and
-/// the rows and bytes the scans have read so far (from the plan's live metrics).
-async fn collect_with_progress(df: DataFrame, start: Instant) -> Result<Vec<RecordBatch>> {
-    let task_ctx = Arc::new(df.task_ctx());
-    let plan = df.create_physical_plan().await?;
-    let shown = Arc::new(AtomicBool::new(false));
-    let ticker = {
-        let (plan, shown) = (Arc::clone(&plan), Arc::clone(&shown));
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(Duration::from_millis(250));
-            loop {
-                interval.tick().await;
-                if start.elapsed() < Duration::from_secs(1) {
-                    continue;
+/// A line on stderr that shows, after the first second, the time elapsed and the rows and
+/// bytes the plan's scans have read so far (from its live metrics). Dropping it (the query
+/// finished, failed or was cancelled) stops it and clears the line.
+struct Progress {
+    ticker: tokio::task::JoinHandle<()>,
+    shown: Arc<AtomicBool>,
+}
+
+impl Progress {
+    fn start(plan: Arc<dyn ExecutionPlan>, start: Instant) -> Self {
+        let shown = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let shown = Arc::clone(&shown);
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    interval.tick().await;
+                    if start.elapsed() < Duration::from_secs(1) {
+                        continue;
+                    }
+                    let (rows, bytes) = scanned(&plan);
+                    eprint!(
+                        "\r\x1b[2K{:.1} s elapsed, {rows} rows read, {:.1} MB scanned (Ctrl-C cancels)",
+                        start.elapsed().as_secs_f64(),
+                        bytes as f64 / 1e6
+                    );
+                    shown.store(true, Ordering::Relaxed);
                 }
-                let (rows, bytes) = scanned(&plan);
-                eprint!(
-                    "\r\x1b[2K{:.1} s elapsed, {rows} rows read, {:.1} MB scanned (Ctrl-C cancels)",
-                    start.elapsed().as_secs_f64(),
-                    bytes as f64 / 1e6
-                );
-                shown.store(true, Ordering::Relaxed);
-            }
-        })
-    };
-    // Dropping this (the query finished, failed or was cancelled) stops the ticker and
-    // clears its line.
-    struct StopTicker(tokio::task::JoinHandle<()>, Arc<AtomicBool>);
-    impl Drop for StopTicker {
-        fn drop(&mut self) {
-            self.0.abort();
-            if self.1.load(Ordering::Relaxed) {
-                eprint!("\r\x1b[2K");
-            }
+            })
+        };
+        Self { ticker, shown }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.ticker.abort();
+        if self.shown.load(Ordering::Relaxed) {
+            eprint!("\r\x1b[2K");
         }
     }
-    let _stop = StopTicker(ticker, shown);
-    collect(plan, task_ctx).await
 }
 
 /// Rows and bytes read so far by the plan's leaves (its scans).

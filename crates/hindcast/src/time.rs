@@ -179,13 +179,7 @@ impl TimeDomain {
 
     /// `ticks` as a value of `data_type`, rounded the given way when that type is coarser;
     /// `None` when it does not fit.
-    pub fn scalar(
-        &self,
-        ticks: i64,
-        data_type: &DataType,
-        round: crate::physical::asof_join::Round,
-    ) -> Option<ScalarValue> {
-        use crate::physical::asof_join::Round;
+    pub fn scalar(&self, ticks: i64, data_type: &DataType, round: Round) -> Option<ScalarValue> {
         if *self == TimeDomain::Integer {
             return ScalarValue::Int64(Some(ticks)).cast_to(data_type).ok();
         }
@@ -231,6 +225,13 @@ impl TimeDomain {
             None => ticks.to_string(),
         }
     }
+}
+
+/// Which way to round a bound that falls between two values of a coarser type.
+#[derive(Debug, Clone, Copy)]
+pub enum Round {
+    Up,
+    Down,
 }
 
 /// `amount` (in units where one domain tick is `tick`) as an inclusive bound in ticks.

@@ -93,18 +93,13 @@ impl OptimizerRule for RewriteRowNumberAsOf {
     }
 }
 
-/// The nodes between the `rn = 1` filter and the window, rebuilt unchanged above the join.
-enum Between {
-    Alias(LogicalPlan),
-    Projection(LogicalPlan),
-}
-
 fn rewrite_filter(filter: &Filter) -> Result<Option<LogicalPlan>> {
     let Some(mut column) = first_row_column(&filter.predicate) else {
         return Ok(None);
     };
-    // Follow the ranking column down to the window that computes it.
-    let mut between = vec![];
+    // Follow the ranking column down to the window that computes it. The aliases and
+    // projections passed on the way are rebuilt unchanged above the join.
+    let mut between: Vec<&LogicalPlan> = vec![];
     let mut plan = filter.input.as_ref();
     let window = loop {
         let Ok(index) = plan.schema().index_of_column(&column) else {
@@ -113,7 +108,7 @@ fn rewrite_filter(filter: &Filter) -> Result<Option<LogicalPlan>> {
         match plan {
             LogicalPlan::SubqueryAlias(alias) => {
                 column = Column::from(alias.input.schema().qualified_field(index));
-                between.push(Between::Alias(plan.clone()));
+                between.push(plan);
                 plan = alias.input.as_ref();
             }
             LogicalPlan::Projection(projection) => {
@@ -122,7 +117,7 @@ fn rewrite_filter(filter: &Filter) -> Result<Option<LogicalPlan>> {
                     return Ok(None);
                 };
                 column = inner;
-                between.push(Between::Projection(plan.clone()));
+                between.push(plan);
                 plan = projection.input.as_ref();
             }
             LogicalPlan::Window(window)
@@ -151,9 +146,6 @@ fn rewrite_filter(filter: &Filter) -> Result<Option<LogicalPlan>> {
     exprs.push(lit(ScalarValue::UInt64(Some(1))).alias_qualified(qualifier.cloned(), field.name()));
     let mut rebuilt = LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(asof))?);
     for node in between.into_iter().rev() {
-        let node = match node {
-            Between::Alias(plan) | Between::Projection(plan) => plan,
-        };
         rebuilt = node.with_new_exprs(node.expressions(), vec![rebuilt])?;
     }
     Ok(Some(rebuilt))

@@ -48,7 +48,7 @@ use datafusion::physical_plan::{
 use futures::{Stream, StreamExt};
 
 use crate::logical::MatchOp;
-use crate::time::TimeDomain;
+use crate::time::{Round, TimeDomain};
 
 /// `[min, max]` of the spine's time column in domain ticks; `None` when no spine row has a
 /// time (then no right row can match).
@@ -124,10 +124,6 @@ impl SpineBounds {
                 .iter()
                 .zip(keys)
                 .all(|(a, b)| a.as_ref() == b.as_ref())
-    }
-
-    pub fn time(&self) -> &PhysicalExprRef {
-        &self.time
     }
 
     /// The final summary, once every spine row has been seen.
@@ -206,10 +202,6 @@ impl SpineBoundsExec {
             metrics: ExecutionPlanMetricsSet::new(),
         }
     }
-
-    pub fn bounds(&self) -> &Arc<SpineBounds> {
-        &self.bounds
-    }
 }
 
 impl DisplayAs for SpineBoundsExec {
@@ -244,7 +236,7 @@ impl DisplayAs for SpineBoundsExec {
             ),
             DisplayFormatType::TreeRender => {
                 writeln!(f, "time={}", self.bounds.time)?;
-                writeln!(f, "range={range}")
+                writeln!(f, "range={range}{keys}")
             }
         }
     }
@@ -543,17 +535,18 @@ impl Narrowing {
         self
     }
 
-    /// Set the filters once the spine's range is final. Called by every partition of the
-    /// join before it reads right rows; the first call with a final range sets them, and
-    /// the others wait until it has (a flag set before the filters would let another
-    /// partition open files unfiltered in between).
-    pub fn publish_if_ready(&self) -> Result<()> {
+    /// Set the filters once the spine's range is final, and say whether they are set.
+    /// Called by every partition of the join before it reads right rows (until this returns
+    /// `true`); the first call with a final range sets them, and the others wait until it
+    /// has (a flag set before the filters would let another partition open files
+    /// unfiltered in between).
+    pub fn publish_if_ready(&self) -> Result<bool> {
         let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
         if *published {
-            return Ok(());
+            return Ok(true);
         }
         let Some(summary) = self.bounds.get() else {
-            return Ok(());
+            return Ok(false);
         };
         *published = true;
         let domain = self.bounds.domain;
@@ -564,7 +557,7 @@ impl Narrowing {
                     filter.update(lit(false))?;
                     filter.mark_complete();
                 }
-                return Ok(());
+                return Ok(true);
             }
             Some((min, max)) if self.op.is_backward() => {
                 (self.ttl.map(|t| min.saturating_sub(t)), Some(max))
@@ -608,17 +601,10 @@ impl Narrowing {
             partitions.filter.update(predicate)?;
             partitions.filter.mark_complete();
         }
-        Ok(())
+        Ok(true)
     }
 
     fn filters(&self) -> impl Iterator<Item = &Arc<DynamicFilterPhysicalExpr>> {
         std::iter::once(&self.time_filter).chain(self.partition_filter.iter().map(|p| &p.filter))
     }
-}
-
-/// Which way to round a bound that falls between two values of a coarser type.
-#[derive(Debug, Clone, Copy)]
-pub enum Round {
-    Up,
-    Down,
 }

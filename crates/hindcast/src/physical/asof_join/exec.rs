@@ -131,10 +131,6 @@ impl AsOfJoinExec {
         &self.left
     }
 
-    pub fn left_time(&self) -> &PhysicalExprRef {
-        &self.left_time
-    }
-
     pub fn narrowing(&self) -> Option<&Arc<Narrowing>> {
         self.narrowing.as_ref()
     }

@@ -15,7 +15,5 @@ mod exec;
 mod metrics;
 mod stream;
 
-pub use bounds::{
-    Narrowing, PartitionFilter, Round, SpineBounds, SpineBoundsExec, TimePartitioning,
-};
+pub use bounds::{Narrowing, PartitionFilter, SpineBounds, SpineBoundsExec, TimePartitioning};
 pub use exec::AsOfJoinExec;

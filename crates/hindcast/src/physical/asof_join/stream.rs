@@ -168,6 +168,7 @@ pub(super) struct AsOfJoinStream {
 
     reservation: MemoryReservation,
     metrics: AsOfJoinMetrics,
+    /// Until the right side's filters are set.
     narrowing: Option<Arc<Narrowing>>,
 }
 
@@ -742,9 +743,12 @@ impl AsOfJoinStream {
                     }
                 }
                 State::PullRight => {
-                    // The right side is about to be read: give its scan the spine's bounds.
-                    if let Some(narrowing) = &self.narrowing {
-                        narrowing.publish_if_ready()?;
+                    // The right side is about to be read: give its scan the spine's bounds
+                    // (once they are set, there is nothing more to do here).
+                    if let Some(narrowing) = &self.narrowing
+                        && narrowing.publish_if_ready()?
+                    {
+                        self.narrowing = None;
                     }
                     match ready!(self.right_input.poll_next_unpin(cx)) {
                         Some(Ok(batch)) => {
