@@ -7,6 +7,7 @@
 //! - `out_of_core`: a join whose right side is larger than the memory limit;
 //! - `cli`: the `hindcast` binary as a user runs it;
 //! - `s3`: feature views on a local S3-compatible server (moto);
+//! - `snapshots`: the shell's output for `tests/snapshots/*.sql`;
 //! - `shell`: the interactive shell in a terminal (tmux).
 
 mod cli;
@@ -17,3 +18,4 @@ mod out_of_core;
 mod s3;
 mod shell;
 mod slt;
+mod snapshots;

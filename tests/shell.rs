@@ -129,11 +129,13 @@ fn shell_in_a_terminal() {
     // A long query shows its progress; Ctrl-C cancels it and the prompt comes back.
     let prompts = t.screen().matches("hindcast>").count();
     t.keys(&[
-        "SELECT count(*) FROM generate_series(1, 100000000000) t(x) WHERE x % 7 = 3\\;",
+        "SELECT count(*) FROM labels l JOIN generate_series(1, 100000000000) t(x) \
+         ON x % 7919 = l.user_id\\;",
         "Enter",
     ]);
-    // After a second, a progress line (stderr is a terminal here).
-    t.wait_for("s elapsed,", 1);
+    // After a second, a progress line (stderr is a terminal here): the labels file is read
+    // (it is the hash join's build side) while the series streams on.
+    t.wait_for("s elapsed, scanned 1 of 1 files (100%),", 1);
     t.keys(&["C-c"]);
     t.wait_for("Query cancelled.", 1);
     t.wait_for("hindcast>", prompts + 1);

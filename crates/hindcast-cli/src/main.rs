@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use datafusion::common::Result;
+use datafusion::physical_plan::metrics::MetricType;
 use hindcast::Hindcast;
 
 use args::Args;
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e}");
+            eprintln!("Error: {}", repl::one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -80,7 +81,10 @@ async fn run(args: Args) -> Result<()> {
 
 /// A session configured from the command line.
 fn session(args: &Args) -> Result<Hindcast> {
-    let config = Hindcast::default_config(args.memory_limit).with_information_schema(true);
+    let mut config = Hindcast::default_config(args.memory_limit).with_information_schema(true);
+    // `EXPLAIN ANALYZE` for people: rows, bytes, time and pruning, not every internal timer.
+    // `SET datafusion.explain.analyze_level = dev` shows everything.
+    config.options_mut().explain.analyze_level = MetricType::Summary;
     match args.memory_limit {
         Some(limit) => Hindcast::with_memory_limit(config, limit),
         None => Ok(Hindcast::new_with_config_rt(

@@ -75,6 +75,7 @@ impl Printer {
             None => Box::new(std::io::stdout().lock()),
         };
         let shown = match self.format {
+            Format::Table if is_plan(schema) => plans(&mut out, batches)?,
             Format::Table if self.expanded => self.expanded(&mut out, batches, rows)?,
             Format::Table => self.table(&mut out, batches, rows)?,
             Format::Csv | Format::Tsv => {
@@ -93,7 +94,9 @@ impl Printer {
                 rows
             }
             Format::Json => {
-                let mut writer = datafusion::arrow::json::ArrayWriter::new(&mut out);
+                let mut writer = datafusion::arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, datafusion::arrow::json::writer::JsonArray>(&mut out);
                 for batch in batches {
                     writer.write(batch)?;
                 }
@@ -103,7 +106,9 @@ impl Printer {
                 rows
             }
             Format::Ndjson => {
-                let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut out);
+                let mut writer = datafusion::arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut out);
                 for batch in batches {
                     writer.write(batch)?;
                 }
@@ -193,4 +198,68 @@ impl Printer {
         writeln!(out, "{table}").map_err(DataFusionError::from)?;
         Ok(limit)
     }
+}
+
+/// `EXPLAIN`'s result: `(plan_type, plan)` rows of text.
+fn is_plan(schema: &SchemaRef) -> bool {
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    names == ["plan_type", "plan"]
+}
+
+/// Plans as text under their type's name, without a table around them: a bordered table
+/// pads every line to the longest one (a file list can be hundreds of characters), so one
+/// long line would wrap the whole plan in the terminal. Long value lists (the spine's key
+/// set in a dynamic filter has up to 1024) are abbreviated; `--format csv` keeps them whole.
+fn plans(out: &mut impl Write, batches: &[RecordBatch]) -> Result<usize> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut shown = 0;
+    for batch in batches {
+        let kind = ArrayFormatter::try_new(batch.column(0).as_ref(), &options)?;
+        let plan = ArrayFormatter::try_new(batch.column(1).as_ref(), &options)?;
+        for row in 0..batch.num_rows() {
+            shown += 1;
+            writeln!(out, "{}", kind.value(row)).map_err(DataFusionError::from)?;
+            for line in plan.value(row).to_string().lines() {
+                writeln!(out, "  {}", abbreviate_lists(line)).map_err(DataFusionError::from)?;
+            }
+        }
+    }
+    Ok(shown)
+}
+
+/// Lists longer than this many items are shown as their first and last few.
+const LIST_ITEMS_SHOWN: usize = 8;
+
+/// `[1000, 1001, ..., 1499]` with more than [`LIST_ITEMS_SHOWN`] items becomes
+/// `[1000, 1001, 1002, 1003, 1004, 1005, …, 1498, 1499 (500 items)]`. Only innermost
+/// brackets holding plain values are touched, so the plan's structure and its settings and
+/// metrics stay as they are.
+fn abbreviate_lists(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    // Start (in `out`) of the innermost open bracket's content.
+    let mut open: Option<usize> = None;
+    for c in line.chars() {
+        match c {
+            '[' | '(' => {
+                out.push(c);
+                open = Some(out.len());
+            }
+            ']' | ')' => {
+                if let Some(start) = open.take() {
+                    let items: Vec<&str> = out[start..].split(", ").collect();
+                    // Values only: a list of `name=value` settings or metrics stays whole.
+                    if items.len() > LIST_ITEMS_SHOWN && !items.iter().any(|i| i.contains('=')) {
+                        let head = items[..LIST_ITEMS_SHOWN - 2].join(", ");
+                        let tail = items[items.len() - 2..].join(", ");
+                        let abbreviated = format!("{head}, …, {tail} ({} items)", items.len());
+                        out.truncate(start);
+                        out.push_str(&abbreviated);
+                    }
+                }
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }

@@ -4,11 +4,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::AsArray;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use hindcast::Hindcast;
 use rustyline::completion::{Completer, Pair};
@@ -20,21 +21,22 @@ use rustyline::{Context, Editor, Helper, Highlighter, Hinter};
 use crate::args::Format;
 use crate::print::Printer;
 
-const HELP: &str = "\
-  \\q              quit (also Ctrl-D, or Ctrl-C twice at an empty prompt)
-  \\?              this help
-  \\d              list tables and feature views
-  \\d NAME         describe a table, feature view or feature service
-  \\dv             list feature views
-  \\ds             list feature services
-  \\i FILE         run the statements in FILE
-  \\timing [on|off] show how long each statement took
-  \\progress [on|off] show progress of long queries on stderr (on for a terminal)
-  \\format FMT     output format: table, csv, tsv, json, ndjson (also \\pset format FMT)
-  \\maxrows N      most rows to show in table format (0 for all)
-  \\x              expanded display: one column | value block per row (toggle)
-  \\o [FILE]       append results to FILE; without FILE, back to the terminal
-Statements end with ';' and may span lines. Ctrl-C cancels a running query.";
+const HELP: &str = concat!(
+    "  \\q                  quit (also Ctrl-D, or Ctrl-C twice at an empty prompt)\n",
+    "  \\?                  this help\n",
+    "  \\d                  list tables and feature views\n",
+    "  \\d NAME             describe a table, feature view or feature service\n",
+    "  \\dv                 list feature views\n",
+    "  \\ds                 list feature services\n",
+    "  \\i FILE             run the statements in FILE\n",
+    "  \\timing [on|off]    show how long each statement took\n",
+    "  \\progress [on|off]  show progress of long queries on stderr (on for a terminal)\n",
+    "  \\format FMT         output format: table, csv, tsv, json, ndjson (or \\pset format FMT)\n",
+    "  \\maxrows N          most rows to show in table format (0 for all)\n",
+    "  \\x                  expanded display: one column | value block per row (toggle)\n",
+    "  \\o [FILE]           append results to FILE; without FILE, back to the terminal\n",
+    "Statements end with ';' and may span lines. Ctrl-C cancels a running query.",
+);
 
 /// What the shell does after a line.
 enum Flow {
@@ -62,7 +64,7 @@ pub async fn run(hc: &Hindcast, printer: &mut Printer) -> Result<()> {
         match editor.readline("hindcast> ") {
             Ok(line) => {
                 interrupted = false;
-                let text = line.trim();
+                let text = without_leading_comments(&line);
                 if text.is_empty() {
                     continue;
                 }
@@ -128,28 +130,32 @@ pub async fn run_sql(hc: &Hindcast, printer: &Printer, sql: &str) -> Result<()> 
         let schema = Arc::new(df.schema().as_arrow().clone());
         let task_ctx = Arc::new(df.task_ctx());
         let plan = df.create_physical_plan().await?;
-        let _progress = printer
+        let progress = printer
             .progress
             .then(|| Progress::start(Arc::clone(&plan), start));
         let batches = collect(plan, task_ctx).await?;
+        drop(progress);
         printer.print(&schema, &batches, start.elapsed())?;
     }
     Ok(())
 }
 
-/// A line on stderr that shows, after the first second, the time elapsed and the rows and
-/// bytes the plan's scans have read so far (from its live metrics). Dropping it (the query
-/// finished, failed or was cancelled) stops it and clears the line.
+/// A line on stderr that shows, after the first second, the time elapsed, the files the
+/// plan's scans have finished (with a percentage: pruned files count as finished), and the
+/// rows and bytes they have read so far, all from the plan's live metrics. Dropping it
+/// (the query finished, failed or was cancelled) stops it and clears the line.
 struct Progress {
     ticker: tokio::task::JoinHandle<()>,
-    shown: Arc<AtomicBool>,
+    /// Whether the line is on screen; `None` once stopped. The lock makes "print a line"
+    /// and "clear it for good" exclusive: the ticker may run on another thread.
+    line: Arc<std::sync::Mutex<Option<bool>>>,
 }
 
 impl Progress {
     fn start(plan: Arc<dyn ExecutionPlan>, start: Instant) -> Self {
-        let shown = Arc::new(AtomicBool::new(false));
+        let line = Arc::new(std::sync::Mutex::new(Some(false)));
         let ticker = {
-            let shown = Arc::clone(&shown);
+            let line = Arc::clone(&line);
             tokio::spawn(async move {
                 let mut interval = tokio::time::interval(Duration::from_millis(250));
                 loop {
@@ -157,44 +163,90 @@ impl Progress {
                     if start.elapsed() < Duration::from_secs(1) {
                         continue;
                     }
-                    let (rows, bytes) = scanned(&plan);
+                    let mut line = line.lock().unwrap_or_else(|e| e.into_inner());
+                    let Some(shown) = line.as_mut() else { return };
                     eprint!(
-                        "\r\x1b[2K{:.1} s elapsed, {rows} rows read, {:.1} MB scanned (Ctrl-C cancels)",
+                        "\r\x1b[2K{:.1} s elapsed, {} (Ctrl-C cancels)",
                         start.elapsed().as_secs_f64(),
-                        bytes as f64 / 1e6
+                        Scanned::of(&plan)
                     );
-                    shown.store(true, Ordering::Relaxed);
+                    *shown = true;
                 }
             })
         };
-        Self { ticker, shown }
+        Self { ticker, line }
     }
 }
 
 impl Drop for Progress {
     fn drop(&mut self) {
-        self.ticker.abort();
-        if self.shown.load(Ordering::Relaxed) {
+        let mut line = self.line.lock().unwrap_or_else(|e| e.into_inner());
+        if line.take() == Some(true) {
             eprint!("\r\x1b[2K");
         }
+        self.ticker.abort();
     }
 }
 
-/// Rows and bytes read so far by the plan's leaves (its scans).
-fn scanned(plan: &Arc<dyn ExecutionPlan>) -> (usize, usize) {
-    let children = plan.children();
-    if children.is_empty() {
-        let metrics = plan.metrics();
-        let rows = metrics.as_ref().and_then(|m| m.output_rows()).unwrap_or(0);
-        let bytes = metrics
-            .and_then(|m| m.sum_by_name("bytes_scanned"))
-            .map_or(0, |v| v.as_usize());
-        return (rows, bytes);
+/// What the plan's leaves (its scans) have done so far.
+#[derive(Debug, Default, PartialEq)]
+struct Scanned {
+    /// Files the scans will visit (0 when no leaf is a file scan).
+    files: usize,
+    /// Files finished: read to the end or pruned.
+    files_done: usize,
+    rows: usize,
+    bytes: usize,
+}
+
+impl Scanned {
+    fn of(plan: &Arc<dyn ExecutionPlan>) -> Self {
+        let mut scanned = Self::default();
+        scanned.add(plan);
+        scanned
     }
-    children.into_iter().fold((0, 0), |(r, b), child| {
-        let (cr, cb) = scanned(child);
-        (r + cr, b + cb)
-    })
+
+    fn add(&mut self, plan: &Arc<dyn ExecutionPlan>) {
+        let children = plan.children();
+        if !children.is_empty() {
+            children.into_iter().for_each(|child| self.add(child));
+            return;
+        }
+        let metrics = plan.metrics();
+        let sum = |name: &str| {
+            metrics
+                .as_ref()
+                .and_then(|m| m.sum_by_name(name))
+                .map_or(0, |v| v.as_usize())
+        };
+        self.rows += metrics.as_ref().and_then(|m| m.output_rows()).unwrap_or(0);
+        self.bytes += sum("bytes_scanned");
+        self.files_done += sum("files_processed");
+        self.files += plan
+            .downcast_ref::<DataSourceExec>()
+            .and_then(|scan| scan.data_source().downcast_ref::<FileScanConfig>())
+            .map_or(0, |config| config.file_groups.iter().map(|g| g.len()).sum());
+    }
+}
+
+impl std::fmt::Display for Scanned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.files > 0 {
+            let done = self.files_done.min(self.files);
+            write!(
+                f,
+                "scanned {done} of {} files ({}%), ",
+                self.files,
+                100 * done / self.files
+            )?;
+        }
+        write!(
+            f,
+            "{} rows, {:.1} MB read",
+            self.rows,
+            self.bytes as f64 / 1e6
+        )
+    }
 }
 
 async fn meta(hc: &Hindcast, printer: &mut Printer, command: &str) -> Result<Flow> {
@@ -205,15 +257,31 @@ async fn meta(hc: &Hindcast, printer: &mut Printer, command: &str) -> Result<Flo
         ("q" | "quit", []) => return Ok(Flow::Quit),
         ("?" | "h" | "help", []) => println!("{HELP}"),
         ("d", []) => {
-            run_sql(
-                hc,
-                printer,
-                "SELECT table_name, table_type FROM information_schema.tables \
-                 WHERE table_schema NOT IN ('information_schema') ORDER BY table_name",
-            )
-            .await?
+            // Feature views are tables to DataFusion's catalog; say which ones they are.
+            let views = sql_literals(&single_column(hc, "SHOW FEATURE VIEWS").await?);
+            let query = format!(
+                "SELECT table_name AS name, \
+                   CASE WHEN table_name IN ({views}) THEN 'feature view' \
+                        WHEN table_type = 'VIEW' THEN 'view' ELSE 'table' END AS kind \
+                 FROM information_schema.tables \
+                 WHERE table_schema NOT IN ('information_schema') ORDER BY name"
+            );
+            run_sql(hc, printer, &query).await?
         }
-        ("d", [object]) => run_sql(hc, printer, &format!("DESCRIBE {object}")).await?,
+        ("d", [object]) => {
+            let tables =
+                single_column(hc, "SELECT table_name FROM information_schema.tables").await?;
+            let known = |name: &str| {
+                tables.iter().any(|t| t == name) || hc.registry().service(name).is_some()
+            };
+            // DESCRIBE folds unquoted names to lower case, as SQL does.
+            if !known(object) && !known(&object.to_lowercase()) {
+                return Err(DataFusionError::Plan(format!(
+                    "no table, feature view or feature service is named {object}: \\d lists them"
+                )));
+            }
+            run_sql(hc, printer, &format!("DESCRIBE {object}")).await?
+        }
         ("dv", []) => run_sql(hc, printer, "SHOW FEATURE VIEWS").await?,
         ("ds", []) => run_sql(hc, printer, "SHOW FEATURE SERVICES").await?,
         ("i", [file]) => {
@@ -267,6 +335,31 @@ async fn meta(hc: &Hindcast, printer: &mut Printer, command: &str) -> Result<Flo
     Ok(Flow::Continue)
 }
 
+/// The first column of a query's result, as text.
+async fn single_column(hc: &Hindcast, sql: &str) -> Result<Vec<String>> {
+    let mut values = vec![];
+    for batch in hc.sql(sql).await?.collect().await? {
+        let column = datafusion::arrow::compute::cast(
+            batch.column(0),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )?;
+        values.extend(column.as_string::<i32>().iter().flatten().map(String::from));
+    }
+    Ok(values)
+}
+
+/// `'a', 'b'` (quotes doubled inside), or `NULL` for no values, for an `IN (...)` list.
+fn sql_literals(values: &[String]) -> String {
+    if values.is_empty() {
+        return "NULL".to_string();
+    }
+    let quoted: Vec<String> = values
+        .iter()
+        .map(|v| format!("'{}'", v.replace('\'', "''")))
+        .collect();
+    quoted.join(", ")
+}
+
 /// "Loaded DIR: N feature views, M feature services."
 pub async fn summary(hc: &Hindcast, repo: &std::path::Path) -> String {
     let views = match hc.sql("SHOW FEATURE VIEWS").await {
@@ -307,7 +400,20 @@ fn caret(sql: &str, e: &DataFusionError) -> Option<String> {
 
 /// Errors as one readable line: DataFusion nests causes over several lines.
 pub fn one_line(e: &DataFusionError) -> String {
-    e.to_string().lines().collect::<Vec<_>>().join(" ")
+    use datafusion::sql::sqlparser::parser::ParserError;
+    match e {
+        // DataFusion shows a parser error with `Debug` (`ParserError("...")`).
+        DataFusionError::SQL(error, _) => match error.as_ref() {
+            ParserError::ParserError(message) | ParserError::TokenizerError(message) => {
+                format!("SQL error: {message}")
+            }
+            ParserError::RecursionLimitExceeded => {
+                "SQL error: the statement nests too deeply".to_string()
+            }
+        },
+        DataFusionError::Context(context, inner) => format!("{context}: {}", one_line(inner)),
+        _ => e.to_string().lines().collect::<Vec<_>>().join(" "),
+    }
 }
 
 /// `$XDG_DATA_HOME/hindcast/history`, else `~/.local/share/hindcast/history`: the user's
@@ -445,13 +551,23 @@ impl Validator for ShellHelper {
     /// A statement continues on the next line until it ends with `;` (outside quotes and
     /// comments); a meta-command is always one line.
     fn validate(&self, ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {
-        let input = ctx.input().trim();
+        let input = without_leading_comments(ctx.input());
         if input.is_empty() || input.starts_with('\\') || ends_statement(input) {
             Ok(ValidationResult::Valid(None))
         } else {
             Ok(ValidationResult::Incomplete)
         }
     }
+}
+
+/// The input without its leading blank and `--` comment lines: a comment alone is not
+/// the start of a statement, and a meta-command may follow it.
+fn without_leading_comments(input: &str) -> &str {
+    let mut rest = input.trim();
+    while rest.starts_with("--") {
+        rest = rest.split_once('\n').map_or("", |(_, after)| after).trim();
+    }
+    rest
 }
 
 /// Whether `sql` ends with a `;` that is not inside a string, identifier or comment.

@@ -39,7 +39,7 @@ use datafusion::physical_expr::expressions::{
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExprRef};
 use datafusion::physical_plan::metrics::{
-    ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+    ExecutionPlanMetricsSet, MetricBuilder, MetricType, MetricsSet, Time,
 };
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
@@ -293,7 +293,9 @@ impl ExecutionPlan for SpineBoundsExec {
             partitions: self.input.output_partitioning().partition_count(),
             summary: Summary::empty(self.bounds.keys.len()),
             reported: false,
-            elapsed: MetricBuilder::new(&self.metrics).elapsed_compute(partition),
+            elapsed: MetricBuilder::new(&self.metrics)
+                .with_type(MetricType::Summary)
+                .elapsed_compute(partition),
         };
         Ok(Box::pin(stream))
     }

@@ -1,7 +1,8 @@
 //! Metrics shown by `EXPLAIN ANALYZE` for [`super::AsOfJoinExec`].
 
 use datafusion::physical_plan::metrics::{
-    BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder,
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricCategory,
+    MetricType,
 };
 
 /// Per-partition counters; `EXPLAIN ANALYZE` sums them over partitions.
@@ -21,7 +22,14 @@ pub(super) struct AsOfJoinMetrics {
 
 impl AsOfJoinMetrics {
     pub fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
-        let counter = |name: &'static str| MetricBuilder::new(metrics).counter(name, partition);
+        // Summary: the join's own row counts are what `EXPLAIN ANALYZE` is read for, so they
+        // show at `datafusion.explain.analyze_level = summary` (the shell's default) too.
+        let counter = |name: &'static str| {
+            MetricBuilder::new(metrics)
+                .with_type(MetricType::Summary)
+                .with_category(MetricCategory::Rows)
+                .counter(name, partition)
+        };
         Self {
             baseline: BaselineMetrics::new(metrics, partition),
             left_rows: counter("left_rows"),
