@@ -1,176 +1,273 @@
 #!/usr/bin/env python3
-"""Point-in-time join benchmark: hindcast against its peers, on the same Parquet files.
+"""Point-in-time join benchmark: hindcast against DuckDB, Polars and stock DataFusion, on
+the same Parquet files, written by `hindcast generate` (seeded, skewed users, corrections
+that tie on time, backfills).
 
-Workload S (the default sizes): 1M labels x 10M feature rows, 100k users, one feature
-table, TTL 90 days. Engines: hindcast (ASOF JOIN, and seed 001's ROW_NUMBER SQL), DuckDB's
-ASOF LEFT JOIN, Polars' join_asof, and optionally the ROW_NUMBER SQL with hindcast's rewrite
-off and in stock DataFusion. Every engine computes the same three numbers over the point-in-time
-join: rows (must equal the label count), matched rows and the sum of one feature column.
-They must agree, or the run fails. Engines alternate within each repetition; the median
-wall time and the peak RSS (the kernel's maxrss of each engine's process) are reported.
+Workloads (issue 6):
+  S  1M labels x 10M feature rows, one view, TTL 90 days
+  M  10M labels x 100M rows over two views (60M spending, 40M activity)
+  P  1M labels in one month x 100M rows in 730 daily partitions, TTL 30 days
+  T  10 labels x the same 100M partitioned rows
+  O  10M labels x 150M spending rows, all five features, hindcast under -m 2G
+
+Every engine computes three numbers over the point-in-time join: rows (must equal the
+label count), matched feature values and their sum. They must agree, or the run fails.
+Engines alternate within each repetition; the median wall time and the peak RSS (the
+kernel's maxrss of each engine's own process) are reported, with each engine's time as a
+multiple of hindcast's (the first engine). The spending table has corrections: rows that
+repeat a (user, time) with a later created time. Feast keeps the latest created; hindcast
+does so through the view's CREATED column, and DuckDB and Polars drop the corrections
+first, which their timings include.
 
 Run through benches/run.sh, which builds hindcast in release mode and installs the peers.
 """
 
 import argparse
+import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
 import time
 
-TTL_DAYS = 90
+SPENDING = "user_spending_stats"
+ACTIVITY = "user_activity"
+
+WORKLOADS = {
+    "S": dict(
+        title="S: 1M labels x 10M feature rows, 1 view, TTL 90 days",
+        generate="--labels 1000000 --spending-rows 10000000 --activity-rows 0 --users 100000 --layout file",
+        views=[SPENDING], layout="file"),
+    "M": dict(
+        title="M: 10M labels x 100M feature rows (60M + 40M) over 2 views",
+        generate="--labels 10000000 --spending-rows 60000000 --activity-rows 40000000 --users 1000000 --layout file",
+        views=[SPENDING, ACTIVITY], layout="file"),
+    "P": dict(
+        title="P: 1M labels in one month x 100M rows in 730 daily partitions, TTL 30 days",
+        generate="--labels 1000000 --spending-rows 0 --activity-rows 100000000 --users 100000 "
+                 "--label-start 2025-03-01 --label-days 31 --layout hive",
+        views=[ACTIVITY], layout="hive"),
+    "T": dict(
+        title="T: 10 labels x 100M rows in 730 daily partitions, TTL 30 days",
+        generate="--labels 10 --spending-rows 0 --activity-rows 100000000 --users 100000 "
+                 "--label-start 2025-03-01 --label-days 1 --layout hive",
+        views=[ACTIVITY], layout="hive"),
+    "O": dict(
+        title="O: 10M labels x 150M spending rows, all 5 features, hindcast -m 2G",
+        generate="--labels 10000000 --spending-rows 150000000 --activity-rows 0 --users 1000000 --layout hive",
+        views=[SPENDING], layout="hive", all_features=True, memory_limit="2G"),
+}
+
+# Per view: time column, created column, TTL (days), the features the query reads.
+VIEWS = {
+    SPENDING: dict(time="event_timestamp", created="created_timestamp", ttl=90,
+                   features=["avg_transaction_amount"],
+                   all_features=["avg_transaction_amount", "transaction_count_30d", "total_spend_90d",
+                                 "avg_days_between_purchases", "preferred_category"]),
+    ACTIVITY: dict(time="ts", created=None, ttl=30, features=["session_count_7d"]),
+}
 
 
-def generate(hindcast, data, labels, features, users):
-    marker = os.path.join(data, f"done-v2-{labels}-{features}-{users}")
-    if os.path.exists(marker):
-        return
-    os.makedirs(data, exist_ok=True)
-    # Deterministic: multiplicative hashing of the row number, no random().
-    # Feature times are unique (one row every 6 seconds over ~2 years), so no engine's
-    # tie rule decides anything and all answers must match exactly.
-    sql = f"""
-    COPY (
-      SELECT (value * 7919 + value / 1000) % {users} AS user_id,
-             to_timestamp_micros((1704067200 + (value * 104729) % (730 * 86400)) * 1000000) AS ts,
-             CAST(value % 2 AS INT) AS label
-      FROM generate_series(0, {labels - 1})
-    ) TO '{data}/labels.parquet' STORED AS PARQUET;
-    COPY (
-      SELECT (value * 104723 + value / 7) % {users} AS user_id,
-             to_timestamp_micros((1704067200 + value * 6) * 1000000) AS ts,
-             CAST((value * 7907) % 100000 AS DOUBLE) / 100.0 AS amount,
-             CAST((value * 13) % 40 AS BIGINT) AS tx_count
-      FROM generate_series(0, {features - 1})
-    ) TO '{data}/features.parquet' STORED AS PARQUET;
-    """
-    subprocess.run([hindcast, "-q", "-c", sql], check=True, stdout=subprocess.DEVNULL)
-    open(marker, "w").close()
+def features_of(view, workload):
+    spec = VIEWS[view]
+    return spec["all_features"] if workload.get("all_features") and "all_features" in spec else spec["features"]
 
 
-ASOF_SQL = f"""
-    SELECT count(*) AS rows_out, count(f.amount) AS matched, sum(f.amount) AS checksum
-    FROM labels l ASOF JOIN features f
-      MATCH_CONDITION (l.ts >= f.ts AND l.ts - f.ts <= INTERVAL '{TTL_DAYS} days')
-      ON l.user_id = f.user_id;
-"""
+def numeric(feature):
+    """Category strings are checked by their length."""
+    return f"length({feature})" if feature.endswith("preferred_category") else feature
 
-# Seed 001's hand-written point-in-time SQL. Label (user, time) pairs are unique here, so
-# its one row per window partition is one row per label.
-ROW_NUMBER_SQL = f"""
+
+def source(data, view, layout):
+    return f"{data}/{view}.parquet" if layout == "file" else f"{data}/{view}/"
+
+
+# ---------------------------------------------------------------- hindcast
+def hindcast_ddl(data, workload, as_views=True):
+    statements = [f"CREATE EXTERNAL TABLE labels STORED AS PARQUET LOCATION '{data}/labels.parquet';"]
+    partitioned = "PARTITIONED BY (date)" if workload["layout"] == "hive" else ""
+    for view in workload["views"]:
+        spec = VIEWS[view]
+        if as_views:
+            created = f"CREATED {spec['created']}" if spec["created"] else ""
+            statements.append(
+                f"CREATE FEATURE VIEW {view} ENTITY (user_id) TIMESTAMP {spec['time']} {created} "
+                f"TTL INTERVAL '{spec['ttl']} days' STORED AS PARQUET {partitioned} "
+                f"LOCATION '{source(data, view, workload['layout'])}';")
+        else:
+            statements.append(
+                f"CREATE EXTERNAL TABLE {view} STORED AS PARQUET {partitioned} "
+                f"LOCATION '{source(data, view, workload['layout'])}';")
+    return "\n".join(statements)
+
+
+def answer_select(columns):
+    """rows_out, matched, checksum over the joined feature columns (aliases)."""
+    matched = " + ".join(f"count({c})" for c in columns)
+    checksum = " + ".join(f"coalesce(sum(CAST({numeric(c)} AS DOUBLE)), 0)" for c in columns)
+    return f"count(*) AS rows_out, {matched} AS matched, {checksum} AS checksum"
+
+
+def joined_columns(workload, alias_of):
+    return [f"{alias_of[v]}.{f}" for v in workload["views"] for f in features_of(v, workload)]
+
+
+def hindcast_temporal(workload):
+    alias = {v: f"v{i}" for i, v in enumerate(workload["views"])}
+    joins = "\n".join(
+        f"LEFT JOIN {v} FOR SYSTEM_TIME AS OF l.event_timestamp AS {alias[v]} ON {alias[v]}.user_id = l.user_id"
+        for v in workload["views"])
+    return f"SELECT {answer_select(joined_columns(workload, alias))} FROM labels l\n{joins};"
+
+
+def hindcast_asof(workload):
+    alias = {v: f"v{i}" for i, v in enumerate(workload["views"])}
+    joins = []
+    for v in workload["views"]:
+        spec, a = VIEWS[v], alias[v]
+        latest = f" AND latest_by({a}.{spec['created']})" if spec["created"] else ""
+        joins.append(
+            f"ASOF JOIN {v} {a} MATCH_CONDITION (l.event_timestamp >= {a}.{spec['time']} AND "
+            f"l.event_timestamp - {a}.{spec['time']} <= INTERVAL '{spec['ttl']} days'{latest}) "
+            f"ON l.user_id = {a}.user_id")
+    return f"SELECT {answer_select(joined_columns(workload, alias))} FROM labels l\n" + "\n".join(joins) + ";"
+
+
+def row_number_sql(workload):
+    """Seed 001's hand-written point-in-time SQL (one view)."""
+    (view,) = workload["views"]
+    spec = VIEWS[view]
+    features = features_of(view, workload)
+    order = f"f.{spec['time']} DESC" + (f", f.{spec['created']} DESC" if spec["created"] else "")
+    return f"""
     WITH ranked AS (
-      SELECT l.user_id, l.ts, f.amount,
-             ROW_NUMBER() OVER (PARTITION BY l.user_id, l.ts ORDER BY f.ts DESC) AS rn
-      FROM labels l LEFT JOIN features f
-        ON l.user_id = f.user_id AND f.ts <= l.ts AND f.ts >= l.ts - INTERVAL '{TTL_DAYS} days')
-    SELECT count(*) AS rows_out, count(amount) AS matched, sum(amount) AS checksum
-    FROM ranked WHERE rn = 1;
-"""
+      SELECT l.user_id, l.event_timestamp, {', '.join('f.' + c for c in features)},
+             ROW_NUMBER() OVER (PARTITION BY l.user_id, l.event_timestamp ORDER BY {order}) AS rn
+      FROM labels l LEFT JOIN {view} f
+        ON l.user_id = f.user_id AND f.{spec['time']} <= l.event_timestamp
+       AND f.{spec['time']} >= l.event_timestamp - INTERVAL '{spec['ttl']} days')
+    SELECT {answer_select(features)} FROM ranked WHERE rn = 1;"""
 
 
-def hindcast_command(hindcast, data, memory_limit, query, settings=""):
-    sql = f"""
-    CREATE EXTERNAL TABLE labels STORED AS PARQUET LOCATION '{data}/labels.parquet';
-    CREATE EXTERNAL TABLE features STORED AS PARQUET LOCATION '{data}/features.parquet';
-    {settings}
-    {query}
-    """
-    command = [hindcast, "-q", "--format", "csv", "-c", sql]
-    if memory_limit:
-        command += ["-m", memory_limit]
+def scan_floor(workload):
+    """The same columns of the same files, summed (so every value is decoded, not answered
+    from statistics): what reading them alone costs."""
+    def total(column):
+        if column in ("user_id",) or column.endswith("_count_30d") or column.endswith("_7d"):
+            return f"sum({column})"
+        if column.endswith("timestamp") or column == "ts":
+            return f"sum(arrow_cast({column}, 'Int64'))"
+        return f"sum(CAST({numeric(column)} AS DOUBLE))"
+    parts = []
+    for v in workload["views"]:
+        spec = VIEWS[v]
+        cols = ["user_id", spec["time"]] + ([spec["created"]] if spec["created"] else []) + features_of(v, workload)
+        parts.append(f"(SELECT {', '.join(total(c) for c in cols)} FROM {v})")
+    parts.append(f"(SELECT {total('user_id')}, {total('event_timestamp')} FROM labels)")
+    return "SELECT * FROM " + " CROSS JOIN ".join(parts) + ";"
+
+
+def hindcast_command(args, data, workload, query, as_views=True, settings="", fmt="csv"):
+    sql = "\n".join([hindcast_ddl(data, workload, as_views), settings, query])
+    command = [args.hindcast, "-q", "--format", fmt, "-c", sql]
+    limit = workload.get("memory_limit") or args.memory_limit
+    if limit:
+        command += ["-m", limit]
     return command
 
 
-# DuckDB applies the TTL with a CASE on the matched row's time; `features` is the source.
-S_FEATURES = "read_parquet('{data}/features.parquet')"
-P_FEATURES = "read_parquet('{data}/features/*/*.parquet', hive_partitioning = true)"
+# ---------------------------------------------------------------- peers
+def duckdb_source(data, view, layout, drop_corrections=True):
+    if layout == "file":
+        scan = f"read_parquet('{data}/{view}.parquet')"
+    else:
+        scan = f"read_parquet('{data}/{view}/*/*.parquet', hive_partitioning = true)"
+    spec = VIEWS[view]
+    if spec["created"] and drop_corrections:
+        # DuckDB's ASOF join has no tie-break: drop the corrections first.
+        scan = (f"(SELECT * FROM {scan} QUALIFY row_number() OVER "
+                f"(PARTITION BY user_id, {spec['time']} ORDER BY {spec['created']} DESC) = 1)")
+    return scan
 
-DUCKDB = """
-import duckdb, sys
-data = sys.argv[1]
-con = duckdb.connect()
-row = con.execute(f'''
-  SELECT count(*), count(amount), sum(amount) FROM (
-    SELECT CASE WHEN f.ts >= l.ts - INTERVAL {ttl} DAY THEN f.amount END AS amount
-    FROM read_parquet('{{data}}/labels.parquet') l
-    ASOF LEFT JOIN {features} f
-      ON l.user_id = f.user_id AND l.ts >= f.ts)
-''').fetchone()
+
+def duckdb_program(data, workload, drop_corrections=True):
+    alias = {v: f"v{i}" for i, v in enumerate(workload["views"])}
+    cases, joins = [], []
+    for v in workload["views"]:
+        spec, a = VIEWS[v], alias[v]
+        for f in features_of(v, workload):
+            cases.append(f"CASE WHEN {a}.{spec['time']} >= l.event_timestamp - INTERVAL {spec['ttl']} DAY "
+                         f"THEN {a}.{f} END AS {a}_{f}")
+        joins.append(f"ASOF LEFT JOIN {duckdb_source(data, v, workload['layout'], drop_corrections)} {a} "
+                     f"ON l.user_id = {a}.user_id AND l.event_timestamp >= {a}.{spec['time']}")
+    columns = [f"{alias[v]}_{f}" for v in workload["views"] for f in features_of(v, workload)]
+    query = (f"SELECT {answer_select(columns)} FROM (SELECT {', '.join(cases)} "
+             f"FROM read_parquet('{data}/labels.parquet') l " + " ".join(joins) + ")")
+    return f"""
+import duckdb
+row = duckdb.connect().execute({query!r}).fetchone()
 print("rows_out,matched,checksum")
 print(",".join(str(v) for v in row))
 """
 
 
-POLARS = """
-import polars as pl, sys, warnings
-# Both frames are sorted by time; Polars cannot verify it per `by` group and says so.
-warnings.filterwarnings("ignore", message="Sortedness")
-data = sys.argv[1]
-labels = pl.read_parquet(f"{{data}}/labels.parquet").sort("ts")
-features = pl.read_parquet(f"{{data}}/features.parquet").select("user_id", "ts", "amount").sort("ts")
-joined = labels.join_asof(features, on="ts", by="user_id", strategy="backward",
-                          tolerance="{ttl}d")
-print("rows_out,matched,checksum")
-print(f"{{joined.height}},{{joined['amount'].count()}},{{joined['amount'].sum()}}")
-"""
-
-# Stock DataFusion (the Python package, same engine version) on seed 001's SQL.
-DATAFUSION = """
-import datafusion, sys
-data = sys.argv[1]
-ctx = datafusion.SessionContext()
-ctx.register_parquet("labels", f"{{data}}/labels.parquet")
-ctx.register_parquet("features", f"{{data}}/features.parquet")
-row = ctx.sql(sys.argv[2]).to_pylist()[0]
-print("rows_out,matched,checksum")
-print(f"{{row['rows_out']}},{{row['matched']}},{{row['checksum']}}")
-"""
-
-
-# Workload P: features in daily hive partitions over two years, a spine covering one month.
-P_TTL_DAYS = 30
-P_DAYS = 730
-P_SPINE_START = 1740787200  # 2025-03-01
-
-
-def generate_p(hindcast, data, labels, features, users):
-    marker = os.path.join(data, f"done-p1-{labels}-{features}-{users}")
-    if os.path.exists(marker):
-        return
-    os.makedirs(data, exist_ok=True)
-    per_day = features // P_DAYS
-    # Rows are written day by day, each day's rows in time order at distinct microseconds (so
-    # no tie rule decides anything); `date` is the UTC date of `ts`, the convention
-    # hindcast's partition pruning relies on.
-    sql = f"""
-    COPY (
-      SELECT (value * 7919 + value / 1000) % {users} AS user_id,
-             to_timestamp_micros((P_SPINE_START_ + (value * 104729) % (31 * 86400)) * 1000000) AS ts,
-             CAST(value % 2 AS INT) AS label
-      FROM generate_series(0, {labels - 1})
-    ) TO '{data}/labels.parquet' STORED AS PARQUET;
-    COPY (
-      SELECT user_id, ts, amount, to_char(ts, '%Y-%m-%d') AS date FROM (
-        SELECT (value * 104723 + value / 7) % {users} AS user_id,
-               to_timestamp_micros(1704067200000000 + (value / {per_day}) * 86400000000
-                                   + (value % {per_day}) * (86400000000 / {per_day})) AS ts,
-               CAST((value * 7907) % 100000 AS DOUBLE) / 100.0 AS amount
-        FROM generate_series(0, {per_day * P_DAYS - 1}))
-    ) TO '{data}/features/' STORED AS PARQUET PARTITIONED BY (date);
-    """.replace("P_SPINE_START_", str(P_SPINE_START))
-    subprocess.run([hindcast, "-q", "-c", sql], check=True, stdout=subprocess.DEVNULL)
-    open(marker, "w").close()
+def polars_program(data, workload):
+    lines = ["import polars as pl, warnings",
+             "# Frames are sorted by time; Polars cannot check it per `by` group and says so.",
+             "warnings.filterwarnings('ignore', message='Sortedness')",
+             f"out = pl.read_parquet('{data}/labels.parquet').sort('event_timestamp')",
+             "columns = []"]
+    for i, v in enumerate(workload["views"]):
+        spec = VIEWS[v]
+        path = f"{data}/{v}.parquet" if workload["layout"] == "file" else f"{data}/{v}/**/*.parquet"
+        feats = features_of(v, workload)
+        cols = ["user_id", spec["time"]] + ([spec["created"]] if spec["created"] else []) + feats
+        lines.append(f"f = pl.read_parquet('{path}', columns={cols!r})")
+        if spec["created"]:
+            # No tie-break in join_asof: keep the latest created row per (user, time).
+            lines.append(f"f = f.sort(['user_id', '{spec['time']}', '{spec['created']}'])"
+                         f".unique(subset=['user_id', '{spec['time']}'], keep='last')")
+        renamed = {c: f"v{i}_{c}" for c in feats}
+        lines.append(f"f = f.select(['user_id', pl.col('{spec['time']}').alias('event_timestamp')] + "
+                     f"[pl.col(c).alias(n) for c, n in {renamed!r}.items()]).sort('event_timestamp')")
+        lines.append(f"out = out.join_asof(f, on='event_timestamp', by='user_id', strategy='backward', "
+                     f"tolerance='{spec['ttl']}d')")
+        lines.append(f"columns += {list(renamed.values())!r}")
+    lines += [
+        "matched = sum(out[c].count() for c in columns)",
+        "checksum = sum((out[c].str.len_chars() if out[c].dtype == pl.String else out[c]).cast(pl.Float64).sum()"
+        " for c in columns)",
+        "print('rows_out,matched,checksum')",
+        "print(f'{out.height},{matched},{checksum}')",
+    ]
+    return "\n".join(lines)
 
 
-P_HINDCAST_SQL = f"""
-    CREATE FEATURE VIEW features ENTITY (user_id) TIMESTAMP ts TTL INTERVAL '{P_TTL_DAYS} days'
-      STORED AS PARQUET PARTITIONED BY (date) LOCATION 'DATA/features/';
-    CREATE EXTERNAL TABLE labels STORED AS PARQUET LOCATION 'DATA/labels.parquet';
-    SELECT count(*) AS rows_out, count(f.amount) AS matched, sum(f.amount) AS checksum
-    FROM labels l LEFT JOIN features FOR SYSTEM_TIME AS OF l.ts AS f ON f.user_id = l.user_id;
-"""
+def datafusion_program(data, workload, sql):
+    registrations = [f"ctx.register_parquet('labels', '{data}/labels.parquet')"]
+    for v in workload["views"]:
+        registrations.append(f"ctx.register_parquet('{v}', '{data}/{v}.parquet')")
+    return "\n".join([
+        "import datafusion",
+        "ctx = datafusion.SessionContext()",
+        *registrations,
+        f"row = ctx.sql({sql.strip().rstrip(';')!r}).to_pylist()[0]",
+        "print('rows_out,matched,checksum')",
+        "print(f\"{row['rows_out']},{row['matched']},{row['checksum']}\")",
+    ])
+
+
+# ---------------------------------------------------------------- running
+def generate(args, name, workload):
+    data = os.path.join(args.data, f"gen-v1-{name.lower()}")
+    marker = os.path.join(data, "done")
+    if not os.path.exists(marker):
+        subprocess.run([args.hindcast, "generate", "--out", data] + workload["generate"].split(), check=True)
+        open(marker, "w").close()
+    return data
+
 
 def run_measured(command):
     start = time.perf_counter()
@@ -180,97 +277,127 @@ def run_measured(command):
     err = proc.stderr.read().decode()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(command[:2])} failed ({proc.returncode}):\n{err}")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        sys.exit(f"{' '.join(command[:2])} failed ({code}):\n{err}")
     # ru_maxrss is in KiB on Linux.
     return wall, usage.ru_maxrss / 1024, out.strip().splitlines()[-1]
+
+
+def pruning(args, data, workload):
+    """Bytes the feature scans read, from EXPLAIN ANALYZE, against the feature files' size."""
+    query = hindcast_temporal(workload)
+    command = hindcast_command(args, data, workload, "EXPLAIN ANALYZE " + query, fmt="csv")
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    units = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
+    read = 0.0
+    for line in out.splitlines():
+        if "DataSourceExec" in line and "labels.parquet" not in line:
+            for number, unit in re.findall(r"bytes_scanned=([\d.]+) ?([KMG]?)", line):
+                read += float(number) * units[unit]
+    total = 0
+    for view in workload["views"]:
+        root = source(data, view, workload["layout"])
+        if os.path.isfile(root):
+            total += os.path.getsize(root)
+        for dirpath, _, files in os.walk(root):
+            total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
+    return read, total
+
+
+def engines_for(args, name, workload, data):
+    engines = {
+        "hindcast feature view (temporal join)": (hindcast_command(args, data, workload, hindcast_temporal(workload)), True),
+    }
+    if name in ("S", "M"):
+        engines["hindcast ASOF JOIN"] = (
+            hindcast_command(args, data, workload, hindcast_asof(workload), as_views=False), True)
+    if name == "S":
+        engines["hindcast ROW_NUMBER SQL (rewritten)"] = (
+            hindcast_command(args, data, workload, row_number_sql(workload), as_views=False), True)
+        if args.row_number_off:
+            engines["hindcast ROW_NUMBER SQL (rule off)"] = (hindcast_command(
+                args, data, workload, row_number_sql(workload), as_views=False,
+                settings="SET hindcast.rewrite_row_number = false;"), True)
+    engines["DuckDB ASOF LEFT JOIN"] = ([sys.executable, "-c", duckdb_program(data, workload)], True)
+    if any(VIEWS[v]["created"] for v in workload["views"]):
+        # DuckDB's join alone: ties go to an arbitrary row, so the answer is not Feast's.
+        engines["DuckDB ASOF LEFT JOIN, corrections kept"] = (
+            [sys.executable, "-c", duckdb_program(data, workload, drop_corrections=False)], False)
+    # Polars holds everything in memory: O (about 11 GB of features) is past this machine.
+    if name in ("S", "M"):
+        engines["Polars join_asof"] = ([sys.executable, "-c", polars_program(data, workload)], True)
+    if name == "S" and args.stock_datafusion:
+        engines["stock DataFusion 55, ROW_NUMBER SQL"] = (
+            [sys.executable, "-c", datafusion_program(data, workload, row_number_sql(workload))], True)
+    if name in ("S", "M", "O"):
+        engines["hindcast scan only (floor)"] = (
+            hindcast_command(args, data, workload, scan_floor(workload), as_views=False), False)
+    return engines
+
+
+def compare(args, name, workload, engines, labels, reps):
+    """Run every engine `reps` times, alternating; fail unless all answers agree."""
+    results = {engine: [] for engine in engines}
+    answers = {}
+    for rep in range(reps):
+        for engine, (command, _) in engines.items():
+            wall, rss, line = run_measured(command)
+            results[engine].append((wall, rss))
+            answers.setdefault(engine, line)
+            print(f"{name} rep {rep + 1} {engine}: {wall:.2f} s, {rss:.0f} MiB, answer {line}", file=sys.stderr)
+
+    checked = {e: answers[e].split(",") for e, (_, check) in engines.items() if check}
+    reference_name, reference = next(iter(checked.items()))
+    for engine, (rows, matched, checksum) in checked.items():
+        if int(rows) != labels:
+            sys.exit(f"{engine} returned {rows} rows for {labels} labels")
+        same = int(matched) == int(reference[1]) and math.isclose(
+            float(checksum), float(reference[2]), rel_tol=1e-9)
+        if not same:
+            sys.exit(f"answers differ: {reference_name} {reference} vs {engine} {[rows, matched, checksum]}")
+    return {engine: dict(wall=statistics.median(w for w, _ in runs), rss=max(r for _, r in runs),
+                         checked=engines[engine][1])
+            for engine, runs in results.items()}, answers[reference_name]
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--hindcast", required=True)
-    parser.add_argument("--workload", choices=["S", "P"], default="S",
-                        help="S: one feature file; P: daily partitions, a one-month spine")
+    parser.add_argument("--workload", default="S",
+                        help="comma-separated workloads among S, M, P, T, O (default S)")
     parser.add_argument("--data", default=os.path.expanduser("~/.cache/hindcast-bench-data"))
-    parser.add_argument("--labels", type=int, default=1_000_000)
-    parser.add_argument("--features", type=int, default=10_000_000)
-    parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--memory-limit", default=None, help="e.g. 64M, passed to hindcast -m")
     parser.add_argument("--stock-datafusion", action="store_true",
-                        help="also run the ROW_NUMBER SQL in stock DataFusion (slow)")
+                        help="S: also run the ROW_NUMBER SQL in stock DataFusion (slow)")
     parser.add_argument("--row-number-off", action="store_true",
-                        help="also run the ROW_NUMBER SQL with the rewrite rule off (slow)")
+                        help="S: also run the ROW_NUMBER SQL with the rewrite rule off (slow)")
+    parser.add_argument("--json", help="append the results to this JSON-lines file")
     args = parser.parse_args()
 
-    if args.workload == "P":
-        data = os.path.join(args.data, f"p-{args.labels}-{args.features}-{args.users}")
-        generate_p(args.hindcast, data, args.labels, args.features, args.users)
-        hindcast = [args.hindcast, "-q", "--format", "csv", "-c", P_HINDCAST_SQL.replace("DATA", data)]
-        if args.memory_limit:
-            hindcast += ["-m", args.memory_limit]
-        engines = {
-            "hindcast feature view (temporal join)": hindcast,
-            "DuckDB ASOF LEFT JOIN": [sys.executable, "-c", DUCKDB.format(ttl=P_TTL_DAYS, features=P_FEATURES), data],
-        }
-        compare(engines, args, f"P: {args.labels:,} labels in one month x {args.features:,} feature "
-                f"rows in {P_DAYS} daily partitions, {args.users:,} users, TTL {P_TTL_DAYS} days")
-        return
-
-    data = os.path.join(args.data, f"s-{args.labels}-{args.features}-{args.users}")
-    generate(args.hindcast, data, args.labels, args.features, args.users)
-
-    engines = {
-        "hindcast ASOF JOIN": hindcast_command(args.hindcast, data, args.memory_limit, ASOF_SQL),
-        "hindcast ROW_NUMBER SQL (rewritten)": hindcast_command(
-            args.hindcast, data, args.memory_limit, ROW_NUMBER_SQL),
-        "DuckDB ASOF LEFT JOIN": [sys.executable, "-c", DUCKDB.format(ttl=TTL_DAYS, features=S_FEATURES), data],
-        "Polars join_asof": [sys.executable, "-c", POLARS.format(ttl=TTL_DAYS), data],
-    }
-    if args.stock_datafusion:
-        engines["stock DataFusion, ROW_NUMBER SQL"] = [
-            sys.executable, "-c", DATAFUSION.format(), data, ROW_NUMBER_SQL.strip().rstrip(";")]
-    if args.row_number_off:
-        engines["hindcast ROW_NUMBER SQL (rule off)"] = hindcast_command(
-            args.hindcast, data, args.memory_limit, ROW_NUMBER_SQL,
-            "SET hindcast.rewrite_row_number = false;")
-    compare(engines, args, f"S: {args.labels:,} labels x {args.features:,} feature rows, "
-            f"{args.users:,} users, TTL {TTL_DAYS} days")
-
-
-def compare(engines, args, title):
-    """Run every engine `args.reps` times, alternating; fail unless all answers agree."""
-    results = {name: [] for name in engines}
-    answers = {}
-    for rep in range(args.reps):
-        for name, command in engines.items():
-            wall, rss, line = run_measured(command)
-            results[name].append((wall, rss))
-            answers.setdefault(name, line)
-            print(f"rep {rep + 1} {name}: {wall:.2f} s, {rss:.0f} MiB, answer {line}", file=sys.stderr)
-
-    # Every engine must produce the same answer.
-    parsed = {name: line.split(",") for name, line in answers.items()}
-    reference_name, reference = next(iter(parsed.items()))
-    for name, (rows, matched, checksum) in parsed.items():
-        if int(rows) != args.labels:
-            sys.exit(f"{name} returned {rows} rows for {args.labels} labels")
-        same = int(rows) == int(reference[0]) and int(matched) == int(reference[1]) and math.isclose(
-            float(checksum), float(reference[2]), rel_tol=1e-9)
-        if not same:
-            sys.exit(f"answers differ: {reference_name} {reference} vs {name} {[rows, matched, checksum]}")
-
-    first = next(iter(engines))
-    base = statistics.median(w for w, _ in results[first])
-    print(f"\n{title}, {args.reps} reps, median; answer {answers[first]}"
-          f"{', hindcast -m ' + args.memory_limit if args.memory_limit else ''}\n")
-    print("| engine | wall (s) | peak RSS (MiB) | time / hindcast |")
-    print("|---|---:|---:|---:|")
-    for name, runs in results.items():
-        wall = statistics.median(w for w, _ in runs)
-        rss = max(r for _, r in runs)
-        print(f"| {name} | {wall:.2f} | {rss:.0f} | {wall / base:.2f} |")
+    for name in args.workload.split(","):
+        workload = WORKLOADS[name]
+        data = generate(args, name, workload)
+        labels = int(re.search(r"--labels (\d+)", workload["generate"]).group(1))
+        reps = 1 if name == "O" else args.reps
+        results, answer = compare(args, name, workload, engines_for(args, name, workload, data), labels, reps)
+        note = ""
+        if name in ("P", "T"):
+            read, total = pruning(args, data, workload)
+            note = f"; feature bytes read {read / 1e6:.1f} MB of {total / 1e6:.0f} MB ({100 * read / total:.1f}%)"
+        base = next(iter(results.values()))["wall"]
+        print(f"\n{workload['title']}; {reps} rep(s), median; answer {answer}{note}\n")
+        print("| engine | wall (s) | peak RSS (MiB) | time / hindcast |")
+        print("|---|---:|---:|---:|")
+        for engine, r in results.items():
+            mark = "" if r["checked"] else " (answer not compared)"
+            print(f"| {engine}{mark} | {r['wall']:.2f} | {r['rss']:.0f} | {r['wall'] / base:.2f} |")
+        sys.stdout.flush()
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(dict(workload=name, title=workload["title"], answer=answer,
+                                        note=note, results=results)) + "\n")
 
 
 if __name__ == "__main__":

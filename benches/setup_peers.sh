@@ -8,5 +8,5 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV" >&2
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-  'duckdb>=1.4' 'pyarrow>=18' 'polars>=1.0' 'datafusion>=45' >&2
+  'duckdb>=1.4' 'pyarrow>=18' 'polars>=1.0' 'datafusion>=45' 'matplotlib>=3.8' >&2
 echo "$VENV/bin/python"

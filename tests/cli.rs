@@ -236,3 +236,102 @@ fn shell_reads_piped_statements_after_the_rc_file() {
     let written = std::fs::read_to_string(&out_file).expect("\\o file");
     assert!(written.contains("in_file | 3"), "{written}");
 }
+
+/// `hindcast generate` is deterministic, writes the seed schema in daily partitions, and
+/// puts in what the semantics need: skewed users, corrections that tie on (user, time) with
+/// a later created time, backfills, and labels exactly on a feature row's time.
+#[test]
+fn generate_writes_deterministic_realistic_data() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let generate = |out: &std::path::Path| {
+        let out = hindcast(&[
+            "generate",
+            "--out",
+            out.to_str().expect("utf-8 path"),
+            "--labels",
+            "2000",
+            "--spending-rows",
+            "20000",
+            "--activity-rows",
+            "5000",
+            "--users",
+            "500",
+            "--days",
+            "10",
+        ]);
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    generate(&a);
+    generate(&b);
+    let file = "user_spending_stats/date=2024-01-07/part-0.parquet";
+    let bytes = |root: &std::path::Path, f: &str| std::fs::read(root.join(f)).expect(f);
+    assert_eq!(bytes(&a, file), bytes(&b, file), "same seed, same bytes");
+    assert_eq!(bytes(&a, "labels.parquet"), bytes(&b, "labels.parquet"));
+    assert!(!a.join(".user_spending_stats.partial").exists());
+
+    let root = a.display();
+    let sql = format!(
+        "CREATE EXTERNAL TABLE s STORED AS PARQUET PARTITIONED BY (date) \
+           LOCATION '{root}/user_spending_stats/';
+         CREATE EXTERNAL TABLE l STORED AS PARQUET LOCATION '{root}/labels.parquet';
+         SELECT
+           (SELECT count(DISTINCT date) FROM s) AS days,
+           (SELECT count(*) FROM s) AS spending_rows,
+           (SELECT count(*) FROM (SELECT user_id, event_timestamp FROM s GROUP BY 1, 2
+                                  HAVING count(*) > 1)) AS tied,
+           (SELECT count(*) FROM s WHERE arrow_cast(created_timestamp, 'Int64')
+                 - arrow_cast(event_timestamp, 'Int64') > 86400000000) AS late,
+           (SELECT max(n) FROM (SELECT count(*) AS n FROM s GROUP BY user_id)) AS busiest,
+           (SELECT count(*) FROM l) AS labels,
+           (SELECT count(*) FROM (SELECT DISTINCT user_id, event_timestamp FROM l)) AS distinct_labels,
+           (SELECT count(*) FROM l JOIN s ON l.user_id = s.user_id
+                 AND l.event_timestamp = s.event_timestamp) AS on_feature_time;"
+    );
+    let out = hindcast(&["-q", "--format", "csv", "-c", &sql]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    let values: Vec<i64> = text
+        .lines()
+        .nth(1)
+        .expect("a row")
+        .split(',')
+        .map(|v| v.parse().expect("a number"))
+        .collect();
+    let [days, rows, tied, late, busiest, labels, distinct, on_time] = values[..] else {
+        panic!("{text}")
+    };
+    assert_eq!(days, 10);
+    // 1% corrections on top of the rows asked for, each tying with an original.
+    assert_eq!(rows, 20_200);
+    assert!((150..=200).contains(&tied), "{text}");
+    // About 2% backfills, plus corrections restated more than a day later.
+    assert!((300..=700).contains(&late), "{text}");
+    // Skew: the busiest of 500 users has far more than the average 40 rows.
+    assert!(busiest > 400, "{text}");
+    assert_eq!(
+        (labels, distinct),
+        (2000, 2000),
+        "labels never share (user, time)"
+    );
+    assert!((5..=40).contains(&on_time), "{text}");
+}
+
+#[test]
+fn generate_rejects_bad_sizes_with_a_hint() {
+    let out = hindcast(&[
+        "generate",
+        "--out",
+        "/tmp/unused",
+        "--labels",
+        "10000000",
+        "--days",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("at most 86,400 labels a day (one a second): raise --label-days"),
+        "{}",
+        stderr(&out)
+    );
+}

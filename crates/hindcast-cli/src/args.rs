@@ -11,6 +11,9 @@ use clap::{Parser, ValueEnum};
     about = "Point-in-time SQL over Parquet and CSV"
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub subcommand: Option<Subcommand>,
+
     /// Feature repository to load first: a directory of `.sql` files with feature views,
     /// feature services and tables
     #[arg(long)]
@@ -47,6 +50,13 @@ pub struct Args {
     /// Most rows to show in table format (0 for all)
     #[arg(long, default_value_t = 40)]
     pub maxrows: usize,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Write deterministic synthetic labels and feature tables (the seed documents' schema)
+    /// as Parquet, for benchmarks and trials at scale
+    Generate(crate::generate::GenerateArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,6 +1,7 @@
 //! `hindcast`: run point-in-time SQL from the command line.
 
 mod args;
+mod generate;
 mod print;
 mod repl;
 
@@ -17,6 +18,15 @@ use print::Printer;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(args::Subcommand::Generate(generate)) = &args.subcommand {
+        return match generate::run(generate) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {}", repl::one_line(&e));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
