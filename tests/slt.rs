@@ -143,6 +143,7 @@ slt_files!(
     asof_chained,
     asof_errors,
     asof_explain,
+    asof_sort,
     features_ddl,
     features_temporal,
     features_pruning,

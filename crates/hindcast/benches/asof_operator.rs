@@ -3,11 +3,13 @@
 //! be measured by itself.
 //!
 //! `cargo bench -p hindcast --bench asof_operator [-- LEFT_ROWS RIGHT_ROWS KEYS]`
-//! (default 1M left rows, 10M right rows, 100k keys). Two plans are timed:
+//! (default 1M left rows, 10M right rows, 100k keys). Three plans are timed:
 //! - `operator`: one partition, inputs declared sorted on (key, time), so the plan is the
 //!   join over two memory scans and nothing else (checked before timing);
-//! - `sort + operator`: the same batches declared unsorted on 4 partitions, so DataFusion
-//!   repartitions and sorts both sides first, as it does for a Parquet source.
+//! - `KeyTimeSort + operator`: the rows in time order (as a feature log is written) on 4
+//!   partitions, so they are repartitioned by key and sorted first, by hindcast's sort;
+//! - `SortExec + operator`: the same with DataFusion's `SortExec` (what hindcast uses
+//!   under a memory limit; a finite pool of 1 TB here, so nothing spills).
 //!
 //! Each prints the median of 5 runs after one warm-up, and the answer it checked: the
 //! number of matched rows equals a count computed here by a second, independent pass.
@@ -19,6 +21,7 @@ use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, TimestampM
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::Result;
 use datafusion::datasource::MemTable;
+use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::logical_expr::{SortExpr, col};
 use datafusion::prelude::SessionConfig;
 use hindcast::Hindcast;
@@ -41,8 +44,13 @@ async fn main() -> Result<()> {
     let right = sorted_rows(right_rows, keys, span, 2);
     let expected = matched_by_brute_merge(&left, &right);
 
-    for (name, partitions, sorted) in [("operator", 1, true), ("sort + operator", 4, false)] {
-        let hc = session(partitions);
+    let plans = [
+        ("operator", 1, true, false),
+        ("KeyTimeSort + operator", 4, false, false),
+        ("SortExec + operator", 4, false, true),
+    ];
+    for (name, partitions, sorted, finite_pool) in plans {
+        let hc = session(partitions, finite_pool);
         register(&hc, "l", &left, partitions, sorted)?;
         register(&hc, "r", &right, partitions, sorted)?;
         let sql = "SELECT count(r.v) AS matched FROM l ASOF JOIN r \
@@ -75,7 +83,7 @@ async fn main() -> Result<()> {
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
         println!(
-            "{name:>16}: {median:.3} s median of 5 ({:.1} M right rows/s), {left_rows} x {right_rows} rows, \
+            "{name:>22}: {median:.3} s median of 5 ({:.1} M right rows/s), {left_rows} x {right_rows} rows, \
              {keys} keys, {partitions} partition(s), matched {expected}",
             right_rows as f64 / median / 1e6
         );
@@ -122,7 +130,7 @@ fn matched_by_brute_merge(left: &Rows, right: &Rows) -> usize {
     matched
 }
 
-fn session(partitions: usize) -> Hindcast {
+fn session(partitions: usize, finite_pool: bool) -> Hindcast {
     let mut config = SessionConfig::new()
         .with_target_partitions(partitions)
         .with_batch_size(BATCH);
@@ -132,9 +140,11 @@ fn session(partitions: usize) -> Hindcast {
         .options_mut()
         .optimizer
         .enable_join_dynamic_filter_pushdown = false;
-    let runtime = hindcast::storage::runtime_env_builder()
-        .build_arc()
-        .expect("runtime");
+    let mut runtime = hindcast::storage::runtime_env_builder();
+    if finite_pool {
+        runtime = runtime.with_memory_pool(Arc::new(GreedyMemoryPool::new(1 << 40)));
+    }
+    let runtime = runtime.build_arc().expect("runtime");
     Hindcast::new_with_config_rt(config, runtime)
 }
 
@@ -170,8 +180,19 @@ fn register(hc: &Hindcast, name: &str, rows: &Rows, partitions: usize, sorted: b
             )
         })
         .collect::<std::result::Result<_, _>>()?;
-    // Sorted: one partition holding the batches in order. Unsorted: round-robin over
-    // partitions, so DataFusion must repartition and sort.
+    // Sorted: one partition holding the batches in (key, time) order. Unsorted: in time
+    // order, round-robin over partitions, so the plan must repartition and sort.
+    let batches = if sorted {
+        batches
+    } else {
+        let all = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
+        let order = datafusion::arrow::compute::sort_to_indices(all.column(1), None, None)?;
+        let all = datafusion::arrow::compute::take_record_batch(&all, &order)?;
+        (0..all.num_rows())
+            .step_by(BATCH)
+            .map(|start| all.slice(start, BATCH.min(all.num_rows() - start)))
+            .collect()
+    };
     let mut parts = vec![vec![]; partitions];
     for (i, batch) in batches.into_iter().enumerate() {
         parts[i % partitions].push(batch);

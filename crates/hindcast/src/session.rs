@@ -11,7 +11,7 @@ use datafusion::common::{DataFusionError, Result, plan_datafusion_err};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryLimit};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
@@ -25,11 +25,13 @@ use datafusion::sql::sqlparser::dialect::{Dialect, dialect_from_str};
 use crate::features::{self, FeatureRegistry, execute_ddl, resolve_location};
 use crate::logical::{HindcastOptions, PushDownAsOfFilter, RewriteRowNumberAsOf};
 use crate::physical::HindcastExtensionPlanner;
+use crate::physical::asof_join::UseKeyTimeSort;
 use crate::sql::{
     HindcastDialect, HindcastRelationPlanner, HindcastStatement, parse_statements,
     prepare_statement,
 };
 use datafusion::optimizer::{Optimizer, OptimizerRule};
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 
 /// A DataFusion [`SessionContext`] that understands hindcast's SQL.
 ///
@@ -107,6 +109,12 @@ impl Hindcast {
             vec![Arc::new(RewriteRowNumberAsOf)];
         rules.extend(Optimizer::new().rules);
         rules.push(Arc::new(PushDownAsOfFilter));
+        // Last, once DataFusion has placed the sorts: without a memory limit the ones under
+        // ASOF joins become hindcast's own, which cannot spill (physical/asof_join/sort.rs).
+        let mut physical_rules = PhysicalOptimizer::new().rules;
+        if matches!(runtime.memory_pool.memory_limit(), MemoryLimit::Infinite) {
+            physical_rules.push(Arc::new(UseKeyTimeSort));
+        }
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
@@ -116,6 +124,7 @@ impl Hindcast {
                 registry.clone(),
             ))])
             .with_optimizer_rules(rules)
+            .with_physical_optimizer_rules(physical_rules)
             .build();
         Self {
             ctx: SessionContext::new_with_state(state),
