@@ -30,6 +30,7 @@ import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 SPENDING = "user_spending_stats"
@@ -269,14 +270,23 @@ def generate(args, name, workload):
     return data
 
 
-def run_measured(command):
+def run_measured(command, timeout=None):
+    """(wall seconds, peak RSS MiB, last output line); the line is None when the engine was
+    stopped after `timeout` seconds."""
     start = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killer = threading.Timer(timeout, proc.kill) if timeout else None
+    if killer:
+        killer.start()
     # Read output fully before reaping so a large stdout cannot block the child.
     out = proc.stdout.read().decode()
     err = proc.stderr.read().decode()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    if killer:
+        killer.cancel()
+        if wall >= timeout:
+            return wall, usage.ru_maxrss / 1024, None
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         sys.exit(f"{' '.join(command[:2])} failed ({code}):\n{err}")
@@ -305,49 +315,68 @@ def pruning(args, data, workload):
     return read, total
 
 
+class Engine:
+    """A command, whether its answer is compared, and whether it is slow: a slow engine
+    (a plan that joins every label with every feature row in its window) runs once, in
+    the first counted repetition, and is stopped after --slow-timeout seconds."""
+
+    def __init__(self, command, checked=True, slow=False):
+        self.command, self.checked, self.slow = command, checked, slow
+
+
 def engines_for(args, name, workload, data):
-    engines = {
-        "hindcast feature view (temporal join)": (hindcast_command(args, data, workload, hindcast_temporal(workload)), True),
-    }
+    def hindcast(query, **kw):
+        return hindcast_command(args, data, workload, query, **kw)
+
+    engines = {"hindcast feature view (temporal join)": Engine(hindcast(hindcast_temporal(workload)))}
     if name in ("S", "M"):
-        engines["hindcast ASOF JOIN"] = (
-            hindcast_command(args, data, workload, hindcast_asof(workload), as_views=False), True)
+        engines["hindcast ASOF JOIN"] = Engine(hindcast(hindcast_asof(workload), as_views=False))
     if name == "S":
-        engines["hindcast ROW_NUMBER SQL (rewritten)"] = (
-            hindcast_command(args, data, workload, row_number_sql(workload), as_views=False), True)
+        engines["hindcast ROW_NUMBER SQL (rewritten)"] = Engine(
+            hindcast(row_number_sql(workload), as_views=False))
         if args.row_number_off:
-            engines["hindcast ROW_NUMBER SQL (rule off)"] = (hindcast_command(
-                args, data, workload, row_number_sql(workload), as_views=False,
-                settings="SET hindcast.rewrite_row_number = false;"), True)
-    engines["DuckDB ASOF LEFT JOIN"] = ([sys.executable, "-c", duckdb_program(data, workload)], True)
+            engines["hindcast ROW_NUMBER SQL (rule off)"] = Engine(hindcast(
+                row_number_sql(workload), as_views=False,
+                settings="SET hindcast.rewrite_row_number = false;"), slow=True)
+    engines["DuckDB ASOF LEFT JOIN"] = Engine([sys.executable, "-c", duckdb_program(data, workload)])
     if any(VIEWS[v]["created"] for v in workload["views"]):
         # DuckDB's join alone: ties go to an arbitrary row, so the answer is not Feast's.
-        engines["DuckDB ASOF LEFT JOIN, corrections kept"] = (
-            [sys.executable, "-c", duckdb_program(data, workload, drop_corrections=False)], False)
+        engines["DuckDB ASOF LEFT JOIN, corrections kept"] = Engine(
+            [sys.executable, "-c", duckdb_program(data, workload, drop_corrections=False)], checked=False)
     # Polars holds everything in memory: O (about 11 GB of features) is past this machine.
     if name in ("S", "M"):
-        engines["Polars join_asof"] = ([sys.executable, "-c", polars_program(data, workload)], True)
+        engines["Polars join_asof"] = Engine([sys.executable, "-c", polars_program(data, workload)])
     if name == "S" and args.stock_datafusion:
-        engines["stock DataFusion 55, ROW_NUMBER SQL"] = (
-            [sys.executable, "-c", datafusion_program(data, workload, row_number_sql(workload))], True)
+        engines["stock DataFusion 55, ROW_NUMBER SQL"] = Engine(
+            [sys.executable, "-c", datafusion_program(data, workload, row_number_sql(workload))], slow=True)
     if name in ("S", "M", "O"):
-        engines["hindcast scan only (floor)"] = (
-            hindcast_command(args, data, workload, scan_floor(workload), as_views=False), False)
+        engines["hindcast scan only (floor)"] = Engine(
+            hindcast(scan_floor(workload), as_views=False), checked=False)
     return engines
 
 
-def compare(args, name, workload, engines, labels, reps):
-    """Run every engine `reps` times, alternating; fail unless all answers agree."""
+def compare(args, name, engines, labels, reps):
+    """Run every engine once to warm up (not counted), then `reps` times, alternating;
+    fail unless all answers agree."""
     results = {engine: [] for engine in engines}
     answers = {}
-    for rep in range(reps):
-        for engine, (command, _) in engines.items():
-            wall, rss, line = run_measured(command)
-            results[engine].append((wall, rss))
+    names = list(engines)
+    for rep in range(reps + args.warmup):
+        counted = rep >= args.warmup
+        # Each repetition starts with a different engine: the first process after another
+        # engine's can run slower, and rotating spreads that over all of them.
+        for engine in names[rep % len(names):] + names[:rep % len(names)]:
+            e = engines[engine]
+            if e.slow and rep != args.warmup:
+                continue
+            wall, rss, line = run_measured(e.command, args.slow_timeout if e.slow else None)
             answers.setdefault(engine, line)
-            print(f"{name} rep {rep + 1} {engine}: {wall:.2f} s, {rss:.0f} MiB, answer {line}", file=sys.stderr)
+            if counted:
+                results[engine].append((wall, rss))
+            print(f"{name} {'rep ' + str(rep + 1 - args.warmup) if counted else 'warm-up'} {engine}: "
+                  f"{wall:.2f} s, {rss:.0f} MiB, answer {line or 'none: stopped'}", file=sys.stderr)
 
-    checked = {e: answers[e].split(",") for e, (_, check) in engines.items() if check}
+    checked = {e: answers[e].split(",") for e, engine in engines.items() if engine.checked and answers[e]}
     reference_name, reference = next(iter(checked.items()))
     for engine, (rows, matched, checksum) in checked.items():
         if int(rows) != labels:
@@ -357,7 +386,7 @@ def compare(args, name, workload, engines, labels, reps):
         if not same:
             sys.exit(f"answers differ: {reference_name} {reference} vs {engine} {[rows, matched, checksum]}")
     return {engine: dict(wall=statistics.median(w for w, _ in runs), rss=max(r for _, r in runs),
-                         checked=engines[engine][1])
+                         checked=engines[engine].checked, stopped=answers[engine] is None)
             for engine, runs in results.items()}, answers[reference_name]
 
 
@@ -368,11 +397,16 @@ def main():
                         help="comma-separated workloads among S, M, P, T, O (default S)")
     parser.add_argument("--data", default=os.path.expanduser("~/.cache/hindcast-bench-data"))
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="uncounted runs of every engine first (the first process after "
+                             "another engine's is slower: page cache and kernel memory)")
     parser.add_argument("--memory-limit", default=None, help="e.g. 64M, passed to hindcast -m")
     parser.add_argument("--stock-datafusion", action="store_true",
                         help="S: also run the ROW_NUMBER SQL in stock DataFusion (slow)")
     parser.add_argument("--row-number-off", action="store_true",
                         help="S: also run the ROW_NUMBER SQL with the rewrite rule off (slow)")
+    parser.add_argument("--slow-timeout", type=float, default=300,
+                        help="seconds after which a slow engine (--row-number-off, --stock-datafusion) is stopped")
     parser.add_argument("--json", help="append the results to this JSON-lines file")
     args = parser.parse_args()
 
@@ -381,7 +415,9 @@ def main():
         data = generate(args, name, workload)
         labels = int(re.search(r"--labels (\d+)", workload["generate"]).group(1))
         reps = 1 if name == "O" else args.reps
-        results, answer = compare(args, name, workload, engines_for(args, name, workload, data), labels, reps)
+        warmup, args.warmup = args.warmup, (0 if name == "O" else args.warmup)
+        results, answer = compare(args, name, engines_for(args, name, workload, data), labels, reps)
+        args.warmup = warmup
         note = ""
         if name in ("P", "T"):
             read, total = pruning(args, data, workload)
@@ -392,7 +428,10 @@ def main():
         print("|---|---:|---:|---:|")
         for engine, r in results.items():
             mark = "" if r["checked"] else " (answer not compared)"
-            print(f"| {engine}{mark} | {r['wall']:.2f} | {r['rss']:.0f} | {r['wall'] / base:.2f} |")
+            if r["stopped"]:
+                print(f"| {engine} (stopped) | > {r['wall']:.0f} | > {r['rss']:.0f} | > {r['wall'] / base:.0f} |")
+            else:
+                print(f"| {engine}{mark} | {r['wall']:.2f} | {r['rss']:.0f} | {r['wall'] / base:.2f} |")
         sys.stdout.flush()
         if args.json:
             with open(args.json, "a") as f:
