@@ -76,6 +76,7 @@ pub struct GenerateArgs {
     /// Fraction of spending rows created days after their event time
     #[arg(long, default_value_t = 0.02)]
     pub backfills: f64,
+    /// Seed: the same seed and sizes write the same bytes
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
 }
