@@ -170,9 +170,9 @@ def scan_floor(workload):
     return "SELECT * FROM " + " CROSS JOIN ".join(parts) + ";"
 
 
-def hindcast_command(args, data, workload, query, as_views=True, settings="", fmt="csv"):
+def hindcast_command(args, data, workload, query, as_views=True, settings=""):
     sql = "\n".join([hindcast_ddl(data, workload, as_views), settings, query])
-    command = [args.hindcast, "-q", "--format", fmt, "-c", sql]
+    command = [args.hindcast, "-q", "--format", "csv", "-c", sql]
     limit = workload.get("memory_limit") or args.memory_limit
     if limit:
         command += ["-m", limit]
@@ -297,7 +297,7 @@ def run_measured(command, timeout=None):
 def pruning(args, data, workload):
     """Bytes the feature scans read, from EXPLAIN ANALYZE, against the feature files' size."""
     query = hindcast_temporal(workload)
-    command = hindcast_command(args, data, workload, "EXPLAIN ANALYZE " + query, fmt="csv")
+    command = hindcast_command(args, data, workload, "EXPLAIN ANALYZE " + query)
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     units = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
     read = 0.0
@@ -355,25 +355,25 @@ def engines_for(args, name, workload, data):
     return engines
 
 
-def compare(args, name, engines, labels, reps):
+def compare(args, name, engines, labels, reps, warmup):
     """Run every engine once to warm up (not counted), then `reps` times, alternating;
     fail unless all answers agree."""
     results = {engine: [] for engine in engines}
     answers = {}
     names = list(engines)
-    for rep in range(reps + args.warmup):
-        counted = rep >= args.warmup
+    for rep in range(reps + warmup):
+        counted = rep >= warmup
         # Each repetition starts with a different engine: the first process after another
         # engine's can run slower, and rotating spreads that over all of them.
         for engine in names[rep % len(names):] + names[:rep % len(names)]:
             e = engines[engine]
-            if e.slow and rep != args.warmup:
+            if e.slow and rep != warmup:
                 continue
             wall, rss, line = run_measured(e.command, args.slow_timeout if e.slow else None)
             answers.setdefault(engine, line)
             if counted:
                 results[engine].append((wall, rss))
-            print(f"{name} {'rep ' + str(rep + 1 - args.warmup) if counted else 'warm-up'} {engine}: "
+            print(f"{name} {'rep ' + str(rep + 1 - warmup) if counted else 'warm-up'} {engine}: "
                   f"{wall:.2f} s, {rss:.0f} MiB, answer {line or 'none: stopped'}", file=sys.stderr)
 
     checked = {e: answers[e].split(",") for e, engine in engines.items() if engine.checked and answers[e]}
@@ -415,9 +415,8 @@ def main():
         data = generate(args, name, workload)
         labels = int(re.search(r"--labels (\d+)", workload["generate"]).group(1))
         reps = 1 if name == "O" else args.reps
-        warmup, args.warmup = args.warmup, (0 if name == "O" else args.warmup)
-        results, answer = compare(args, name, engines_for(args, name, workload, data), labels, reps)
-        args.warmup = warmup
+        warmup = 0 if name == "O" else args.warmup
+        results, answer = compare(args, name, engines_for(args, name, workload, data), labels, reps, warmup)
         note = ""
         if name in ("P", "T"):
             read, total = pruning(args, data, workload)

@@ -189,7 +189,7 @@ impl Drop for Progress {
 }
 
 /// What the plan's leaves (its scans) have done so far.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 struct Scanned {
     /// Files the scans will visit (0 when no leaf is a file scan).
     files: usize,

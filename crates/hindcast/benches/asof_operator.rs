@@ -25,6 +25,8 @@ use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::logical_expr::{SortExpr, col};
 use datafusion::prelude::SessionConfig;
 use hindcast::Hindcast;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const BATCH: usize = 8192;
 const TTL_MICROS: i64 = 90 * 86_400_000_000;
@@ -98,9 +100,10 @@ struct Rows {
 }
 
 fn sorted_rows(n: usize, keys: i64, span: i64, seed: u64) -> Rows {
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut pairs: Vec<(i64, i64)> = (0..n as u64)
         .map(|i| {
-            let h = splitmix64(i ^ (seed << 56));
+            let h: u64 = rng.random();
             let key = (h % keys as u64) as i64;
             // Unique times (distinct i) so no tie decides the answer.
             let time = ((h >> 20) as i64 % (span / n as i64)) * n as i64 + i as i64;
@@ -206,11 +209,4 @@ fn register(hc: &Hindcast, name: &str, rows: &Rows, partitions: usize, sorted: b
     }
     hc.session_context().register_table(name, Arc::new(table))?;
     Ok(())
-}
-
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }

@@ -772,18 +772,14 @@ impl AsOfJoinStream {
     }
 }
 
-/// Tie-breaker values as `i64`, comparable within one column.
+/// Tie-breaker values as `i64`, comparable within one column: the domain a column shares
+/// with itself.
 fn tie_values(array: &ArrayRef) -> Result<Int64Array> {
-    use datafusion::arrow::datatypes::DataType;
-    let domain = match array.data_type() {
-        DataType::Timestamp(unit, _) => TimeDomain::Instant(*unit),
-        DataType::Date32 | DataType::Date64 => {
-            TimeDomain::Instant(datafusion::arrow::datatypes::TimeUnit::Millisecond)
-        }
-        t if t.is_integer() => TimeDomain::Integer,
-        other => return internal_err!("tie-breaker of type {other} passed planning"),
-    };
-    domain.to_i64(array)
+    let data_type = array.data_type();
+    match TimeDomain::common(data_type, data_type) {
+        Some(domain) => domain.to_i64(array),
+        None => internal_err!("tie-breaker of type {data_type} passed planning"),
+    }
 }
 
 impl Stream for AsOfJoinStream {
