@@ -30,7 +30,8 @@ use datafusion::physical_plan::{
 
 use super::bounds::Narrowing;
 use super::metrics::AsOfJoinMetrics;
-use super::stream::{AsOfJoinStream, JoinSpec};
+use super::sort::KeyTimeSortExec;
+use super::stream::{AsOfJoinStream, JoinSpec, RightInput};
 use crate::logical::MatchOp;
 use crate::time::{DisplayTtl, TimeDomain};
 
@@ -135,6 +136,12 @@ impl AsOfJoinExec {
         self.narrowing.as_ref()
     }
 
+    /// Whether the join gathers the right side's rows itself, the winners' only (late
+    /// materialization): when hindcast's own sort is below it (see `stream::Source::Rows`).
+    fn gathers_right_rows(&self) -> bool {
+        self.right.downcast_ref::<KeyTimeSortExec>().is_some()
+    }
+
     /// The order the merge needs: keys, then time, ascending, NULLs first. The stream
     /// compares keys with the same options, so its notion of "less" matches the sort.
     fn sort_requirement(
@@ -194,6 +201,9 @@ impl DisplayAs for AsOfJoinExec {
                 if self.distinct_spine {
                     write!(f, ", distinct_spine")?;
                 }
+                if self.gathers_right_rows() {
+                    write!(f, ", late_materialization")?;
+                }
                 Ok(())
             }
             DisplayFormatType::TreeRender => {
@@ -210,6 +220,9 @@ impl DisplayAs for AsOfJoinExec {
                 }
                 if self.distinct_spine {
                     writeln!(f, "distinct_spine")?;
+                }
+                if self.gathers_right_rows() {
+                    writeln!(f, "late_materialization")?;
                 }
                 Ok(())
             }
@@ -338,6 +351,8 @@ impl ExecutionPlan for AsOfJoinExec {
         );
         let spec = JoinSpec {
             schema: Arc::clone(&self.schema),
+            right_schema: self.right.schema(),
+            batch_size: context.session_config().batch_size(),
             left_keys: self.on.iter().map(|(l, _)| Arc::clone(l)).collect(),
             right_keys: self.on.iter().map(|(_, r)| Arc::clone(r)).collect(),
             left_time: Arc::clone(&self.left_time),
@@ -351,10 +366,16 @@ impl ExecutionPlan for AsOfJoinExec {
         };
         let reservation =
             MemoryConsumer::new(format!("AsOfJoin[{partition}]")).register(context.memory_pool());
+        let right = match self.right.downcast_ref::<KeyTimeSortExec>() {
+            Some(sort) => RightInput::Unmaterialized(
+                sort.execute_unmaterialized(partition, Arc::clone(&context))?,
+            ),
+            None => RightInput::Batches(self.right.execute(partition, Arc::clone(&context))?),
+        };
         AsOfJoinStream::try_new(
             spec,
             self.left.execute(partition, Arc::clone(&context))?,
-            self.right.execute(partition, Arc::clone(&context))?,
+            right,
             reservation,
             AsOfJoinMetrics::new(&self.metrics, partition),
             self.narrowing.clone(),

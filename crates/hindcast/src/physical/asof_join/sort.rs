@@ -28,7 +28,7 @@ use datafusion::arrow::compute::{
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_err};
-use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExprRef;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
@@ -38,7 +38,8 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
     PlanProperties, ReplaceChildrenOptions, apply_expression_roots,
 };
-use futures::{StreamExt, TryStreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 
 use crate::time::TimeDomain;
 
@@ -79,6 +80,62 @@ impl KeyTimeSortExec {
             .map(|e| Arc::clone(&e.expr))
             .collect()
     }
+
+    /// Partition `partition` sorted but not gathered: for a parent that reads a few columns
+    /// of every row and the rest of only some rows (the ASOF join, see
+    /// `stream::Source::Rows`). The rows count as this plan's output when sorted.
+    pub fn execute_unmaterialized(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<BoxFuture<'static, Result<SortedPartition>>> {
+        let metrics = BaselineMetrics::new(&self.metrics, partition);
+        let sorted = self.sort_partition(partition, context, metrics.clone())?;
+        Ok(async move {
+            let sorted = sorted.await?;
+            metrics.output_rows().add(sorted.order.len());
+            metrics.done();
+            Ok(sorted)
+        }
+        .boxed())
+    }
+
+    fn sort_partition(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+        metrics: BaselineMetrics,
+    ) -> Result<impl Future<Output = Result<SortedPartition>> + use<>> {
+        let input = self.input().execute(partition, Arc::clone(&context))?;
+        let schema = self.schema();
+        let exprs = self.exprs();
+        let reservation = MemoryConsumer::new(format!("KeyTimeSortExec[{partition}]"))
+            .register(context.memory_pool());
+        Ok(async move {
+            let batches: Vec<RecordBatch> = input
+                .try_filter(|b| futures::future::ready(b.num_rows() > 0))
+                .try_collect()
+                .await?;
+            reservation.try_grow(batches.iter().map(|b| b.get_array_memory_size()).sum())?;
+            let _timer = metrics.elapsed_compute().timer();
+            let (rows, order) = sort_order(&schema, batches, &exprs)?;
+            Ok(SortedPartition {
+                rows,
+                order,
+                _reservation: reservation,
+            })
+        })
+    }
+}
+
+/// A partition's rows in input order and the order that sorts them.
+pub struct SortedPartition {
+    /// All of the partition's rows, in one batch.
+    pub rows: RecordBatch,
+    /// Row numbers of `rows`, in sorted order.
+    pub order: UInt32Array,
+    /// The memory of `rows`, accounted until they are dropped.
+    _reservation: MemoryReservation,
 }
 
 impl DisplayAs for KeyTimeSortExec {
@@ -142,44 +199,31 @@ impl ExecutionPlan for KeyTimeSortExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let input = self.input().execute(partition, Arc::clone(&context))?;
-        let schema = self.schema();
-        let exprs = self.exprs();
         let batch_size = context.session_config().batch_size();
-        let reservation = MemoryConsumer::new(format!("KeyTimeSortExec[{partition}]"))
-            .register(context.memory_pool());
         let metrics = BaselineMetrics::new(&self.metrics, partition);
-        let sorted = futures::stream::once(async move {
-            let batches: Vec<RecordBatch> = input
-                .try_filter(|b| futures::future::ready(b.num_rows() > 0))
-                .try_collect()
-                .await?;
-            reservation.try_grow(batches.iter().map(|b| b.get_array_memory_size()).sum())?;
-            let (all, order) = {
-                let _timer = metrics.elapsed_compute().timer();
-                sort_order(&schema, batches, &exprs)?
-            };
-            // Output batches are gathered as the join asks for them, so at most a few exist
-            // next to the partition's rows. The reservation stays for the stream's life.
-            let starts = (0..order.len()).step_by(batch_size);
-            let output = futures::stream::iter(starts).map(move |start| {
-                let _held = &reservation;
-                let batch = {
-                    let _timer = metrics.elapsed_compute().timer();
-                    let len = batch_size.min(order.len() - start);
-                    take_record_batch(&all, &order.slice(start, len))
-                };
-                match metrics.record_poll(Poll::Ready(Some(batch.map_err(Into::into)))) {
-                    Poll::Ready(Some(result)) => result,
-                    _ => internal_err!("record_poll returns the poll it is given"),
-                }
-            });
-            Ok::<_, datafusion::common::DataFusionError>(output)
-        })
-        .try_flatten();
+        let sorted = self.sort_partition(partition, context, metrics.clone())?;
+        // Output batches are gathered as the join asks for them, so at most a few exist next
+        // to the partition's rows, which stay (with their reservation) for the stream's life.
+        let output = futures::stream::once(sorted)
+            .map_ok(move |sorted| {
+                let metrics = metrics.clone();
+                let starts = (0..sorted.order.len()).step_by(batch_size);
+                futures::stream::iter(starts).map(move |start| {
+                    let batch = {
+                        let _timer = metrics.elapsed_compute().timer();
+                        let len = batch_size.min(sorted.order.len() - start);
+                        take_record_batch(&sorted.rows, &sorted.order.slice(start, len))
+                    };
+                    match metrics.record_poll(Poll::Ready(Some(batch.map_err(Into::into)))) {
+                        Poll::Ready(Some(result)) => result,
+                        _ => internal_err!("record_poll returns the poll it is given"),
+                    }
+                })
+            })
+            .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema(),
-            sorted,
+            output,
         )))
     }
 
