@@ -19,6 +19,12 @@ use print::Printer;
 /// mimalloc, as `datafusion-cli` uses: the sorts allocate and free buffers of hundreds of
 /// megabytes, which the system allocator returns to the kernel and then faults back in page
 /// by page (a fifth of workload S's CPU time); mimalloc keeps and reuses them.
+///
+/// Built without transparent huge pages (`no_thp`): mimalloc asks for them with
+/// `madvise`, and where the kernel then compacts memory on a page fault (`defrag=madvise`,
+/// this machine's setting) a query's system time went from 0.2 s to 2 s whenever memory was
+/// fragmented, which it is after other large processes. Workload S took 0.9-2.0 s with
+/// them and 1.07-1.19 s without (`docs/benchmarks.md`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

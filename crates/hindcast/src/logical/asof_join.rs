@@ -94,6 +94,10 @@ pub struct AsOfJoin {
     /// Emit one row per run of left rows with equal keys and time (the first), as
     /// `ROW_NUMBER() OVER (PARTITION BY keys, time) = 1` does; set by the ROW_NUMBER rewrite.
     pub distinct_spine: bool,
+    /// Emit every right row tied with the winner on time and tie-breaker, one output row
+    /// each, as `RANK() OVER (... ORDER BY time DESC[, tie-breaker DESC]) = 1` keeps; set by
+    /// the rewrite. Not combined with `rank_time` or `distinct_spine`.
+    pub keep_ties: bool,
     pub schema: DFSchemaRef,
 }
 
@@ -158,12 +162,18 @@ impl AsOfJoin {
             tie_breaker,
             rank_time: None,
             distinct_spine: false,
+            keep_ties: false,
             schema,
         })
     }
 
     pub fn with_distinct_spine(mut self) -> Self {
         self.distinct_spine = true;
+        self
+    }
+
+    pub fn with_keep_ties(mut self) -> Self {
+        self.keep_ties = true;
         self
     }
 
@@ -246,6 +256,7 @@ impl PartialOrd for AsOfJoin {
             &self.tie_breaker,
             &self.rank_time,
             &self.distinct_spine,
+            &self.keep_ties,
         )
             .partial_cmp(&(
                 &other.left,
@@ -259,6 +270,7 @@ impl PartialOrd for AsOfJoin {
                 &other.tie_breaker,
                 &other.rank_time,
                 &other.distinct_spine,
+                &other.keep_ties,
             ))
     }
 }
@@ -323,6 +335,9 @@ impl UserDefinedLogicalNodeCore for AsOfJoin {
         if self.distinct_spine {
             write!(f, ", distinct_spine")?;
         }
+        if self.keep_ties {
+            write!(f, ", keep_ties")?;
+        }
         Ok(())
     }
 
@@ -365,6 +380,7 @@ impl UserDefinedLogicalNodeCore for AsOfJoin {
             tie_breaker,
             rank_time,
             distinct_spine: self.distinct_spine,
+            keep_ties: self.keep_ties,
             schema,
         })
     }

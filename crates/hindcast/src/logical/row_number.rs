@@ -20,7 +20,10 @@
 //!   (duplicate spine rows), only one row per partition survives, as in the original;
 //! - an `INNER` join drops spine rows without a match;
 //! - among feature rows tied on time the original keeps an arbitrary one, and the ASOF
-//!   join's deterministic pick is one of them.
+//!   join's deterministic pick is one of them;
+//! - with `RANK()` or `DENSE_RANK()` instead of `ROW_NUMBER()`, rank 1 is every row tied at
+//!   the top of the order: each spine row with each feature row tied on time (and
+//!   tie-breaker), which the ASOF join emits with `keep_ties`.
 //!
 //! Anything else is left alone: another window function or frame, another sort direction,
 //! a `NULLS FIRST` tie-breaker on a nullable column (NULL would win there, and loses in the
@@ -203,12 +206,19 @@ fn asof_for(window: &Window) -> Result<Option<LogicalPlan>> {
         null_treatment,
         distinct,
     } = params;
-    let is_row_number =
-        matches!(&fun, WindowFunctionDefinition::WindowUDF(udf) if udf.name() == "row_number");
+    // RANK and DENSE_RANK keep every row tied at the top; ROW_NUMBER one of them.
+    let ranking = match &fun {
+        WindowFunctionDefinition::WindowUDF(udf) => udf.name().to_string(),
+        _ => return Ok(None),
+    };
+    let keeps_ties = match ranking.as_str() {
+        "row_number" => false,
+        "rank" | "dense_rank" => true,
+        _ => return Ok(None),
+    };
     let default_frame = matches!(window_frame.start_bound, WindowFrameBound::Preceding(ref v) if v.is_null())
         && matches!(window_frame.end_bound, WindowFrameBound::CurrentRow);
-    if !is_row_number
-        || !args.is_empty()
+    if !args.is_empty()
         || filter.is_some()
         || null_treatment.is_some()
         || distinct
@@ -271,7 +281,8 @@ fn asof_for(window: &Window) -> Result<Option<LogicalPlan>> {
     // Partitions of exactly (keys, time) come out of the join's sorted spine as runs of
     // adjacent rows, which the operator collapses itself; any other partitioning is
     // deduplicated by a window after the join.
-    let exact_partition = partition_by.len() == shape.on.len() + 1
+    let exact_partition = !keeps_ties
+        && partition_by.len() == shape.on.len() + 1
         && partition_by
             .iter()
             .all(|e| *e == shape.left_time || shape.on.iter().any(|(l, _)| l == e));
@@ -289,7 +300,10 @@ fn asof_for(window: &Window) -> Result<Option<LogicalPlan>> {
     let Ok(mut node) = node else {
         return Ok(None);
     };
-    if exact_partition {
+    if keeps_ties {
+        // Every spine row keeps each tied top row: no deduplication at all.
+        node = node.with_keep_ties();
+    } else if exact_partition {
         node = node.with_distinct_spine();
     }
     let mut plan = LogicalPlanBuilder::from(node.into_plan());
@@ -300,7 +314,7 @@ fn asof_for(window: &Window) -> Result<Option<LogicalPlan>> {
         plan = plan.project(columns)?;
     }
     let plan = plan.build()?;
-    if exact_partition {
+    if exact_partition || keeps_ties {
         return Ok(Some(plan));
     }
     Ok(Some(one_row_per(plan, partition_by)?))
@@ -420,6 +434,9 @@ impl JoinShape {
         // The bound must be on the same two times, and on the side the join looks to.
         let ttl = match ttl {
             None => None,
+            // A bound of zero keeps exact matches only, but an ASOF TTL of zero means no TTL
+            // (as in Feast): left alone.
+            Some(((_, _, c), _)) if is_zero(&c) => return Ok(None),
             Some(((l, r, c), backward))
                 if l == left_time && r == right_time && backward == op.is_backward() =>
             {
@@ -491,6 +508,10 @@ fn ttl_of_difference(
         return None;
     }
     Some((l.as_ref().clone(), r.as_ref().clone(), amount))
+}
+
+fn is_zero(value: &ScalarValue) -> bool {
+    ScalarValue::new_zero(&value.data_type()).is_ok_and(|zero| zero == *value)
 }
 
 fn constant(expr: &Expr) -> Option<ScalarValue> {

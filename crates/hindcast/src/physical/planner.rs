@@ -112,6 +112,7 @@ impl ExtensionPlanner for HindcastExtensionPlanner {
         )?
         .with_rank_time(join.rank_time.as_ref().map(right_expr).transpose()?)
         .with_distinct_spine(join.distinct_spine)
+        .with_keep_ties(join.keep_ties)
         .with_narrowing(narrowing);
         Ok(Some(Arc::new(exec)))
     }

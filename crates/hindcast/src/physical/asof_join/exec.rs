@@ -56,6 +56,8 @@ pub struct AsOfJoinExec {
     rank_time: Option<PhysicalExprRef>,
     /// See `AsOfJoin::distinct_spine`.
     distinct_spine: bool,
+    /// See `AsOfJoin::keep_ties`.
+    keep_ties: bool,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -106,6 +108,7 @@ impl AsOfJoinExec {
             tie_breaker,
             rank_time: None,
             distinct_spine: false,
+            keep_ties: false,
             schema,
             cache: Arc::new(cache),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -120,6 +123,11 @@ impl AsOfJoinExec {
 
     pub fn with_distinct_spine(mut self, distinct_spine: bool) -> Self {
         self.distinct_spine = distinct_spine;
+        self
+    }
+
+    pub fn with_keep_ties(mut self, keep_ties: bool) -> Self {
+        self.keep_ties = keep_ties;
         self
     }
 
@@ -201,6 +209,9 @@ impl DisplayAs for AsOfJoinExec {
                 if self.distinct_spine {
                     write!(f, ", distinct_spine")?;
                 }
+                if self.keep_ties {
+                    write!(f, ", keep_ties")?;
+                }
                 if self.gathers_right_rows() {
                     write!(f, ", late_materialization")?;
                 }
@@ -221,8 +232,11 @@ impl DisplayAs for AsOfJoinExec {
                 if self.distinct_spine {
                     writeln!(f, "distinct_spine")?;
                 }
+                if self.keep_ties {
+                    writeln!(f, "ties=all kept")?;
+                }
                 if self.gathers_right_rows() {
-                    writeln!(f, "late_materialization")?;
+                    writeln!(f, "materialization=late")?;
                 }
                 Ok(())
             }
@@ -322,6 +336,7 @@ impl ExecutionPlan for AsOfJoinExec {
                 )?
                 .with_rank_time(self.rank_time.clone())
                 .with_distinct_spine(self.distinct_spine)
+                .with_keep_ties(self.keep_ties)
                 .with_narrowing(self.narrowing.clone()),
             )),
         }
@@ -360,6 +375,7 @@ impl ExecutionPlan for AsOfJoinExec {
             tie_breaker: self.tie_breaker.clone(),
             rank_time: self.rank_time.clone(),
             distinct_spine: self.distinct_spine,
+            keep_ties: self.keep_ties,
             op: self.op,
             domain: self.domain,
             ttl: self.ttl,
@@ -388,7 +404,11 @@ impl ExecutionPlan for AsOfJoinExec {
     }
 
     fn cardinality_effect(&self) -> CardinalityEffect {
-        CardinalityEffect::Equal
+        match (self.keep_ties, self.distinct_spine) {
+            (true, _) => CardinalityEffect::GreaterEqual,
+            (false, true) => CardinalityEffect::LowerEqual,
+            (false, false) => CardinalityEffect::Equal,
+        }
     }
 
     /// Filters from above are not pushed through (the join keeps them above). After

@@ -14,7 +14,9 @@
 //!
 //! Among tied rows the larger tie-breaker (created timestamp) wins, then the row whose
 //! columns compare larger left to right, so the winner never depends on the order in which
-//! tied rows arrive, and with it on batch sizes, partitioning or spilling.
+//! tied rows arrive, and with it on batch sizes, partitioning or spilling. With `keep_ties`
+//! (the `RANK() = 1` rewrite) every row tied with the winner on time and tie-breaker is
+//! output instead, one row each.
 //!
 //! A left row or right row with a NULL key or time never matches.
 //!
@@ -42,7 +44,9 @@ use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array, new_null_array,
 };
 use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::compute::{SortOptions, filter_record_batch, interleave, take};
+use datafusion::arrow::compute::{
+    SortOptions, filter_record_batch, interleave, take, take_record_batch,
+};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use datafusion::common::{Result, internal_err};
@@ -79,6 +83,8 @@ pub(super) struct JoinSpec {
     pub rank_time: Option<PhysicalExprRef>,
     /// See `AsOfJoin::distinct_spine`.
     pub distinct_spine: bool,
+    /// See `AsOfJoin::keep_ties`.
+    pub keep_ties: bool,
     pub op: MatchOp,
     pub domain: TimeDomain,
     pub ttl: Option<i64>,
@@ -257,8 +263,10 @@ pub(super) struct AsOfJoinStream {
     left_row: usize,
     /// First left row not yet emitted.
     emit_from: usize,
-    /// Winners of rows `emit_from..left_row`.
+    /// Winners of rows `emit_from..left_row`: one per row, or with `keep_ties` one per
+    /// output row, for left row `pick_rows[i]`.
     picks: Vec<Option<RowRef>>,
+    pick_rows: Vec<u32>,
     /// Distinct spine: which of rows `emit_from..left_row` repeat the row before them.
     repeats: Vec<bool>,
     /// Distinct spine: keys and time of the previous left batch's last row.
@@ -271,6 +279,8 @@ pub(super) struct AsOfJoinStream {
     cursor: RowRef,
     /// Backward joins: the winner among the rows the cursor has passed.
     candidate: Option<RowRef>,
+    /// Backward joins: the first row of the candidate's tie group.
+    candidate_start: Option<RowRef>,
     /// Forward joins: the tie group at the cursor, as far as it has been scanned.
     group: Option<Group>,
 
@@ -289,6 +299,9 @@ impl AsOfJoinStream {
         metrics: AsOfJoinMetrics,
         narrowing: Option<Arc<Narrowing>>,
     ) -> Result<Self> {
+        if spec.keep_ties && (spec.distinct_spine || spec.rank_time.is_some()) {
+            return internal_err!("keep_ties is not combined with distinct_spine or a rank time");
+        }
         let right_schema = Arc::clone(&spec.right_schema);
         let batch_size = spec.batch_size;
         let left_exprs = JoinExprs {
@@ -369,6 +382,7 @@ impl AsOfJoinStream {
             left_row: 0,
             emit_from: 0,
             picks: vec![],
+            pick_rows: vec![],
             repeats: vec![],
             last_left: None,
             right: VecDeque::new(),
@@ -376,6 +390,7 @@ impl AsOfJoinStream {
             right_done: false,
             cursor: RowRef { batch: 0, row: 0 },
             candidate: None,
+            candidate_start: None,
             group: None,
             reservation,
             metrics,
@@ -550,7 +565,10 @@ impl AsOfJoinStream {
                         self.higher_rank(c, r)?
                     }
                     Some(c) if self.same_group(c, r) => self.better(c, r)?,
-                    _ => r,
+                    _ => {
+                        self.candidate_start = Some(r);
+                        r
+                    }
                 });
             }
             self.cursor.row += 1;
@@ -634,6 +652,7 @@ impl AsOfJoinStream {
             let left = self.left.as_ref().expect("merging a left batch");
             if !left.valid(i) {
                 self.picks.push(None);
+                self.pick_rows.push(i as u32);
                 self.left_row += 1;
                 continue;
             }
@@ -671,12 +690,60 @@ impl AsOfJoinStream {
             if pick.is_some() {
                 self.metrics.matched_rows.add(1);
             }
-            self.picks.push(pick);
+            match pick {
+                Some(best) if self.spec.keep_ties => {
+                    let tied = self.tied_with(best);
+                    self.pick_rows
+                        .extend(std::iter::repeat_n(i as u32, tied.len()));
+                    self.picks.extend(tied.into_iter().map(Some));
+                }
+                _ => {
+                    self.pick_rows.push(i as u32);
+                    self.picks.push(pick);
+                }
+            }
             self.left_row += 1;
         }
         let output = self.emit()?;
         self.release_right(false);
         Ok(Step::LeftDone(output))
+    }
+
+    /// `keep_ties`: the rows of `best`'s tie group (the candidate's for backward joins, the
+    /// group at the cursor for forward ones) with its tie-breaker value, in order.
+    fn tied_with(&self, best: RowRef) -> Vec<RowRef> {
+        let (from, to) = match (self.spec.op.is_backward(), self.group) {
+            (true, _) => (self.candidate_start.unwrap_or(best), self.cursor),
+            (false, Some(group)) => (group.start, group.scan),
+            (false, None) => (best, best),
+        };
+        let tie = |r: RowRef| {
+            let tie = self.right_row(r).tie.as_ref()?;
+            tie.is_valid(r.row).then(|| tie.value(r.row))
+        };
+        let mut tied = vec![];
+        let mut r = from;
+        while r < to {
+            match self.right_batch(r.batch) {
+                Some(batch) if r.row < batch.num_rows() => {
+                    if batch.valid(r.row) && self.same_group(best, r) && tie(r) == tie(best) {
+                        tied.push(r);
+                    }
+                    r.row += 1;
+                }
+                Some(_) => {
+                    r = RowRef {
+                        batch: r.batch + 1,
+                        row: 0,
+                    }
+                }
+                None => break,
+            }
+        }
+        if tied.is_empty() {
+            tied.push(best);
+        }
+        tied
     }
 
     /// Ask for more right input, first releasing right batches nothing needs any more.
@@ -697,6 +764,11 @@ impl AsOfJoinStream {
     fn needed_from(&self) -> usize {
         let mut from = self.cursor.batch;
         if let Some(c) = self.candidate {
+            from = from.min(c.batch);
+        }
+        if self.spec.keep_ties
+            && let Some(c) = self.candidate_start
+        {
             from = from.min(c.batch);
         }
         if let Some(g) = self.group {
@@ -747,7 +819,13 @@ impl AsOfJoinStream {
     fn emit(&mut self) -> Result<RecordBatch> {
         let left = self.left.as_ref().expect("merging a left batch");
         let n = self.left_row - self.emit_from;
-        let mut columns: Vec<ArrayRef> = left.batch()?.slice(self.emit_from, n).columns().to_vec();
+        let pick_rows = UInt32Array::from(std::mem::take(&mut self.pick_rows));
+        let mut columns: Vec<ArrayRef> = if self.spec.keep_ties {
+            let batch = left.batch()?;
+            take_record_batch(batch, &pick_rows)?.columns().to_vec()
+        } else {
+            left.batch()?.slice(self.emit_from, n).columns().to_vec()
+        };
         columns.extend(self.right_columns()?);
         self.emit_from = self.left_row;
         self.picks.clear();
