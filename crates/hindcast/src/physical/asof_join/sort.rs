@@ -305,13 +305,15 @@ fn key_time_order(columns: &[ArrayRef]) -> Result<Option<Vec<u32>>> {
     let Ok(key_range) = u32::try_from(key_max as i128 - key_min as i128 + 1) else {
         return Ok(None);
     };
-    let ranks: Vec<u32> = (0..rows)
+    // Each row as (key rank << 32 | row number): the radix passes read the key from the
+    // element they move, not from a rank array in row order, so no pass reads at random.
+    let mut packed: Vec<u64> = (0..rows)
         .map(|i| {
-            if key.is_null(i) {
-                0
-            } else {
-                (key.value(i) as i128 - key_min as i128 + 1) as u32
-            }
+            let rank = match key.is_null(i) {
+                true => 0,
+                false => (key.value(i) as i128 - key_min as i128 + 1) as u64,
+            };
+            (rank << 32) | i as u64
         })
         .collect();
     let mut times: Vec<u64> = Vec::with_capacity(rows);
@@ -322,10 +324,18 @@ fn key_time_order(columns: &[ArrayRef]) -> Result<Option<Vec<u32>>> {
             false => flip(time.value(i)),
         });
     }
-    let mut order: Vec<u32> = (0..rows as u32).collect();
-    radix_sort_by_rank(&mut order, &ranks, bits(key_range as u128));
-    for group in order.chunk_by_mut(|a, b| ranks[*a as usize] == ranks[*b as usize]) {
-        group.sort_by_key(|&i| times[i as usize]);
+    radix_sort_by_rank(&mut packed, bits(key_range as u128));
+    // Each key's rows, with their times copied next to them (one look-up per row), are
+    // usually in time order already; otherwise a stable sort of that small run fixes it.
+    let mut order: Vec<u32> = Vec::with_capacity(rows);
+    let mut group: Vec<(u64, u32)> = vec![];
+    for run in packed.chunk_by(|a, b| a >> 32 == b >> 32) {
+        group.clear();
+        group.extend(run.iter().map(|&e| (times[e as u32 as usize], e as u32)));
+        if !group.is_sorted_by_key(|&(t, _)| t) {
+            group.sort_by_key(|&(t, _)| t);
+        }
+        order.extend(group.iter().map(|&(_, row)| row));
     }
     Ok(Some(order))
 }
@@ -335,36 +345,37 @@ fn bits(v: u128) -> u32 {
     128 - v.leading_zeros()
 }
 
-/// Stable least-significant-digit radix sort of row numbers by `ranks[row]`, 11 bits a
-/// pass (a 2048-entry histogram stays in L1); passes where every row has the same digit
-/// are skipped.
-fn radix_sort_by_rank(order: &mut Vec<u32>, ranks: &[u32], bits: u32) {
+/// Stable least-significant-digit radix sort of `(rank << 32 | row)` elements by rank, 11
+/// bits a pass (a 2048-entry histogram stays in L1). One read of the input counts every
+/// pass's digits; passes where every row has the same digit are skipped.
+fn radix_sort_by_rank(packed: &mut Vec<u64>, bits: u32) {
     const DIGIT: u32 = 11;
-    let mut scratch = vec![0u32; order.len()];
-    let mut shift = 0;
-    while shift < bits {
-        let digit = |row: u32| ((ranks[row as usize] >> shift) & ((1 << DIGIT) - 1)) as usize;
-        let mut counts = [0usize; 1 << DIGIT];
-        for &row in order.iter() {
-            counts[digit(row)] += 1;
+    const MASK: u64 = (1 << DIGIT) - 1;
+    let passes = bits.div_ceil(DIGIT) as usize;
+    let digit = |e: u64, pass: usize| (((e >> 32) >> (pass as u32 * DIGIT)) & MASK) as usize;
+    let mut counts = vec![[0usize; 1 << DIGIT]; passes];
+    for &e in packed.iter() {
+        for (pass, c) in counts.iter_mut().enumerate() {
+            c[digit(e, pass)] += 1;
         }
-        if counts.contains(&order.len()) {
-            shift += DIGIT;
+    }
+    let mut scratch = vec![0u64; packed.len()];
+    for (pass, c) in counts.iter_mut().enumerate() {
+        if c.contains(&packed.len()) {
             continue;
         }
         let mut next = 0;
-        for c in counts.iter_mut() {
-            let n = *c;
-            *c = next;
+        for slot in c.iter_mut() {
+            let n = *slot;
+            *slot = next;
             next += n;
         }
-        for &row in order.iter() {
-            let d = digit(row);
-            scratch[counts[d]] = row;
-            counts[d] += 1;
+        for &e in packed.iter() {
+            let d = digit(e, pass);
+            scratch[c[d]] = e;
+            c[d] += 1;
         }
-        std::mem::swap(order, &mut scratch);
-        shift += DIGIT;
+        std::mem::swap(packed, &mut scratch);
     }
 }
 
