@@ -3,13 +3,16 @@
 use std::fmt;
 use std::sync::Arc;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{Fields, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{JoinSide, JoinType, Result, assert_eq_or_internal_err, internal_err};
+use datafusion::common::{
+    DataFusionError, JoinSide, JoinType, Result, assert_eq_or_internal_err, internal_err,
+};
 use datafusion::execution::TaskContext;
-use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryReservation};
 use datafusion::physical_expr::equivalence::join_equivalence_properties;
 use datafusion::physical_expr::{
     LexOrdering, OrderingRequirements, PhysicalExprRef, PhysicalSortExpr,
@@ -21,12 +24,16 @@ use datafusion::physical_plan::filter_pushdown::{
     FilterPushdownPropagation,
 };
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan,
     ExecutionPlanProperties, InputDistributionRequirements, PlanProperties, ReplaceChildrenOptions,
     SendableRecordBatchStream, apply_expression_roots,
 };
+
+use futures::TryStreamExt;
 
 use super::bounds::Narrowing;
 use super::metrics::AsOfJoinMetrics;
@@ -144,6 +151,25 @@ impl AsOfJoinExec {
         self.narrowing.as_ref()
     }
 
+    /// Whether the left input is another ASOF join's output with no sort between them, as
+    /// in a join of several feature views to one spine.
+    fn left_is_chained_join(&self) -> bool {
+        let mut node = &self.left;
+        loop {
+            if node.downcast_ref::<AsOfJoinExec>().is_some() {
+                return true;
+            }
+            let children = node.children();
+            let holds_all_rows = node.downcast_ref::<SortExec>().is_some()
+                || node.downcast_ref::<KeyTimeSortExec>().is_some()
+                || node.downcast_ref::<RepartitionExec>().is_some();
+            if children.len() != 1 || holds_all_rows {
+                return false;
+            }
+            node = children[0];
+        }
+    }
+
     /// Whether the join gathers the right side's rows itself, the winners' only (late
     /// materialization): when hindcast's own sort is below it (see `stream::Source::Rows`).
     fn gathers_right_rows(&self) -> bool {
@@ -165,6 +191,32 @@ impl AsOfJoinExec {
             .map(|expr| PhysicalSortExpr { expr, options });
         LexOrdering::new(exprs).map(OrderingRequirements::from)
     }
+}
+
+/// All of `input`, read before its first batch is passed on.
+///
+/// Chained joins over one spine: each holds its feature side's partition until its output
+/// ends, and the next one reads (and sorts) its own feature side once it has spine rows, so
+/// both would be in memory together. Draining the upstream join first lets it finish and
+/// free its feature rows before this join loads its own; the spine with the first view's
+/// columns is usually far smaller than a feature table. Only without a memory limit: under
+/// one, the joins stream through DataFusion's spilling sorts instead.
+fn drained(
+    input: SendableRecordBatchStream,
+    reservation: MemoryReservation,
+) -> SendableRecordBatchStream {
+    let schema = input.schema();
+    let batches = futures::stream::once(async move {
+        let batches: Vec<RecordBatch> = input.try_collect().await?;
+        reservation.try_grow(batches.iter().map(|b| b.get_array_memory_size()).sum())?;
+        let released = batches.into_iter().map(move |batch| {
+            reservation.shrink(batch.get_array_memory_size());
+            Ok(batch)
+        });
+        Ok::<_, DataFusionError>(futures::stream::iter(released))
+    })
+    .try_flatten();
+    Box::pin(RecordBatchStreamAdapter::new(schema, batches))
 }
 
 /// Left columns, then right columns made nullable (unmatched rows get NULLs).
@@ -388,9 +440,17 @@ impl ExecutionPlan for AsOfJoinExec {
             ),
             None => RightInput::Batches(self.right.execute(partition, Arc::clone(&context))?),
         };
+        let mut left = self.left.execute(partition, Arc::clone(&context))?;
+        if self.left_is_chained_join()
+            && matches!(context.memory_pool().memory_limit(), MemoryLimit::Infinite)
+        {
+            let reservation = MemoryConsumer::new(format!("AsOfJoin[{partition}] spine"))
+                .register(context.memory_pool());
+            left = drained(left, reservation);
+        }
         AsOfJoinStream::try_new(
             spec,
-            self.left.execute(partition, Arc::clone(&context))?,
+            left,
             right,
             reservation,
             AsOfJoinMetrics::new(&self.metrics, partition),
