@@ -264,7 +264,7 @@ pub(super) struct AsOfJoinStream {
     /// First left row not yet emitted.
     emit_from: usize,
     /// Winners of rows `emit_from..left_row`: one per row, or with `keep_ties` one per
-    /// output row, for left row `pick_rows[i]`.
+    /// output row, for left row `pick_rows[i]` (kept with `keep_ties` only).
     picks: Vec<Option<RowRef>>,
     pick_rows: Vec<u32>,
     /// Distinct spine: which of rows `emit_from..left_row` repeat the row before them.
@@ -651,8 +651,7 @@ impl AsOfJoinStream {
             }
             let left = self.left.as_ref().expect("merging a left batch");
             if !left.valid(i) {
-                self.picks.push(None);
-                self.pick_rows.push(i as u32);
+                self.push_pick(i, None);
                 self.left_row += 1;
                 continue;
             }
@@ -692,21 +691,25 @@ impl AsOfJoinStream {
             }
             match pick {
                 Some(best) if self.spec.keep_ties => {
-                    let tied = self.tied_with(best);
-                    self.pick_rows
-                        .extend(std::iter::repeat_n(i as u32, tied.len()));
-                    self.picks.extend(tied.into_iter().map(Some));
+                    for tied in self.tied_with(best) {
+                        self.push_pick(i, Some(tied));
+                    }
                 }
-                _ => {
-                    self.pick_rows.push(i as u32);
-                    self.picks.push(pick);
-                }
+                _ => self.push_pick(i, pick),
             }
             self.left_row += 1;
         }
         let output = self.emit()?;
         self.release_right(false);
         Ok(Step::LeftDone(output))
+    }
+
+    /// Record `pick` as an output row of left row `i`.
+    fn push_pick(&mut self, i: usize, pick: Option<RowRef>) {
+        self.picks.push(pick);
+        if self.spec.keep_ties {
+            self.pick_rows.push(i as u32);
+        }
     }
 
     /// `keep_ties`: the rows of `best`'s tie group (the candidate's for backward joins, the
@@ -819,10 +822,11 @@ impl AsOfJoinStream {
     fn emit(&mut self) -> Result<RecordBatch> {
         let left = self.left.as_ref().expect("merging a left batch");
         let n = self.left_row - self.emit_from;
-        let pick_rows = UInt32Array::from(std::mem::take(&mut self.pick_rows));
         let mut columns: Vec<ArrayRef> = if self.spec.keep_ties {
-            let batch = left.batch()?;
-            take_record_batch(batch, &pick_rows)?.columns().to_vec()
+            let pick_rows = UInt32Array::from(std::mem::take(&mut self.pick_rows));
+            take_record_batch(left.batch()?, &pick_rows)?
+                .columns()
+                .to_vec()
         } else {
             left.batch()?.slice(self.emit_from, n).columns().to_vec()
         };
