@@ -152,15 +152,18 @@ fn shell_in_a_terminal() {
     // \q leaves and saves the history in the data directory, not the working directory.
     t.keys(&["\\q", "Enter"]);
     let history = data_home.path().join("hindcast/history");
+    // The file can exist before the shell has finished writing it: wait for the content.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !history.exists() {
+    loop {
+        let saved = std::fs::read_to_string(&history).unwrap_or_default();
+        if saved.contains("SELECT 41 + 1 AS answer;") {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "no history file at {}",
+            "no history with the last query at {}: {saved:?}",
             history.display()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let saved = std::fs::read_to_string(&history).expect("history");
-    assert!(saved.contains("SELECT 41 + 1 AS answer;"), "{saved}");
 }
