@@ -21,16 +21,18 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::Poll;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::builder::NullBufferBuilder;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{
-    SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
+    SortColumn, SortOptions, cast, concat_batches, lexsort_to_indices, take,
 };
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Date32Type, SchemaRef, UInt32Type};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExprRef;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -93,7 +95,7 @@ impl KeyTimeSortExec {
         let sorted = self.sort_partition(partition, context, metrics.clone())?;
         Ok(async move {
             let sorted = sorted.await?;
-            metrics.output_rows().add(sorted.order.len());
+            metrics.output_rows().add(sorted.num_rows());
             metrics.done();
             Ok(sorted)
         }
@@ -118,24 +120,97 @@ impl KeyTimeSortExec {
                 .await?;
             reservation.try_grow(batches.iter().map(|b| b.get_array_memory_size()).sum())?;
             let _timer = metrics.elapsed_compute().timer();
-            let (rows, order) = sort_order(&schema, batches, &exprs)?;
-            Ok(SortedPartition {
-                rows,
-                order,
-                _reservation: reservation,
-            })
+            let mut sorted = sort_order(&schema, batches, &exprs)?;
+            sorted._reservation = Some(reservation);
+            Ok(sorted)
         })
     }
 }
 
-/// A partition's rows in input order and the order that sorts them.
+/// A partition's rows and the order that sorts them.
 pub struct SortedPartition {
-    /// All of the partition's rows, in one batch.
-    pub rows: RecordBatch,
-    /// Row numbers of `rows`, in sorted order.
-    pub order: UInt32Array,
+    /// All of the partition's rows, in one batch. The columns marked in `in_order` are in
+    /// sorted order already (the radix sort produces its key and time columns on the way:
+    /// gathering them again would read at random); the others are in input order.
+    rows: RecordBatch,
+    /// Row numbers of the input, in sorted order.
+    order: UInt32Array,
+    in_order: Vec<bool>,
     /// The memory of `rows`, accounted until they are dropped.
-    _reservation: MemoryReservation,
+    _reservation: Option<MemoryReservation>,
+}
+
+impl SortedPartition {
+    pub fn num_rows(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.rows.schema()
+    }
+
+    /// Column `c` and the position in it of the row at sorted position `i`.
+    pub fn cell(&self, c: usize, i: usize) -> (&ArrayRef, usize) {
+        let position = match self.in_order[c] {
+            true => i,
+            false => self.order.value(i) as usize,
+        };
+        (self.rows.column(c), position)
+    }
+
+    /// Column `c` at the sorted positions `positions`.
+    pub fn take_column(&self, c: usize, positions: &UInt32Array) -> Result<ArrayRef> {
+        let column = self.rows.column(c);
+        Ok(match self.in_order[c] {
+            true => take(column.as_ref(), positions, None)?,
+            false => {
+                let rows = take(&self.order, positions, None)?;
+                take(column.as_ref(), rows.as_primitive::<UInt32Type>(), None)?
+            }
+        })
+    }
+
+    /// Column `c` of the sorted rows `start..start + len`.
+    pub fn column(&self, c: usize, start: usize, len: usize) -> Result<ArrayRef> {
+        let column = self.rows.column(c);
+        Ok(match self.in_order[c] {
+            true => column.slice(start, len),
+            false => take(column.as_ref(), &self.order.slice(start, len), None)?,
+        })
+    }
+
+    /// The sorted rows `start..start + len`.
+    pub fn batch(&self, start: usize, len: usize) -> Result<RecordBatch> {
+        let columns = (0..self.rows.num_columns())
+            .map(|c| self.column(c, start, len))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new(self.rows.schema(), columns)?)
+    }
+
+    /// All rows in input order, for expressions over several columns; `in_order` columns
+    /// are put back (a scatter), so call it only when an expression needs it.
+    pub fn input_order(&self) -> Result<RecordBatch> {
+        if !self.in_order.contains(&true) {
+            return Ok(self.rows.clone());
+        }
+        let mut inverse = vec![0u32; self.num_rows()];
+        for (i, &row) in self.order.values().iter().enumerate() {
+            inverse[row as usize] = i as u32;
+        }
+        let inverse = UInt32Array::from(inverse);
+        let columns = (0..self.rows.num_columns())
+            .map(|c| match self.in_order[c] {
+                true => Ok(take(self.rows.column(c).as_ref(), &inverse, None)?),
+                false => Ok(Arc::clone(self.rows.column(c))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new(self.rows.schema(), columns)?)
+    }
+
+    /// The input row numbers of the sorted rows `start..start + len`.
+    pub fn input_rows(&self, start: usize, len: usize) -> UInt32Array {
+        self.order.slice(start, len)
+    }
 }
 
 impl DisplayAs for KeyTimeSortExec {
@@ -207,14 +282,14 @@ impl ExecutionPlan for KeyTimeSortExec {
         let output = futures::stream::once(sorted)
             .map_ok(move |sorted| {
                 let metrics = metrics.clone();
-                let starts = (0..sorted.order.len()).step_by(batch_size);
+                let starts = (0..sorted.num_rows()).step_by(batch_size);
                 futures::stream::iter(starts).map(move |start| {
                     let batch = {
                         let _timer = metrics.elapsed_compute().timer();
-                        let len = batch_size.min(sorted.order.len() - start);
-                        take_record_batch(&sorted.rows, &sorted.order.slice(start, len))
+                        let len = batch_size.min(sorted.num_rows() - start);
+                        sorted.batch(start, len)
                     };
-                    match metrics.record_poll(Poll::Ready(Some(batch.map_err(Into::into)))) {
+                    match metrics.record_poll(Poll::Ready(Some(batch))) {
                         Poll::Ready(Some(result)) => result,
                         _ => internal_err!("record_poll returns the poll it is given"),
                     }
@@ -238,7 +313,7 @@ fn sort_order(
     schema: &SchemaRef,
     batches: Vec<RecordBatch>,
     exprs: &[PhysicalExprRef],
-) -> Result<(RecordBatch, UInt32Array)> {
+) -> Result<SortedPartition> {
     // One array per column: a gather (`take`) from one array is much cheaper than from
     // many (`interleave` looks up the source array for every row).
     let all = concat_batches(schema, &batches)?;
@@ -247,24 +322,72 @@ fn sort_order(
         .iter()
         .map(|e| e.evaluate(&all)?.into_array(all.num_rows()))
         .collect::<Result<Vec<_>>>()?;
-    let order = match key_time_order(&columns)? {
-        Some(order) => UInt32Array::from(order),
-        // General path: any key types, any number of keys.
-        None => {
-            let sort_columns: Vec<SortColumn> = columns
-                .into_iter()
-                .map(|values| SortColumn {
-                    values,
-                    options: Some(SortOptions {
-                        descending: false,
-                        nulls_first: true,
-                    }),
-                })
-                .collect();
-            lexsort_to_indices(&sort_columns, None)?
+    let mut in_order = vec![false; all.num_columns()];
+    if let Some(sorted) = key_time_order(&columns)? {
+        // The sorted key and time replace their columns (when the expressions are plain
+        // columns), so the partition holds no more than its rows.
+        let mut replaced = all.columns().to_vec();
+        for (expr, values) in exprs.iter().zip([sorted.keys, sorted.times]) {
+            if let Some(column) = expr.downcast_ref::<Column>() {
+                let c = column.index();
+                replaced[c] = restore(values, all.column(c).data_type())?;
+                in_order[c] = true;
+            }
         }
-    };
-    Ok((all, order))
+        drop(columns);
+        return Ok(SortedPartition {
+            rows: RecordBatch::try_new(all.schema(), replaced)?,
+            order: UInt32Array::from(sorted.order),
+            in_order,
+            _reservation: None,
+        });
+    }
+    // General path: any key types, any number of keys.
+    let sort_columns: Vec<SortColumn> = columns
+        .into_iter()
+        .map(|values| SortColumn {
+            values,
+            options: Some(SortOptions {
+                descending: false,
+                nulls_first: true,
+            }),
+        })
+        .collect();
+    let order = lexsort_to_indices(&sort_columns, None)?;
+    Ok(SortedPartition {
+        rows: all,
+        order,
+        in_order,
+        _reservation: None,
+    })
+}
+
+/// [`key_time_order`]'s result: the order, and the key and time (as `i64` in their own
+/// order, see `ordered`) in that order.
+struct KeyTimeOrder {
+    order: Vec<u32>,
+    keys: Int64Array,
+    times: Int64Array,
+}
+
+/// A column as `i64` in its own order: the domain it shares with itself (instants in their
+/// unit, integers as they are); `None` for other types. UInt64 beyond i64::MAX would not
+/// convert.
+fn ordered(array: &ArrayRef) -> Result<Option<Int64Array>> {
+    let data_type = array.data_type();
+    match TimeDomain::common(data_type, data_type) {
+        Some(domain) if *data_type != DataType::UInt64 => domain.to_i64(array).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The inverse of [`ordered`]: `values` back in the column's type.
+fn restore(values: Int64Array, data_type: &DataType) -> Result<ArrayRef> {
+    Ok(match data_type {
+        // `ordered` counts a date in seconds.
+        DataType::Date32 => Arc::new(values.unary::<_, Date32Type>(|s| (s / 86_400) as i32)),
+        _ => cast(&values, data_type)?,
+    })
 }
 
 /// The order of the rows for one integer key and an integer-backed time (timestamps,
@@ -279,18 +402,9 @@ fn sort_order(
 ///
 /// A NULL key sorts first (as key 0, the others from 1), a NULL time first within its key
 /// (as 0; a time equal to `i64::MIN` would tie with it, so then `None`).
-fn key_time_order(columns: &[ArrayRef]) -> Result<Option<Vec<u32>>> {
+fn key_time_order(columns: &[ArrayRef]) -> Result<Option<KeyTimeOrder>> {
     let [key, time] = columns else {
         return Ok(None);
-    };
-    // Each column as `i64` in its own order: the domain it shares with itself (instants in
-    // their unit, integers as they are). UInt64 beyond i64::MAX would not convert.
-    let ordered = |array: &ArrayRef| -> Result<Option<Int64Array>> {
-        let data_type = array.data_type();
-        match TimeDomain::common(data_type, data_type) {
-            Some(domain) if *data_type != DataType::UInt64 => domain.to_i64(array).map(Some),
-            _ => Ok(None),
-        }
     };
     let (Some(key), Some(time)) = (ordered(key)?, ordered(time)?) else {
         return Ok(None);
@@ -307,6 +421,8 @@ fn key_time_order(columns: &[ArrayRef]) -> Result<Option<Vec<u32>>> {
     };
     // Each row as (key rank << 32 | row number): the radix passes read the key from the
     // element they move, not from a rank array in row order, so no pass reads at random.
+    // (Carrying the time along too doubles the bytes each pass moves: slower on workload
+    // M than looking each time up once, after the passes.)
     let mut packed: Vec<u64> = (0..rows)
         .map(|i| {
             let rank = match key.is_null(i) {
@@ -325,19 +441,52 @@ fn key_time_order(columns: &[ArrayRef]) -> Result<Option<Vec<u32>>> {
         });
     }
     radix_sort_by_rank(&mut packed, bits(key_range as u128));
-    // Each key's rows, with their times copied next to them (one look-up per row), are
-    // usually in time order already; otherwise a stable sort of that small run fixes it.
+    // The times in sorted-by-key order: the one read at random per row, in a loop of its
+    // own without branches so the processor overlaps the cache misses (on workload M this
+    // read was two thirds of the sort's time when done run by run in the loop below).
+    let ranked_times: Vec<u64> = packed.iter().map(|&e| times[e as u32 as usize]).collect();
+    drop(times);
+    // Each key's rows are usually in time order already; otherwise a stable sort of that
+    // small run fixes it.
     let mut order: Vec<u32> = Vec::with_capacity(rows);
+    let mut sorted_keys: Vec<i64> = Vec::with_capacity(rows);
+    let mut key_nulls = NullBufferBuilder::new(rows);
+    let mut sorted_times: Vec<i64> = Vec::with_capacity(rows);
+    let mut time_nulls = NullBufferBuilder::new(rows);
+    let mut push_time = |t: u64| {
+        sorted_times.push((t ^ (1 << 63)) as i64);
+        time_nulls.append(t != 0);
+    };
     let mut group: Vec<(u64, u32)> = vec![];
+    let mut start = 0;
     for run in packed.chunk_by(|a, b| a >> 32 == b >> 32) {
-        group.clear();
-        group.extend(run.iter().map(|&e| (times[e as u32 as usize], e as u32)));
-        if !group.is_sorted_by_key(|&(t, _)| t) {
+        let run_times = &ranked_times[start..start + run.len()];
+        start += run.len();
+        if run_times.is_sorted() {
+            order.extend(run.iter().map(|&e| e as u32));
+            run_times.iter().for_each(|&t| push_time(t));
+        } else {
+            group.clear();
+            group.extend(run_times.iter().zip(run).map(|(&t, &e)| (t, e as u32)));
             group.sort_by_key(|&(t, _)| t);
+            for &(t, row) in &group {
+                order.push(row);
+                push_time(t);
+            }
         }
-        order.extend(group.iter().map(|&(_, row)| row));
+        let rank = run[0] >> 32;
+        let key = (key_min as i128 + rank as i128 - 1) as i64;
+        sorted_keys.extend(std::iter::repeat_n(key, run.len()));
+        match rank {
+            0 => key_nulls.append_n_nulls(run.len()),
+            _ => key_nulls.append_n_non_nulls(run.len()),
+        }
     }
-    Ok(Some(order))
+    Ok(Some(KeyTimeOrder {
+        order,
+        keys: Int64Array::new(sorted_keys.into(), key_nulls.finish()),
+        times: Int64Array::new(sorted_times.into(), time_nulls.finish()),
+    }))
 }
 
 /// Bits needed to hold `v`.

@@ -47,12 +47,13 @@ use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::{
     SortOptions, filter_record_batch, interleave, take, take_record_batch,
 };
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
 use datafusion::physical_expr::PhysicalExprRef;
+use datafusion::physical_expr::expressions::Column;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -121,14 +122,64 @@ impl JoinExprs {
     }
 }
 
-impl JoinArrays {
-    fn take(&self, rows: &UInt32Array) -> Result<JoinArrays> {
-        let take = |a: &ArrayRef| Ok(take(a.as_ref(), rows, None)?);
+/// One join expression over a sorted partition.
+enum PartitionColumn {
+    /// A plain column, read from the partition (the sort's key and time columns are there
+    /// in sorted order already).
+    Column(usize),
+    /// Any other expression, evaluated once on all rows in input order.
+    Evaluated(ArrayRef),
+}
+
+impl PartitionColumn {
+    fn get(&self, partition: &SortedPartition, start: usize, len: usize) -> Result<ArrayRef> {
+        match self {
+            PartitionColumn::Column(c) => partition.column(*c, start, len),
+            PartitionColumn::Evaluated(array) => {
+                let rows = partition.input_rows(start, len);
+                Ok(take(array.as_ref(), &rows, None)?)
+            }
+        }
+    }
+}
+
+/// [`JoinExprs`] over a sorted partition, read in sorted order a batch at a time.
+struct PartitionArrays {
+    keys: Vec<PartitionColumn>,
+    time: PartitionColumn,
+    tie: Option<PartitionColumn>,
+    rank: Option<PartitionColumn>,
+}
+
+impl PartitionArrays {
+    fn new(exprs: &JoinExprs, partition: &SortedPartition) -> Result<Self> {
+        let mut input_order: Option<RecordBatch> = None;
+        let mut column = |e: &PhysicalExprRef| -> Result<PartitionColumn> {
+            if let Some(column) = e.downcast_ref::<Column>() {
+                return Ok(PartitionColumn::Column(column.index()));
+            }
+            let rows = match &input_order {
+                Some(rows) => rows,
+                None => input_order.insert(partition.input_order()?),
+            };
+            let array = e.evaluate(rows)?.into_array(rows.num_rows())?;
+            Ok(PartitionColumn::Evaluated(array))
+        };
+        Ok(PartitionArrays {
+            keys: exprs.keys.iter().map(&mut column).collect::<Result<_>>()?,
+            time: column(&exprs.time)?,
+            tie: exprs.tie.as_ref().map(&mut column).transpose()?,
+            rank: exprs.rank.as_ref().map(&mut column).transpose()?,
+        })
+    }
+
+    fn get(&self, partition: &SortedPartition, start: usize, len: usize) -> Result<JoinArrays> {
+        let get = |c: &PartitionColumn| c.get(partition, start, len);
         Ok(JoinArrays {
-            keys: self.keys.iter().map(take).collect::<Result<_>>()?,
-            time: take(&self.time)?,
-            tie: self.tie.as_ref().map(take).transpose()?,
-            rank: self.rank.as_ref().map(take).transpose()?,
+            keys: self.keys.iter().map(get).collect::<Result<_>>()?,
+            time: get(&self.time)?,
+            tie: self.tie.as_ref().map(get).transpose()?,
+            rank: self.rank.as_ref().map(get).transpose()?,
         })
     }
 }
@@ -144,14 +195,15 @@ pub(super) enum RightInput {
 /// Where the output columns of a [`Keyed`] batch's rows are.
 enum Source {
     Batch(RecordBatch),
-    /// Late materialization: rows `rows` of a sorted partition's rows. The merge reads
-    /// only the join columns, gathered into sorted order; every other column is gathered
-    /// for the winning rows alone, when output. A feature table has many more rows than
-    /// win (workload S: 10M rows, 1M winners), so this saves gathering each feature column
-    /// of every row (sort and join on `benches/asof_operator.rs`: 1.21 s -> 0.79 s).
+    /// Late materialization: the sorted partition's rows from sorted position `start` on.
+    /// The merge reads only the join columns, in sorted order; every other column is
+    /// gathered for the winning rows alone, when output. A feature table has many more
+    /// rows than win (workload S: 10M rows, 1M winners), so this saves gathering each
+    /// feature column of every row (sort and join on `benches/asof_operator.rs`: 1.21 s ->
+    /// 0.79 s).
     Rows {
         partition: Arc<SortedPartition>,
-        rows: UInt32Array,
+        start: usize,
     },
 }
 
@@ -160,18 +212,103 @@ impl Source {
     fn cell(&self, c: usize, row: usize) -> (&ArrayRef, usize) {
         match self {
             Source::Batch(batch) => (batch.column(c), row),
-            Source::Rows { partition, rows } => {
-                (partition.rows.column(c), rows.value(row) as usize)
-            }
+            Source::Rows { partition, start } => partition.cell(c, start + row),
         }
     }
+}
+
+/// How the stream makes keys comparable: the same for both sides, so the merge compares
+/// like with like.
+enum KeyFormat {
+    None,
+    /// One key of an integer-backed type (integers, timestamps, dates), the same on both
+    /// sides: compared as `i64` in its own order, without Arrow's row format (whose encoding
+    /// and byte comparisons were about 6% of workload M's time).
+    Int(TimeDomain),
+    /// Anything else: Arrow's row format, so multi-column keys compare as byte strings.
+    Rows(RowConverter),
+}
+
+impl KeyFormat {
+    fn new(left: &[DataType], right: &[DataType]) -> Result<Self> {
+        if let ([l], [r]) = (left, right)
+            && l == r
+            && *l != DataType::UInt64
+            && let Some(domain) = TimeDomain::common(l, r)
+        {
+            return Ok(KeyFormat::Int(domain));
+        }
+        if right.is_empty() {
+            return Ok(KeyFormat::None);
+        }
+        let options = SortOptions {
+            descending: false,
+            nulls_first: true,
+        };
+        let fields = right
+            .iter()
+            .map(|t| SortField::new_with_options(t.clone(), options))
+            .collect();
+        Ok(KeyFormat::Rows(RowConverter::new(fields)?))
+    }
+
+    fn convert(&self, keys: &[ArrayRef]) -> Result<Option<Keys>> {
+        Ok(match self {
+            KeyFormat::None => None,
+            KeyFormat::Int(domain) => Some(Keys::Int(domain.to_i64(&keys[0])?)),
+            KeyFormat::Rows(converter) => Some(Keys::Rows(converter.convert_columns(keys)?)),
+        })
+    }
+}
+
+/// Join keys of a batch's rows in a comparable form, see [`KeyFormat`].
+enum Keys {
+    Int(Int64Array),
+    Rows(Rows),
+}
+
+/// One row's keys, kept past its batch.
+#[derive(PartialEq)]
+enum OwnedKeys {
+    Int(Option<i64>),
+    Row(OwnedRow),
+}
+
+impl Keys {
+    /// Row `i` of these keys against row `j` of `other`, NULLs first (the sort's order).
+    fn cmp(&self, i: usize, other: &Keys, j: usize) -> Ordering {
+        match (self, other) {
+            (Keys::Int(a), Keys::Int(b)) => int_key(a, i).cmp(&int_key(b, j)),
+            (Keys::Rows(a), Keys::Rows(b)) => a.row(i).cmp(&b.row(j)),
+            _ => unreachable!("both sides' keys come from the stream's one KeyFormat"),
+        }
+    }
+
+    fn owned(&self, i: usize) -> OwnedKeys {
+        match self {
+            Keys::Int(a) => OwnedKeys::Int(int_key(a, i)),
+            Keys::Rows(rows) => OwnedKeys::Row(rows.row(i).owned()),
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Keys::Int(a) => a.len() * size_of::<i64>(),
+            Keys::Rows(rows) => rows.size(),
+        }
+    }
+}
+
+/// An integer key, `None` for NULL (which orders first, as in the sort).
+fn int_key(keys: &Int64Array, i: usize) -> Option<i64> {
+    keys.is_valid(i).then(|| keys.value(i))
 }
 
 /// Rows with their join columns evaluated once.
 struct Keyed {
     source: Source,
-    /// Keys in row format, so multi-column keys compare as byte strings. `None` without keys.
-    keys: Option<Rows>,
+    /// `None` without keys.
+    keys: Option<Keys>,
     time: Int64Array,
     /// Right side only: the tie-breaker in a comparable form.
     tie: Option<Int64Array>,
@@ -198,17 +335,16 @@ impl Keyed {
         }
     }
 
-    /// The memory the merge holds for these rows: the batch, or the join columns and row
-    /// numbers (a sorted partition's rows are its sort's).
+    /// The memory the merge holds for these rows: the batch, or the join columns (a sorted
+    /// partition's rows are its sort's). Counted by length: the time may be a slice of the
+    /// partition's column, whose buffer Arrow would report whole.
     fn memory_size(&self) -> usize {
         match &self.source {
             Source::Batch(batch) => batch.get_array_memory_size(),
-            Source::Rows { rows, .. } => {
-                rows.get_array_memory_size()
-                    + self.keys.as_ref().map_or(0, Rows::size)
-                    + self.time.get_array_memory_size()
-                    + self.tie.as_ref().map_or(0, |t| t.get_array_memory_size())
-                    + self.rank.as_ref().map_or(0, |r| r.get_array_memory_size())
+            Source::Rows { .. } => {
+                let columns = 1 + self.tie.is_some() as usize + self.rank.is_some() as usize;
+                self.keys.as_ref().map_or(0, Keys::size)
+                    + columns * self.num_rows() * size_of::<i64>()
             }
         }
     }
@@ -254,7 +390,7 @@ pub(super) struct AsOfJoinStream {
     /// Right rows with their join columns.
     right_input: BoxStream<'static, Result<(Source, JoinArrays)>>,
     state: State,
-    converter: Option<RowConverter>,
+    key_format: KeyFormat,
     /// One all-NULL row per right column: the source of unmatched rows' right columns.
     null_right: Vec<ArrayRef>,
 
@@ -270,7 +406,7 @@ pub(super) struct AsOfJoinStream {
     /// Distinct spine: which of rows `emit_from..left_row` repeat the row before them.
     repeats: Vec<bool>,
     /// Distinct spine: keys and time of the previous left batch's last row.
-    last_left: Option<(Option<OwnedRow>, Option<i64>)>,
+    last_left: Option<(Option<OwnedKeys>, Option<i64>)>,
 
     right: VecDeque<Keyed>,
     /// Batch number of `right[0]`.
@@ -327,44 +463,33 @@ impl AsOfJoinStream {
                 .boxed(),
             RightInput::Unmaterialized(sorted) => futures::stream::once(sorted)
                 .and_then(move |sorted| {
-                    // The join columns of every row (usually the columns themselves), to be
-                    // gathered into sorted order a batch at a time.
-                    let arrays = right_exprs.evaluate(&sorted.rows);
+                    let columns = PartitionArrays::new(&right_exprs, &sorted);
                     async move {
-                        let arrays = arrays?;
+                        let columns = columns?;
                         let sorted = Arc::new(sorted);
-                        let starts = (0..sorted.order.len()).step_by(batch_size);
+                        let starts = (0..sorted.num_rows()).step_by(batch_size);
                         Ok(futures::stream::iter(starts).map(move |start| {
-                            let len = batch_size.min(sorted.order.len() - start);
-                            let rows = sorted.order.slice(start, len);
-                            let arrays = arrays.take(&rows)?;
+                            let len = batch_size.min(sorted.num_rows() - start);
+                            let arrays = columns.get(&sorted, start, len)?;
                             let partition = Arc::clone(&sorted);
-                            Ok((Source::Rows { partition, rows }, arrays))
+                            Ok((Source::Rows { partition, start }, arrays))
                         }))
                     }
                 })
                 .try_flatten()
                 .boxed(),
         };
-        let key_fields = spec
+        let left_types = spec
+            .left_keys
+            .iter()
+            .map(|k| k.data_type(&left_input.schema()))
+            .collect::<Result<Vec<_>>>()?;
+        let right_types = spec
             .right_keys
             .iter()
-            .map(|k| {
-                let options = SortOptions {
-                    descending: false,
-                    nulls_first: true,
-                };
-                Ok(SortField::new_with_options(
-                    k.data_type(&right_schema)?,
-                    options,
-                ))
-            })
+            .map(|k| k.data_type(&right_schema))
             .collect::<Result<Vec<_>>>()?;
-        let converter = if key_fields.is_empty() {
-            None
-        } else {
-            Some(RowConverter::new(key_fields)?)
-        };
+        let key_format = KeyFormat::new(&left_types, &right_types)?;
         let null_right = right_schema
             .fields()
             .iter()
@@ -376,7 +501,7 @@ impl AsOfJoinStream {
             left_exprs,
             right_input,
             state: State::PullLeft,
-            converter,
+            key_format,
             null_right,
             left: None,
             left_row: 0,
@@ -404,10 +529,7 @@ impl AsOfJoinStream {
         for k in &arrays.keys {
             invalid = NullBuffer::union(invalid.as_ref(), k.logical_nulls().as_ref());
         }
-        let keys = match &self.converter {
-            Some(c) => Some(c.convert_columns(&arrays.keys)?),
-            None => None,
-        };
+        let keys = self.key_format.convert(&arrays.keys)?;
         let tie = arrays.tie.as_ref().map(tie_values).transpose()?;
         let rank = match &arrays.rank {
             Some(array) => {
@@ -459,7 +581,7 @@ impl AsOfJoinStream {
     fn cmp_keys(&self, r: RowRef, i: usize) -> Ordering {
         let left = self.left.as_ref().expect("merging a left batch");
         match (&self.right_row(r).keys, &left.keys) {
-            (Some(rk), Some(lk)) => rk.row(r.row).cmp(&lk.row(i)),
+            (Some(rk), Some(lk)) => rk.cmp(r.row, lk, i),
             _ => Ordering::Equal,
         }
     }
@@ -471,7 +593,7 @@ impl AsOfJoinStream {
             return false;
         }
         match (&ba.keys, &bb.keys) {
-            (Some(ka), Some(kb)) => ka.row(a.row) == kb.row(b.row),
+            (Some(ka), Some(kb)) => ka.cmp(a.row, kb, b.row).is_eq(),
             _ => true,
         }
     }
@@ -479,7 +601,7 @@ impl AsOfJoinStream {
     /// Whether two right rows have equal keys.
     fn same_keys(&self, a: RowRef, b: RowRef) -> bool {
         match (&self.right_row(a).keys, &self.right_row(b).keys) {
-            (Some(ka), Some(kb)) => ka.row(a.row) == kb.row(b.row),
+            (Some(ka), Some(kb)) => ka.cmp(a.row, kb, b.row).is_eq(),
             _ => true,
         }
     }
@@ -802,13 +924,16 @@ impl AsOfJoinStream {
         let left = self.left.as_ref().expect("merging a left batch");
         let time = |row: usize| left.time.is_valid(row).then(|| left.time.value(row));
         if i > 0 {
-            let same_keys = left.keys.as_ref().is_none_or(|k| k.row(i) == k.row(i - 1));
+            let same_keys = left
+                .keys
+                .as_ref()
+                .is_none_or(|k| k.cmp(i, k, i - 1).is_eq());
             return same_keys && time(i) == time(i - 1);
         }
         match &self.last_left {
             Some((keys, last_time)) => {
                 let same_keys = match (&left.keys, keys) {
-                    (Some(k), Some(last)) => k.row(0) == last.row(),
+                    (Some(k), Some(last)) => k.owned(0) == *last,
                     (None, None) => true,
                     _ => false,
                 };
@@ -851,22 +976,19 @@ impl AsOfJoinStream {
             && let Source::Rows { partition, .. } = &self.right_row(*first).source
         {
             // Late materialization: the winners' rows of the sorted partition.
-            let rows = self
+            let positions = self
                 .picks
                 .iter()
                 .map(|p| match p {
                     None => Ok(None),
                     Some(r) => match &self.right_row(*r).source {
-                        Source::Rows { rows, .. } => Ok(Some(rows.value(r.row))),
+                        Source::Rows { start, .. } => Ok(Some((start + r.row) as u32)),
                         Source::Batch(_) => internal_err!("right batches of two kinds"),
                     },
                 })
                 .collect::<Result<UInt32Array>>()?;
-            return partition
-                .rows
-                .columns()
-                .iter()
-                .map(|c| Ok(take(c.as_ref(), &rows, None)?))
+            return (0..self.null_right.len())
+                .map(|c| partition.take_column(c, &positions))
                 .collect();
         }
 
@@ -907,7 +1029,7 @@ impl AsOfJoinStream {
             self.reservation.shrink(old.memory_size());
             if self.spec.distinct_spine && old.num_rows() > 0 {
                 let last = old.num_rows() - 1;
-                let keys = old.keys.as_ref().map(|k| k.row(last).owned());
+                let keys = old.keys.as_ref().map(|k| k.owned(last));
                 let time = old.time.is_valid(last).then(|| old.time.value(last));
                 self.last_left = Some((keys, time));
             }
