@@ -23,6 +23,7 @@ use std::task::Poll;
 
 use datafusion::arrow::array::builder::NullBufferBuilder;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::{
     SortColumn, SortOptions, cast, concat_batches, lexsort_to_indices, take,
 };
@@ -413,12 +414,19 @@ fn key_time_order(columns: &[ArrayRef]) -> Result<Option<KeyTimeOrder>> {
     if u32::try_from(rows).is_err() {
         return Ok(None);
     }
-    let key_min = datafusion::arrow::compute::min(&key).unwrap_or(0);
-    let key_max = datafusion::arrow::compute::max(&key).unwrap_or(0);
+    let (key_min, key_max) = min_max(&key);
     // Key ranks from 1 (0 is NULL); ranges past 32 bits take the general path.
     let Ok(key_range) = u32::try_from(key_max as i128 - key_min as i128 + 1) else {
         return Ok(None);
     };
+    let time_values = time.values();
+    let time_min = match time.nulls() {
+        None => time_values.contains(&i64::MIN),
+        Some(nulls) => nulls.valid_indices().any(|i| time_values[i] == i64::MIN),
+    };
+    if time_min {
+        return Ok(None);
+    }
     // Each row as (key rank << 32 | row number): the radix passes read the key from the
     // element they move, not from a rank array in row order, so no pass reads at random.
     // (Carrying the time along too doubles the bytes each pass moves: slower on workload
@@ -432,61 +440,86 @@ fn key_time_order(columns: &[ArrayRef]) -> Result<Option<KeyTimeOrder>> {
             (rank << 32) | i as u64
         })
         .collect();
-    let mut times: Vec<u64> = Vec::with_capacity(rows);
-    for i in 0..rows {
-        times.push(match time.is_null(i) {
-            true => 0,
-            false if time.value(i) == i64::MIN => return Ok(None),
-            false => flip(time.value(i)),
-        });
+    // The radix sort's spare buffer receives the times in key order: the one read at random
+    // per row, in a loop of its own without branches, so the processor overlaps the cache
+    // misses (on workload M this read was two thirds of the sort's time when done key by key
+    // in the loop below). A NULL time is 0, below every flipped value (i64::MIN is out).
+    let mut times = radix_sort_by_rank(&mut packed, bits(key_range as u128));
+    match time.nulls() {
+        None => {
+            for (t, &e) in times.iter_mut().zip(&packed) {
+                *t = flip(time_values[e as u32 as usize]);
+            }
+        }
+        Some(nulls) => {
+            for (t, &e) in times.iter_mut().zip(&packed) {
+                let row = e as u32 as usize;
+                *t = if nulls.is_valid(row) {
+                    flip(time_values[row])
+                } else {
+                    0
+                };
+            }
+        }
     }
-    radix_sort_by_rank(&mut packed, bits(key_range as u128));
-    // The times in sorted-by-key order: the one read at random per row, in a loop of its
-    // own without branches so the processor overlaps the cache misses (on workload M this
-    // read was two thirds of the sort's time when done run by run in the loop below).
-    let ranked_times: Vec<u64> = packed.iter().map(|&e| times[e as u32 as usize]).collect();
-    drop(times);
     // Each key's rows are usually in time order already; otherwise a stable sort of that
-    // small run fixes it.
+    // small run fixes it, in place.
     let mut order: Vec<u32> = Vec::with_capacity(rows);
     let mut sorted_keys: Vec<i64> = Vec::with_capacity(rows);
-    let mut key_nulls = NullBufferBuilder::new(rows);
-    let mut sorted_times: Vec<i64> = Vec::with_capacity(rows);
-    let mut time_nulls = NullBufferBuilder::new(rows);
-    let mut push_time = |t: u64| {
-        sorted_times.push((t ^ (1 << 63)) as i64);
-        time_nulls.append(t != 0);
-    };
     let mut group: Vec<(u64, u32)> = vec![];
     let mut start = 0;
     for run in packed.chunk_by(|a, b| a >> 32 == b >> 32) {
-        let run_times = &ranked_times[start..start + run.len()];
+        let run_times = &mut times[start..start + run.len()];
         start += run.len();
         if run_times.is_sorted() {
             order.extend(run.iter().map(|&e| e as u32));
-            run_times.iter().for_each(|&t| push_time(t));
         } else {
             group.clear();
             group.extend(run_times.iter().zip(run).map(|(&t, &e)| (t, e as u32)));
             group.sort_by_key(|&(t, _)| t);
-            for &(t, row) in &group {
+            for (slot, &(t, row)) in run_times.iter_mut().zip(&group) {
+                *slot = t;
                 order.push(row);
-                push_time(t);
             }
         }
-        let rank = run[0] >> 32;
-        let key = (key_min as i128 + rank as i128 - 1) as i64;
+        let key = (key_min as i128 + (run[0] >> 32) as i128 - 1) as i64;
         sorted_keys.extend(std::iter::repeat_n(key, run.len()));
-        match rank {
-            0 => key_nulls.append_n_nulls(run.len()),
-            _ => key_nulls.append_n_non_nulls(run.len()),
-        }
     }
+    drop(packed);
+    // NULL keys have rank 0, so they are the first rows.
+    let key_nulls = key.null_count();
+    let key_nulls = (key_nulls > 0).then(|| {
+        let mut nulls = NullBufferBuilder::new(rows);
+        nulls.append_n_nulls(key_nulls);
+        nulls.append_n_non_nulls(rows - key_nulls);
+        nulls.finish()
+    });
+    let time_nulls =
+        (time.null_count() > 0).then(|| NullBuffer::from_iter(times.iter().map(|&t| t != 0)));
+    // In place: the same allocation, now as i64.
+    let times: Vec<i64> = times.into_iter().map(|t| (t ^ (1 << 63)) as i64).collect();
     Ok(Some(KeyTimeOrder {
         order,
-        keys: Int64Array::new(sorted_keys.into(), key_nulls.finish()),
-        times: Int64Array::new(sorted_times.into(), time_nulls.finish()),
+        keys: Int64Array::new(sorted_keys.into(), key_nulls.flatten()),
+        times: Int64Array::new(times.into(), time_nulls),
     }))
+}
+
+/// The smallest and largest non-NULL value, in one pass; `(0, 0)` when all are NULL.
+fn min_max(values: &Int64Array) -> (i64, i64) {
+    let fold = |(lo, hi): (i64, i64), v: i64| (lo.min(v), hi.max(v));
+    let (lo, hi) = match values.nulls() {
+        None => values
+            .values()
+            .iter()
+            .copied()
+            .fold((i64::MAX, i64::MIN), fold),
+        Some(nulls) => nulls
+            .valid_indices()
+            .map(|i| values.value(i))
+            .fold((i64::MAX, i64::MIN), fold),
+    };
+    if lo > hi { (0, 0) } else { (lo, hi) }
 }
 
 /// Bits needed to hold `v`.
@@ -496,8 +529,9 @@ fn bits(v: u128) -> u32 {
 
 /// Stable least-significant-digit radix sort of `(rank << 32 | row)` elements by rank, 11
 /// bits a pass (a 2048-entry histogram stays in L1). One read of the input counts every
-/// pass's digits; passes where every row has the same digit are skipped.
-fn radix_sort_by_rank(packed: &mut Vec<u64>, bits: u32) {
+/// pass's digits; passes where every row has the same digit are skipped. Returns the spare
+/// buffer (as long as `packed`, its contents unspecified) for the caller to reuse.
+fn radix_sort_by_rank(packed: &mut Vec<u64>, bits: u32) -> Vec<u64> {
     const DIGIT: u32 = 11;
     const MASK: u64 = (1 << DIGIT) - 1;
     let passes = bits.div_ceil(DIGIT) as usize;
@@ -526,6 +560,7 @@ fn radix_sort_by_rank(packed: &mut Vec<u64>, bits: u32) {
         }
         std::mem::swap(packed, &mut scratch);
     }
+    scratch
 }
 
 /// A signed value as an unsigned one of the same order.
