@@ -208,6 +208,21 @@ impl SortedPartition {
         Ok(RecordBatch::try_new(self.rows.schema(), columns)?)
     }
 
+    /// Column `c` whole, in sorted order if [`Self::in_order`], else in input order.
+    pub fn whole_column(&self, c: usize) -> ArrayRef {
+        Arc::clone(self.rows.column(c))
+    }
+
+    /// Whether column `c` is in sorted order.
+    pub fn in_order(&self, c: usize) -> bool {
+        self.in_order[c]
+    }
+
+    /// The input row number of the row at sorted position `i`.
+    pub fn input_row(&self, i: usize) -> usize {
+        self.order.value(i) as usize
+    }
+
     /// The input row numbers of the sorted rows `start..start + len`.
     pub fn input_rows(&self, start: usize, len: usize) -> UInt32Array {
         self.order.slice(start, len)
@@ -466,7 +481,7 @@ fn key_time_order(columns: &[ArrayRef]) -> Result<Option<KeyTimeOrder>> {
     // small run fixes it, in place.
     let mut order: Vec<u32> = Vec::with_capacity(rows);
     let mut sorted_keys: Vec<i64> = Vec::with_capacity(rows);
-    let mut group: Vec<(u64, u32)> = vec![];
+    let (mut group, mut main, mut late) = (vec![], vec![], vec![]);
     let mut start = 0;
     for run in packed.chunk_by(|a, b| a >> 32 == b >> 32) {
         let run_times = &mut times[start..start + run.len()];
@@ -476,7 +491,7 @@ fn key_time_order(columns: &[ArrayRef]) -> Result<Option<KeyTimeOrder>> {
         } else {
             group.clear();
             group.extend(run_times.iter().zip(run).map(|(&t, &e)| (t, e as u32)));
-            group.sort_by_key(|&(t, _)| t);
+            sort_nearly_sorted(&mut group, &mut main, &mut late);
             for (slot, &(t, row)) in run_times.iter_mut().zip(&group) {
                 *slot = t;
                 order.push(row);
@@ -503,6 +518,43 @@ fn key_time_order(columns: &[ArrayRef]) -> Result<Option<KeyTimeOrder>> {
         keys: Int64Array::new(sorted_keys.into(), key_nulls.flatten()),
         times: Int64Array::new(times.into(), time_nulls),
     }))
+}
+
+/// A stable sort by time of a key's rows, which are usually nearly in order: a late
+/// correction or backfill sits after rows with later times, up to 30 days of them (for the
+/// busiest user of workload M that is tens of thousands of rows, so insertion sort is out).
+/// The rows that keep up with the running maximum stay in order (`main`); the few others
+/// (`late`) are sorted and merged in. A row of `main` comes before every row of `late` with
+/// the same time (once the maximum passes a time, every later row with that time is late),
+/// so taking `main` first on ties keeps the sort stable. O(n + k log k) for k late rows.
+/// (On workload M the standard sort of these runs was about 5% of the time.)
+fn sort_nearly_sorted(
+    group: &mut [(u64, u32)],
+    main: &mut Vec<(u64, u32)>,
+    late: &mut Vec<(u64, u32)>,
+) {
+    main.clear();
+    late.clear();
+    let mut max = 0;
+    for &e in group.iter() {
+        if e.0 >= max {
+            max = e.0;
+            main.push(e);
+        } else {
+            late.push(e);
+        }
+    }
+    late.sort_by_key(|&(t, _)| t);
+    let (mut m, mut l) = (0, 0);
+    for slot in group.iter_mut() {
+        if l == late.len() || (m < main.len() && main[m].0 <= late[l].0) {
+            *slot = main[m];
+            m += 1;
+        } else {
+            *slot = late[l];
+            l += 1;
+        }
+    }
 }
 
 /// The smallest and largest non-NULL value, in one pass; `(0, 0)` when all are NULL.

@@ -49,7 +49,7 @@ use datafusion::arrow::compute::{
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
-use datafusion::common::{Result, internal_err};
+use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
 use datafusion::physical_expr::PhysicalExprRef;
@@ -105,7 +105,7 @@ struct JoinExprs {
 struct JoinArrays {
     keys: Vec<ArrayRef>,
     time: ArrayRef,
-    tie: Option<ArrayRef>,
+    tie: Option<TieColumn>,
     rank: Option<ArrayRef>,
 }
 
@@ -116,9 +116,43 @@ impl JoinExprs {
         Ok(JoinArrays {
             keys: self.keys.iter().map(eval).collect::<Result<_>>()?,
             time: eval(&self.time)?,
-            tie: self.tie.as_ref().map(eval).transpose()?,
+            tie: self
+                .tie
+                .as_ref()
+                .map(eval)
+                .transpose()?
+                .map(TieColumn::Rows),
             rank: self.rank.as_ref().map(eval).transpose()?,
         })
+    }
+}
+
+/// The tie-breaker of some right rows.
+enum TieColumn {
+    /// One value per row.
+    Rows(ArrayRef),
+    /// A sorted partition's rows: see [`PartitionTie`].
+    Partition(Arc<PartitionTie>, usize),
+}
+
+/// The tie-breaker of all of a sorted partition's rows, comparable, in the order of its
+/// column. It is read only where two rows tie on keys and time, which is rare: gathering
+/// it into sorted order for every row (as the keys and time are) was wasted work.
+struct PartitionTie {
+    partition: Arc<SortedPartition>,
+    values: Int64Array,
+    /// Whether `values` are in sorted order (the tie-breaker is a sort column).
+    in_order: bool,
+}
+
+impl PartitionTie {
+    /// The value of the row at sorted position `i`, `None` for NULL.
+    fn value(&self, i: usize) -> Option<i64> {
+        let i = match self.in_order {
+            true => i,
+            false => self.partition.input_row(i),
+        };
+        self.values.is_valid(i).then(|| self.values.value(i))
     }
 }
 
@@ -147,12 +181,12 @@ impl PartitionColumn {
 struct PartitionArrays {
     keys: Vec<PartitionColumn>,
     time: PartitionColumn,
-    tie: Option<PartitionColumn>,
+    tie: Option<Arc<PartitionTie>>,
     rank: Option<PartitionColumn>,
 }
 
 impl PartitionArrays {
-    fn new(exprs: &JoinExprs, partition: &SortedPartition) -> Result<Self> {
+    fn new(exprs: &JoinExprs, partition: &Arc<SortedPartition>) -> Result<Self> {
         let mut input_order: Option<RecordBatch> = None;
         let mut column = |e: &PhysicalExprRef| -> Result<PartitionColumn> {
             if let Some(column) = e.downcast_ref::<Column>() {
@@ -168,7 +202,23 @@ impl PartitionArrays {
         Ok(PartitionArrays {
             keys: exprs.keys.iter().map(&mut column).collect::<Result<_>>()?,
             time: column(&exprs.time)?,
-            tie: exprs.tie.as_ref().map(&mut column).transpose()?,
+            tie: exprs
+                .tie
+                .as_ref()
+                .map(|e| {
+                    let (values, in_order) = match column(e)? {
+                        PartitionColumn::Column(c) => {
+                            (partition.whole_column(c), partition.in_order(c))
+                        }
+                        PartitionColumn::Evaluated(array) => (array, false),
+                    };
+                    Ok::<_, DataFusionError>(Arc::new(PartitionTie {
+                        partition: Arc::clone(partition),
+                        values: tie_values(&values)?,
+                        in_order,
+                    }))
+                })
+                .transpose()?,
             rank: exprs.rank.as_ref().map(&mut column).transpose()?,
         })
     }
@@ -178,7 +228,10 @@ impl PartitionArrays {
         Ok(JoinArrays {
             keys: self.keys.iter().map(get).collect::<Result<_>>()?,
             time: get(&self.time)?,
-            tie: self.tie.as_ref().map(get).transpose()?,
+            tie: self
+                .tie
+                .as_ref()
+                .map(|t| TieColumn::Partition(Arc::clone(t), start)),
             rank: self.rank.as_ref().map(get).transpose()?,
         })
     }
@@ -304,6 +357,16 @@ fn int_key(keys: &Int64Array, i: usize) -> Option<i64> {
     keys.is_valid(i).then(|| keys.value(i))
 }
 
+/// The tie-breaker of a [`Keyed`] batch.
+enum Tie {
+    Rows(Int64Array),
+    /// The rows of a partition from sorted position `start` on.
+    Partition {
+        tie: Arc<PartitionTie>,
+        start: usize,
+    },
+}
+
 /// Rows with their join columns evaluated once.
 struct Keyed {
     source: Source,
@@ -311,7 +374,7 @@ struct Keyed {
     keys: Option<Keys>,
     time: Int64Array,
     /// Right side only: the tie-breaker in a comparable form.
-    tie: Option<Int64Array>,
+    tie: Option<Tie>,
     /// Right side only: the rank time (see `JoinSpec::rank_time`) in the time domain.
     rank: Option<Int64Array>,
     /// Rows with a NULL key or time are invalid: they never match.
@@ -325,6 +388,14 @@ impl Keyed {
 
     fn num_rows(&self) -> usize {
         self.time.len()
+    }
+
+    /// The tie-breaker of row `row` (`None` for NULL); `None` for all rows without one.
+    fn tie(&self, row: usize) -> Option<Option<i64>> {
+        Some(match self.tie.as_ref()? {
+            Tie::Rows(values) => values.is_valid(row).then(|| values.value(row)),
+            Tie::Partition { tie, start } => tie.value(start + row),
+        })
     }
 
     /// The rows' columns (left side), an error for rows of a sorted partition.
@@ -342,7 +413,8 @@ impl Keyed {
         match &self.source {
             Source::Batch(batch) => batch.get_array_memory_size(),
             Source::Rows { .. } => {
-                let columns = 1 + self.tie.is_some() as usize + self.rank.is_some() as usize;
+                let tie = matches!(self.tie, Some(Tie::Rows(_)));
+                let columns = 1 + tie as usize + self.rank.is_some() as usize;
                 self.keys.as_ref().map_or(0, Keys::size)
                     + columns * self.num_rows() * size_of::<i64>()
             }
@@ -463,10 +535,10 @@ impl AsOfJoinStream {
                 .boxed(),
             RightInput::Unmaterialized(sorted) => futures::stream::once(sorted)
                 .and_then(move |sorted| {
+                    let sorted = Arc::new(sorted);
                     let columns = PartitionArrays::new(&right_exprs, &sorted);
                     async move {
                         let columns = columns?;
-                        let sorted = Arc::new(sorted);
                         let starts = (0..sorted.num_rows()).step_by(batch_size);
                         Ok(futures::stream::iter(starts).map(move |start| {
                             let len = batch_size.min(sorted.num_rows() - start);
@@ -530,7 +602,11 @@ impl AsOfJoinStream {
             invalid = NullBuffer::union(invalid.as_ref(), k.logical_nulls().as_ref());
         }
         let keys = self.key_format.convert(&arrays.keys)?;
-        let tie = arrays.tie.as_ref().map(tie_values).transpose()?;
+        let tie = match arrays.tie {
+            None => None,
+            Some(TieColumn::Rows(array)) => Some(Tie::Rows(tie_values(&array)?)),
+            Some(TieColumn::Partition(tie, start)) => Some(Tie::Partition { tie, start }),
+        };
         let rank = match &arrays.rank {
             Some(array) => {
                 let rank = self.spec.domain.to_i64(array)?;
@@ -629,9 +705,7 @@ impl AsOfJoinStream {
     /// The winner of two right rows tied on keys and time.
     fn better(&self, a: RowRef, b: RowRef) -> Result<RowRef> {
         let (ba, bb) = (self.right_row(a), self.right_row(b));
-        if let (Some(ta), Some(tb)) = (&ba.tie, &bb.tie) {
-            let va = ta.is_valid(a.row).then(|| ta.value(a.row));
-            let vb = tb.is_valid(b.row).then(|| tb.value(b.row));
+        if let (Some(va), Some(vb)) = (ba.tie(a.row), bb.tie(b.row)) {
             match va.cmp(&vb) {
                 Ordering::Less => return Ok(b),
                 Ordering::Greater => return Ok(a),
@@ -842,10 +916,7 @@ impl AsOfJoinStream {
             (false, Some(group)) => (group.start, group.scan),
             (false, None) => (best, best),
         };
-        let tie = |r: RowRef| {
-            let tie = self.right_row(r).tie.as_ref()?;
-            tie.is_valid(r.row).then(|| tie.value(r.row))
-        };
+        let tie = |r: RowRef| self.right_row(r).tie(r.row).flatten();
         let mut tied = vec![];
         let mut r = from;
         while r < to {
