@@ -22,12 +22,14 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use datafusion::arrow::array::builder::NullBufferBuilder;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, Int64Array, RecordBatch, UInt32Array, new_empty_array, new_null_array,
+};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::{
-    SortColumn, SortOptions, cast, concat_batches, lexsort_to_indices, take,
+    SortColumn, SortOptions, cast, concat, concat_batches, interleave, lexsort_to_indices, take,
 };
-use datafusion::arrow::datatypes::{DataType, Date32Type, SchemaRef, UInt32Type};
+use datafusion::arrow::datatypes::{DataType, Date32Type, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
@@ -121,111 +123,202 @@ impl KeyTimeSortExec {
                 .await?;
             reservation.try_grow(batches.iter().map(|b| b.get_array_memory_size()).sum())?;
             let _timer = metrics.elapsed_compute().timer();
-            let mut sorted = sort_order(&schema, batches, &exprs)?;
+            let mut sorted = sort_order(schema, batches, &exprs)?;
             sorted._reservation = Some(reservation);
             Ok(sorted)
         })
     }
 }
 
+/// Rows per chunk of a [`SortedPartition`]: a row is coded as `chunk << 16 | row`.
+const CHUNK_BITS: u32 = 16;
+const CHUNK_ROWS: usize = 1 << CHUNK_BITS;
+
 /// A partition's rows and the order that sorts them.
+///
+/// The rows stay in the chunks they arrived in (at most [`CHUNK_ROWS`] rows each), not
+/// concatenated: concatenating copied every column once more and faulted in as much new
+/// memory again (about 6% of workload M's time, plus its page faults). The sort's key and
+/// time columns are produced in sorted order on the way (gathering them again would read at
+/// random); the chunks keep the other columns.
 pub struct SortedPartition {
-    /// All of the partition's rows, in one batch. The columns marked in `in_order` are in
-    /// sorted order already (the radix sort produces its key and time columns on the way:
-    /// gathering them again would read at random); the others are in input order.
-    rows: RecordBatch,
-    /// Row numbers of the input, in sorted order.
+    schema: SchemaRef,
+    /// Column `c` in sorted order, where the sort produced it.
+    sorted: Vec<Option<ArrayRef>>,
+    /// The input, in order, projected to the columns not in `sorted`.
+    chunks: Vec<RecordBatch>,
+    /// Column `c`'s index in the chunks, for the columns not in `sorted`.
+    chunk_column: Vec<Option<usize>>,
+    /// The input row number of each chunk's first row.
+    chunk_starts: Vec<usize>,
+    /// The rows' codes (`chunk << 16 | row`), in sorted order.
     order: UInt32Array,
-    in_order: Vec<bool>,
-    /// The memory of `rows`, accounted until they are dropped.
+    /// The memory of the rows, accounted until they are dropped.
     _reservation: Option<MemoryReservation>,
 }
 
 impl SortedPartition {
+    /// `chunks` (each at most `CHUNK_ROWS` rows) sorted by `order`, with `sorted` columns.
+    fn new(
+        schema: SchemaRef,
+        chunks: Vec<RecordBatch>,
+        mut sorted: Vec<Option<ArrayRef>>,
+        order: UInt32Array,
+    ) -> Result<Self> {
+        sorted.resize(schema.fields().len(), None);
+        let kept: Vec<usize> = (0..sorted.len()).filter(|&c| sorted[c].is_none()).collect();
+        let mut chunk_column = vec![None; sorted.len()];
+        for (i, &c) in kept.iter().enumerate() {
+            chunk_column[c] = Some(i);
+        }
+        let chunks = chunks
+            .iter()
+            .map(|chunk| Ok(chunk.project(&kept)?))
+            .collect::<Result<Vec<_>>>()?;
+        let chunk_starts = chunks
+            .iter()
+            .scan(0, |start, chunk| {
+                let this = *start;
+                *start += chunk.num_rows();
+                Some(this)
+            })
+            .collect();
+        Ok(Self {
+            schema,
+            sorted,
+            chunks,
+            chunk_column,
+            chunk_starts,
+            order,
+            _reservation: None,
+        })
+    }
+
     pub fn num_rows(&self) -> usize {
         self.order.len()
     }
 
     pub fn schema(&self) -> SchemaRef {
-        self.rows.schema()
+        Arc::clone(&self.schema)
+    }
+
+    /// Chunk and row of the row at sorted position `i`.
+    fn locate(&self, i: usize) -> (usize, usize) {
+        let code = self.order.value(i) as usize;
+        (code >> CHUNK_BITS, code & (CHUNK_ROWS - 1))
     }
 
     /// Column `c` and the position in it of the row at sorted position `i`.
     pub fn cell(&self, c: usize, i: usize) -> (&ArrayRef, usize) {
-        let position = match self.in_order[c] {
-            true => i,
-            false => self.order.value(i) as usize,
-        };
-        (self.rows.column(c), position)
+        match (&self.sorted[c], self.chunk_column[c]) {
+            (Some(array), _) => (array, i),
+            (None, column) => {
+                let (chunk, row) = self.locate(i);
+                (self.chunks[chunk].column(column.unwrap_or(0)), row)
+            }
+        }
     }
 
-    /// Column `c` at the sorted positions `positions`.
+    /// Column `c` at the sorted positions `positions` (NULL where a position is NULL).
     pub fn take_column(&self, c: usize, positions: &UInt32Array) -> Result<ArrayRef> {
-        let column = self.rows.column(c);
-        Ok(match self.in_order[c] {
-            true => take(column.as_ref(), positions, None)?,
-            false => {
-                let rows = take(&self.order, positions, None)?;
-                take(column.as_ref(), rows.as_primitive::<UInt32Type>(), None)?
-            }
-        })
+        if let Some(array) = &self.sorted[c] {
+            return Ok(take(array.as_ref(), positions, None)?);
+        }
+        // Source 0 is a NULL row, for the NULL positions.
+        let column = self.chunk_column[c].unwrap_or(0);
+        let null = new_null_array(self.schema.field(c).data_type(), 1);
+        let mut sources: Vec<&dyn Array> = vec![null.as_ref()];
+        sources.extend(
+            self.chunks
+                .iter()
+                .map(|chunk| chunk.column(column).as_ref()),
+        );
+        let indices: Vec<(usize, usize)> = positions
+            .iter()
+            .map(|p| match p {
+                Some(i) => {
+                    let (chunk, row) = self.locate(i as usize);
+                    (1 + chunk, row)
+                }
+                None => (0, 0),
+            })
+            .collect();
+        Ok(interleave(&sources, &indices)?)
     }
 
     /// Column `c` of the sorted rows `start..start + len`.
     pub fn column(&self, c: usize, start: usize, len: usize) -> Result<ArrayRef> {
-        let column = self.rows.column(c);
-        Ok(match self.in_order[c] {
-            true => column.slice(start, len),
-            false => take(column.as_ref(), &self.order.slice(start, len), None)?,
-        })
+        if let Some(array) = &self.sorted[c] {
+            return Ok(array.slice(start, len));
+        }
+        let column = self.chunk_column[c].unwrap_or(0);
+        let sources: Vec<&dyn Array> = self
+            .chunks
+            .iter()
+            .map(|chunk| chunk.column(column).as_ref())
+            .collect();
+        let indices: Vec<(usize, usize)> = (start..start + len).map(|i| self.locate(i)).collect();
+        Ok(interleave(&sources, &indices)?)
     }
 
     /// The sorted rows `start..start + len`.
     pub fn batch(&self, start: usize, len: usize) -> Result<RecordBatch> {
-        let columns = (0..self.rows.num_columns())
+        let columns = (0..self.schema.fields().len())
             .map(|c| self.column(c, start, len))
             .collect::<Result<Vec<_>>>()?;
-        Ok(RecordBatch::try_new(self.rows.schema(), columns)?)
+        Ok(RecordBatch::try_new(self.schema(), columns)?)
     }
 
-    /// All rows in input order, for expressions over several columns; `in_order` columns
+    /// Whether column `c` is in sorted order (see [`Self::whole_column`]).
+    pub fn in_order(&self, c: usize) -> bool {
+        self.sorted[c].is_some()
+    }
+
+    /// Column `c` whole: in sorted order if [`Self::in_order`], else in input order.
+    pub fn whole_column(&self, c: usize) -> Result<ArrayRef> {
+        if let Some(array) = &self.sorted[c] {
+            return Ok(Arc::clone(array));
+        }
+        let column = self.chunk_column[c].unwrap_or(0);
+        let arrays: Vec<&dyn Array> = self
+            .chunks
+            .iter()
+            .map(|chunk| chunk.column(column).as_ref())
+            .collect();
+        match arrays.as_slice() {
+            [] => Ok(new_empty_array(self.schema.field(c).data_type())),
+            _ => Ok(concat(&arrays)?),
+        }
+    }
+
+    /// All rows in input order, for expressions over several columns; the sorted columns
     /// are put back (a scatter), so call it only when an expression needs it.
     pub fn input_order(&self) -> Result<RecordBatch> {
-        if !self.in_order.contains(&true) {
-            return Ok(self.rows.clone());
-        }
         let mut inverse = vec![0u32; self.num_rows()];
-        for (i, &row) in self.order.values().iter().enumerate() {
-            inverse[row as usize] = i as u32;
+        for i in 0..self.num_rows() {
+            inverse[self.input_row(i)] = i as u32;
         }
         let inverse = UInt32Array::from(inverse);
-        let columns = (0..self.rows.num_columns())
-            .map(|c| match self.in_order[c] {
-                true => Ok(take(self.rows.column(c).as_ref(), &inverse, None)?),
-                false => Ok(Arc::clone(self.rows.column(c))),
+        let columns = (0..self.schema.fields().len())
+            .map(|c| match &self.sorted[c] {
+                Some(array) => Ok(take(array.as_ref(), &inverse, None)?),
+                None => self.whole_column(c),
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(RecordBatch::try_new(self.rows.schema(), columns)?)
-    }
-
-    /// Column `c` whole, in sorted order if [`Self::in_order`], else in input order.
-    pub fn whole_column(&self, c: usize) -> ArrayRef {
-        Arc::clone(self.rows.column(c))
-    }
-
-    /// Whether column `c` is in sorted order.
-    pub fn in_order(&self, c: usize) -> bool {
-        self.in_order[c]
+        Ok(RecordBatch::try_new(self.schema(), columns)?)
     }
 
     /// The input row number of the row at sorted position `i`.
     pub fn input_row(&self, i: usize) -> usize {
-        self.order.value(i) as usize
+        let (chunk, row) = self.locate(i);
+        self.chunk_starts[chunk] + row
     }
 
     /// The input row numbers of the sorted rows `start..start + len`.
     pub fn input_rows(&self, start: usize, len: usize) -> UInt32Array {
-        self.order.slice(start, len)
+        (start..start + len)
+            .map(|i| self.input_row(i) as u32)
+            .collect()
     }
 }
 
@@ -323,59 +416,66 @@ impl ExecutionPlan for KeyTimeSortExec {
     }
 }
 
-/// The partition's rows in one batch, and the order of its rows by `exprs` ascending,
-/// NULLs first.
+/// The partition's rows and the order of its rows by `exprs` ascending, NULLs first.
 fn sort_order(
-    schema: &SchemaRef,
+    schema: SchemaRef,
     batches: Vec<RecordBatch>,
     exprs: &[PhysicalExprRef],
 ) -> Result<SortedPartition> {
-    // One array per column: a gather (`take`) from one array is much cheaper than from
-    // many (`interleave` looks up the source array for every row).
-    let all = concat_batches(schema, &batches)?;
-    drop(batches);
-    let columns = exprs
-        .iter()
-        .map(|e| e.evaluate(&all)?.into_array(all.num_rows()))
-        .collect::<Result<Vec<_>>>()?;
-    let mut in_order = vec![false; all.num_columns()];
-    if let Some(sorted) = key_time_order(&columns)? {
-        // The sorted key and time replace their columns (when the expressions are plain
-        // columns), so the partition holds no more than its rows.
-        let mut replaced = all.columns().to_vec();
-        for (expr, values) in exprs.iter().zip([sorted.keys, sorted.times]) {
-            if let Some(column) = expr.downcast_ref::<Column>() {
-                let c = column.index();
-                replaced[c] = restore(values, all.column(c).data_type())?;
-                in_order[c] = true;
-            }
+    let mut chunks: Vec<RecordBatch> = vec![];
+    for batch in batches {
+        for start in (0..batch.num_rows()).step_by(CHUNK_ROWS) {
+            chunks.push(batch.slice(start, CHUNK_ROWS.min(batch.num_rows() - start)));
         }
-        drop(columns);
-        return Ok(SortedPartition {
-            rows: RecordBatch::try_new(all.schema(), replaced)?,
-            order: UInt32Array::from(sorted.order),
-            in_order,
-            _reservation: None,
-        });
     }
-    // General path: any key types, any number of keys.
-    let sort_columns: Vec<SortColumn> = columns
-        .into_iter()
-        .map(|values| SortColumn {
-            values,
-            options: Some(SortOptions {
-                descending: false,
-                nulls_first: true,
-            }),
+    // Chunk numbers take the 16 bits above the row's (`u32` codes); very many small
+    // batches (tests use one-row batches) take the general path, which concatenates.
+    if chunks.len() <= CHUNK_ROWS {
+        let evaluate = |e: &PhysicalExprRef| {
+            chunks
+                .iter()
+                .map(|c| e.evaluate(c)?.into_array(c.num_rows()))
+                .collect::<Result<Vec<_>>>()
+        };
+        let columns = exprs.iter().map(evaluate).collect::<Result<Vec<_>>>()?;
+        if let Some(sorted) = key_time_order(&columns)? {
+            drop(columns);
+            // The sorted key and time stand in for their columns when the expressions are
+            // plain columns, so the partition holds no more than its rows.
+            let mut sorted_columns = vec![None; schema.fields().len()];
+            for (expr, values) in exprs.iter().zip([sorted.keys, sorted.times]) {
+                if let Some(column) = expr.downcast_ref::<Column>() {
+                    let c = column.index();
+                    let data_type = schema.field(c).data_type();
+                    sorted_columns[c] = Some(restore(values, data_type)?);
+                }
+            }
+            let order = UInt32Array::from(sorted.order);
+            return SortedPartition::new(schema, chunks, sorted_columns, order);
+        }
+    }
+    // General path: any key types, any number of keys. Row `i` of the concatenation is
+    // row `i % CHUNK_ROWS` of chunk `i / CHUNK_ROWS`, so its code is `i`.
+    let all = concat_batches(&schema, &chunks)?;
+    drop(chunks);
+    let sort_columns = exprs
+        .iter()
+        .map(|e| {
+            Ok(SortColumn {
+                values: e.evaluate(&all)?.into_array(all.num_rows())?,
+                options: Some(SortOptions {
+                    descending: false,
+                    nulls_first: true,
+                }),
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     let order = lexsort_to_indices(&sort_columns, None)?;
-    Ok(SortedPartition {
-        rows: all,
-        order,
-        in_order,
-        _reservation: None,
-    })
+    let chunks = (0..all.num_rows())
+        .step_by(CHUNK_ROWS)
+        .map(|start| all.slice(start, CHUNK_ROWS.min(all.num_rows() - start)))
+        .collect();
+    SortedPartition::new(schema, chunks, vec![], order)
 }
 
 /// [`key_time_order`]'s result: the order, and the key and time (as `i64` in their own
@@ -418,73 +518,88 @@ fn restore(values: Int64Array, data_type: &DataType) -> Result<ArrayRef> {
 ///
 /// A NULL key sorts first (as key 0, the others from 1), a NULL time first within its key
 /// (as 0; a time equal to `i64::MIN` would tie with it, so then `None`).
-fn key_time_order(columns: &[ArrayRef]) -> Result<Option<KeyTimeOrder>> {
-    let [key, time] = columns else {
+fn key_time_order(columns: &[Vec<ArrayRef>]) -> Result<Option<KeyTimeOrder>> {
+    let [key_chunks, time_chunks] = columns else {
         return Ok(None);
     };
-    let (Some(key), Some(time)) = (ordered(key)?, ordered(time)?) else {
-        return Ok(None);
-    };
-    let rows = key.len();
+    let mut keys = Vec::with_capacity(key_chunks.len());
+    let mut times = Vec::with_capacity(time_chunks.len());
+    for (key, time) in key_chunks.iter().zip(time_chunks) {
+        let (Some(key), Some(time)) = (ordered(key)?, ordered(time)?) else {
+            return Ok(None);
+        };
+        keys.push(key);
+        times.push(time);
+    }
+    let rows: usize = keys.iter().map(|k| k.len()).sum();
     if u32::try_from(rows).is_err() {
         return Ok(None);
     }
-    let (key_min, key_max) = min_max(&key);
+    let (key_min, key_max) = keys
+        .iter()
+        .filter_map(min_max)
+        .fold((i64::MAX, i64::MIN), |(lo, hi), (l, h)| {
+            (lo.min(l), hi.max(h))
+        });
+    let (key_min, key_max) = if key_min > key_max {
+        (0, 0)
+    } else {
+        (key_min, key_max)
+    };
     // Key ranks from 1 (0 is NULL); ranges past 32 bits take the general path.
     let Ok(key_range) = u32::try_from(key_max as i128 - key_min as i128 + 1) else {
         return Ok(None);
     };
-    let time_values = time.values();
-    let time_min = match time.nulls() {
-        None => time_values.contains(&i64::MIN),
-        Some(nulls) => nulls.valid_indices().any(|i| time_values[i] == i64::MIN),
+    let has_min = |time: &Int64Array| match time.nulls() {
+        None => time.values().contains(&i64::MIN),
+        Some(nulls) => nulls.valid_indices().any(|i| time.value(i) == i64::MIN),
     };
-    if time_min {
+    if times.iter().any(has_min) {
         return Ok(None);
     }
-    // Each row as (key rank << 32 | row number): the radix passes read the key from the
+    // Each row as (key rank << 32 | row code): the radix passes read the key from the
     // element they move, not from a rank array in row order, so no pass reads at random.
     // (Carrying the time along too doubles the bytes each pass moves: slower on workload
     // M than looking each time up once, after the passes.)
-    let mut packed: Vec<u64> = (0..rows)
-        .map(|i| {
+    let mut packed: Vec<u64> = Vec::with_capacity(rows);
+    for (chunk, key) in keys.iter().enumerate() {
+        let base = (chunk as u64) << CHUNK_BITS;
+        packed.extend((0..key.len()).map(|i| {
             let rank = match key.is_null(i) {
                 true => 0,
                 false => (key.value(i) as i128 - key_min as i128 + 1) as u64,
             };
-            (rank << 32) | i as u64
-        })
-        .collect();
-    // The radix sort's spare buffer receives the times in key order: the one read at random
-    // per row, in a loop of its own without branches, so the processor overlaps the cache
-    // misses (on workload M this read was two thirds of the sort's time when done key by key
-    // in the loop below). A NULL time is 0, below every flipped value (i64::MIN is out).
-    let mut times = radix_sort_by_rank(&mut packed, bits(key_range as u128));
-    match time.nulls() {
-        None => {
-            for (t, &e) in times.iter_mut().zip(&packed) {
-                *t = flip(time_values[e as u32 as usize]);
-            }
-        }
-        Some(nulls) => {
-            for (t, &e) in times.iter_mut().zip(&packed) {
-                let row = e as u32 as usize;
-                *t = if nulls.is_valid(row) {
-                    flip(time_values[row])
-                } else {
-                    0
-                };
-            }
-        }
+            (rank << 32) | base | i as u64
+        }));
     }
-    // Each key's rows are usually in time order already; otherwise a stable sort of that
-    // small run fixes it, in place.
+    // The radix sort's spare buffer receives the times in key order: the one read at random
+    // per row, in a loop of its own, so the processor overlaps the cache misses (on
+    // workload M this read was two thirds of the sort's time when done key by key in the
+    // loop below). A NULL time is 0, below every flipped value (i64::MIN is out).
+    let mut sorted_times = radix_sort_by_rank(&mut packed, bits(key_range as u128));
+    let time_values: Vec<&[i64]> = times.iter().map(|t| t.values().as_ref()).collect();
+    let time_nulls: Vec<Option<&NullBuffer>> = times.iter().map(|t| t.nulls()).collect();
+    let any_null_time = time_nulls.iter().any(Option::is_some);
+    for (t, &e) in sorted_times.iter_mut().zip(&packed) {
+        let (chunk, row) = (
+            (e as u32 >> CHUNK_BITS) as usize,
+            e as usize & (CHUNK_ROWS - 1),
+        );
+        let valid = !any_null_time || time_nulls[chunk].is_none_or(|n| n.is_valid(row));
+        *t = if valid {
+            flip(time_values[chunk][row])
+        } else {
+            0
+        };
+    }
+    // Each key's rows are usually in time order already; otherwise they are sorted, in
+    // place.
     let mut order: Vec<u32> = Vec::with_capacity(rows);
     let mut sorted_keys: Vec<i64> = Vec::with_capacity(rows);
     let (mut group, mut main, mut late) = (vec![], vec![], vec![]);
     let mut start = 0;
     for run in packed.chunk_by(|a, b| a >> 32 == b >> 32) {
-        let run_times = &mut times[start..start + run.len()];
+        let run_times = &mut sorted_times[start..start + run.len()];
         start += run.len();
         if run_times.is_sorted() {
             order.extend(run.iter().map(|&e| e as u32));
@@ -502,7 +617,7 @@ fn key_time_order(columns: &[ArrayRef]) -> Result<Option<KeyTimeOrder>> {
     }
     drop(packed);
     // NULL keys have rank 0, so they are the first rows.
-    let key_nulls = key.null_count();
+    let key_nulls: usize = keys.iter().map(|k| k.null_count()).sum();
     let key_nulls = (key_nulls > 0).then(|| {
         let mut nulls = NullBufferBuilder::new(rows);
         nulls.append_n_nulls(key_nulls);
@@ -510,13 +625,16 @@ fn key_time_order(columns: &[ArrayRef]) -> Result<Option<KeyTimeOrder>> {
         nulls.finish()
     });
     let time_nulls =
-        (time.null_count() > 0).then(|| NullBuffer::from_iter(times.iter().map(|&t| t != 0)));
+        any_null_time.then(|| NullBuffer::from_iter(sorted_times.iter().map(|&t| t != 0)));
     // In place: the same allocation, now as i64.
-    let times: Vec<i64> = times.into_iter().map(|t| (t ^ (1 << 63)) as i64).collect();
+    let sorted_times: Vec<i64> = sorted_times
+        .into_iter()
+        .map(|t| (t ^ (1 << 63)) as i64)
+        .collect();
     Ok(Some(KeyTimeOrder {
         order,
         keys: Int64Array::new(sorted_keys.into(), key_nulls.flatten()),
-        times: Int64Array::new(times.into(), time_nulls),
+        times: Int64Array::new(sorted_times.into(), time_nulls),
     }))
 }
 
@@ -557,8 +675,8 @@ fn sort_nearly_sorted(
     }
 }
 
-/// The smallest and largest non-NULL value, in one pass; `(0, 0)` when all are NULL.
-fn min_max(values: &Int64Array) -> (i64, i64) {
+/// The smallest and largest non-NULL value, in one pass; `None` when all are NULL.
+fn min_max(values: &Int64Array) -> Option<(i64, i64)> {
     let fold = |(lo, hi): (i64, i64), v: i64| (lo.min(v), hi.max(v));
     let (lo, hi) = match values.nulls() {
         None => values
@@ -571,7 +689,7 @@ fn min_max(values: &Int64Array) -> (i64, i64) {
             .map(|i| values.value(i))
             .fold((i64::MAX, i64::MIN), fold),
     };
-    if lo > hi { (0, 0) } else { (lo, hi) }
+    (lo <= hi).then_some((lo, hi))
 }
 
 /// Bits needed to hold `v`.

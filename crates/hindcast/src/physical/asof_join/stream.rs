@@ -208,7 +208,7 @@ impl PartitionArrays {
                 .map(|e| {
                     let (values, in_order) = match column(e)? {
                         PartitionColumn::Column(c) => {
-                            (partition.whole_column(c), partition.in_order(c))
+                            (partition.whole_column(c)?, partition.in_order(c))
                         }
                         PartitionColumn::Evaluated(array) => (array, false),
                     };
