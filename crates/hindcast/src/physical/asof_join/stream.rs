@@ -1058,9 +1058,7 @@ impl AsOfJoinStream {
                     },
                 })
                 .collect::<Result<UInt32Array>>()?;
-            return (0..self.null_right.len())
-                .map(|c| partition.take_column(c, &positions))
-                .collect();
+            return partition.take_columns(&positions);
         }
 
         // Source 0 is the NULL row; right batch b is source 1 + b - first.
