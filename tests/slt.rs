@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_plan::collect;
-use datafusion_sqllogictest::{
-    DFColumnType, DFOutput, DFSqlLogicTestError, convert_batches, convert_schema_to_types,
-    df_value_validator, value_normalizer,
-};
 use hindcast::Hindcast;
-use sqllogictest::{AsyncDB, DBOutput, strict_column_validator};
+use sqllogictest::{AsyncDB, ColumnType, DBOutput, default_validator, strict_column_validator};
 
 use crate::common::{repo_root, session};
 
@@ -27,21 +27,25 @@ struct HindcastDb {
 
 #[async_trait]
 impl AsyncDB for HindcastDb {
-    type Error = DFSqlLogicTestError;
-    type ColumnType = DFColumnType;
+    type Error = DataFusionError;
+    type ColumnType = SltType;
 
     /// Files under the repository are named `$REPO/...` in `.slt` files (with `control
     /// substitution on`), and printed the same way, so expected output does not depend on
     /// where the repository is checked out.
-    async fn run(&mut self, sql: &str) -> Result<DFOutput, Self::Error> {
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<SltType>> {
         let df = self.hc.sql(sql).await?;
         let task_ctx = std::sync::Arc::new(df.task_ctx());
         let plan = df.create_physical_plan().await?;
         let schema = plan.schema();
         let batches = collect(plan, task_ctx).await?;
-        let types = convert_schema_to_types(schema.fields());
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| SltType::of(f))
+            .collect::<Vec<_>>();
         let root = repo_root().to_string_lossy().into_owned();
-        let rows = convert_batches(&schema, batches, false)?
+        let rows = rows_of(&batches)?
             .into_iter()
             .map(|row| row.into_iter().map(|v| v.replace(&root, "$REPO")).collect())
             .collect::<Vec<Vec<String>>>();
@@ -63,6 +67,155 @@ impl AsyncDB for HindcastDb {
     async fn shutdown(&mut self) {}
 }
 
+/// A result column's type letter, as DataFusion's own `.slt` files spell them.
+#[derive(Debug, PartialEq, Eq, Clone)]
+enum SltType {
+    Boolean,
+    Date,
+    Integer,
+    Float,
+    Text,
+    Timestamp,
+    Other,
+}
+
+impl SltType {
+    fn of(field: &Field) -> Self {
+        let mut data_type = field.data_type();
+        if let DataType::Dictionary(_, values) = data_type {
+            data_type = values;
+        }
+        match data_type {
+            DataType::Boolean => Self::Boolean,
+            t if t.is_integer() => Self::Integer,
+            t if t.is_floating() || t.is_decimal() => Self::Float,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Self::Text,
+            DataType::Date32 | DataType::Date64 | DataType::Time32(_) | DataType::Time64(_) => {
+                Self::Date
+            }
+            DataType::Timestamp(_, _) => Self::Timestamp,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl ColumnType for SltType {
+    fn from_char(value: char) -> Option<Self> {
+        Some(match value {
+            'B' => Self::Boolean,
+            'D' => Self::Date,
+            'I' => Self::Integer,
+            'P' => Self::Timestamp,
+            'R' => Self::Float,
+            'T' => Self::Text,
+            _ => Self::Other,
+        })
+    }
+
+    fn to_char(&self) -> char {
+        match self {
+            Self::Boolean => 'B',
+            Self::Date => 'D',
+            Self::Integer => 'I',
+            Self::Timestamp => 'P',
+            Self::Float => 'R',
+            Self::Text => 'T',
+            Self::Other => '?',
+        }
+    }
+}
+
+/// The rows of a result as `.slt` text, in the conventions of DataFusion's own `.slt`
+/// files: `NULL`, `(empty)` for an empty string, numbers rounded to 12 decimals without
+/// trailing zeros, and a cell of several lines (a plan) as one row per line, numbered, with
+/// its indentation as dashes (sqllogictest ignores leading spaces).
+fn rows_of(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            let mut cells = batch
+                .columns()
+                .iter()
+                .map(|column| cell(column, row))
+                .collect::<Result<Vec<_>>>()?;
+            let last = cells.pop().unwrap_or_default();
+            if last.contains('\n') {
+                rows.push(cells);
+                for (i, line) in last.split('\n').enumerate() {
+                    let text = line.trim_start();
+                    let dashes = "-".repeat(line.len() - text.len());
+                    rows.push(vec![format!("{:02}){dashes}{text}", i + 1)]);
+                }
+            } else {
+                cells.push(last);
+                rows.push(cells);
+            }
+        }
+    }
+    Ok(rows)
+}
+
+fn cell(column: &ArrayRef, row: usize) -> Result<String> {
+    if column.is_null(row) {
+        return Ok("NULL".into());
+    }
+    Ok(match column.data_type() {
+        DataType::Dictionary(_, _) => {
+            let dictionary = column.as_any_dictionary();
+            cell(dictionary.values(), dictionary.normalized_keys()[row])?
+        }
+        DataType::Float64 => float(column.as_primitive::<Float64Type>().value(row)),
+        DataType::Float32 => float(column.as_primitive::<Float32Type>().value(row) as f64),
+        data_type => {
+            let text = ArrayFormatter::try_new(column, &FormatOptions::default())?
+                .value(row)
+                .to_string();
+            match data_type {
+                t if t.is_decimal() => trim_zeros(text),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View if text.is_empty() => {
+                    "(empty)".into()
+                }
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                    text.trim_end_matches('\n').replace('\0', "\\0")
+                }
+                _ => text,
+            }
+        }
+    })
+}
+
+fn float(value: f64) -> String {
+    if value.is_nan() {
+        return "NaN".into();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let shortest = value.to_string();
+    let fraction_digits = shortest.split_once('.').map_or(0, |(_, f)| f.len());
+    let text = if fraction_digits > 12 {
+        trim_zeros(format!("{value:.12}"))
+    } else {
+        shortest
+    };
+    if text == "-0" { "0".into() } else { text }
+}
+
+/// `1.2300` -> `1.23`, `4.000` -> `4`.
+fn trim_zeros(text: String) -> String {
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+/// Whitespace at the end of a line is not significant.
+#[allow(clippy::ptr_arg)] // sqllogictest's `Normalizer` signature
+fn trim_end(s: &String) -> String {
+    s.trim_end().to_string()
+}
+
 fn slt_path(name: &str) -> PathBuf {
     repo_root().join("sql").join(format!("{name}.slt"))
 }
@@ -80,8 +233,8 @@ async fn run_file(name: &str) {
             .update_test_file(
                 &path,
                 " ",
-                df_value_validator,
-                value_normalizer,
+                default_validator,
+                trim_end,
                 strict_column_validator,
             )
             .await
@@ -95,9 +248,9 @@ async fn run_file(name: &str) {
             })
         });
         runner.with_column_validator(strict_column_validator);
-        runner.with_normalizer(value_normalizer);
+        runner.with_normalizer(trim_end);
         runner.set_var("REPO".into(), repo_root().to_string_lossy().into_owned());
-        runner.with_validator(df_value_validator);
+        runner.with_validator(default_validator);
         if let Err(e) = runner.run_file_async(&path).await {
             panic!(
                 "{} failed with batch_size={batch_size}, target_partitions={partitions}:\n{e}",
