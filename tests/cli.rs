@@ -335,3 +335,31 @@ fn generate_rejects_bad_sizes_with_a_hint() {
         stderr(&out)
     );
 }
+
+/// A date range past chrono's last date is an error that names the flag, not a panic.
+#[test]
+fn generate_rejects_days_past_the_last_date() {
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let out_path = out_dir.path().join("never");
+    for flags in [["--days", "100000000000"], ["--label-days", "100000000000"]] {
+        let mut args = vec![
+            "generate",
+            "--out",
+            out_path.to_str().expect("utf-8 path"),
+            "--scale",
+            "0.001",
+        ];
+        args.extend(flags);
+        let out = hindcast(&args);
+        assert!(!out.status.success(), "{flags:?} succeeded");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "{} 100000000000 runs past the last date",
+                flags[0]
+            )) && !err.contains("panicked"),
+            "{flags:?}: {err}"
+        );
+        assert!(!out_path.exists(), "{flags:?} wrote {}", out_path.display());
+    }
+}

@@ -180,6 +180,23 @@ impl Generator {
         let label_offset = (label_start - args.start).num_days();
         let label_days = args.label_days.unwrap_or(args.days);
         check(label_days > 0, "--label-days must be at least 1")?;
+        // Every day written must be a date (chrono's range ends in the year 262142).
+        let ends = |start: NaiveDate, days: u64| start.checked_add_days(Days::new(days)).is_some();
+        check(
+            ends(args.start, args.days),
+            &format!(
+                "--days {} runs past the last date that can be written ({}): use fewer days or an earlier --start",
+                args.days,
+                NaiveDate::MAX
+            ),
+        )?;
+        check(
+            ends(label_start, label_days),
+            &format!(
+                "--label-days {label_days} runs past the last date that can be written ({}): use fewer days or an earlier --label-start",
+                NaiveDate::MAX
+            ),
+        )?;
         let labels = scaled(args.labels, 1_000_000.0);
         // One label per second at most, so labels never share a time.
         check(
@@ -542,5 +559,5 @@ fn open_writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<std::fs::Fi
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> DataFusionError {
-    DataFusionError::Execution(format!("cannot write {}: {e}", path.display()))
+    DataFusionError::from(e).context(format!("cannot write {}", path.display()))
 }

@@ -1,7 +1,12 @@
 //! `hindcast`: run point-in-time SQL from the command line.
 
 mod args;
+mod command;
+mod error;
+mod exec;
 mod generate;
+mod helper;
+mod input;
 mod print;
 mod repl;
 
@@ -18,13 +23,12 @@ use print::Printer;
 
 /// mimalloc, as `datafusion-cli` uses: the sorts allocate and free buffers of hundreds of
 /// megabytes, which the system allocator returns to the kernel and then faults back in page
-/// by page (a fifth of workload S's CPU time); mimalloc keeps and reuses them.
+/// by page; mimalloc keeps and reuses them.
 ///
 /// Built without transparent huge pages (`no_thp`): mimalloc asks for them with
-/// `madvise`, and where the kernel then compacts memory on a page fault (`defrag=madvise`,
-/// this machine's setting) a query's system time went from 0.2 s to 2 s whenever memory was
-/// fragmented, which it is after other large processes. Workload S took 0.9-2.0 s with
-/// them and 1.07-1.19 s without (`docs/benchmarks.md`).
+/// `madvise`, and where the kernel then compacts memory on a page fault (`defrag=madvise`)
+/// a query's system time grew tenfold whenever memory was fragmented, which it is after
+/// other large processes (`docs/benchmarks.md`, "Huge pages").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -37,14 +41,14 @@ fn main() -> ExitCode {
         return match generate::run(generate) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("Error: {}", repl::one_line(&e));
+                eprintln!("Error: {}", error::one_line(&e));
                 ExitCode::FAILURE
             }
         };
     }
     // Local files are read on tokio's blocking pool, one task per file or directory. Its
-    // default of 512 threads made a query over 730 daily partitions start about 500
-    // threads (a third of its 0.2 s); a few per core keep the disk as busy.
+    // default of 512 threads made a query over hundreds of daily partitions start as many
+    // threads (docs/benchmarks.md); a few per core keep the disk as busy.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
@@ -59,7 +63,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {}", repl::one_line(&e));
+            eprintln!("Error: {}", error::one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -70,10 +74,10 @@ async fn run(args: Args) -> Result<()> {
     let interactive = (args.command.is_empty() && args.file.is_empty()) || args.interactive;
     if let Some(repo) = &args.repo {
         match hc.load_repository(repo).await {
-            Ok(()) if interactive => println!("{}", repl::summary(&hc, repo).await),
+            Ok(()) if interactive => println!("{}", command::summary(&hc, repo).await),
             Ok(()) => {}
             // The shell starts anyway, so the user can fix the file and retry.
-            Err(e) if interactive => eprintln!("Error: {}", repl::one_line(&e)),
+            Err(e) if interactive => eprintln!("Error: {}", error::one_line(&e)),
             Err(e) => return Err(e),
         }
     }
@@ -85,10 +89,8 @@ async fn run(args: Args) -> Result<()> {
     });
     let read = |file: &PathBuf| {
         std::fs::read_to_string(file).map_err(|e| {
-            datafusion::common::DataFusionError::Execution(format!(
-                "cannot read {}: {e}",
-                file.display()
-            ))
+            datafusion::common::DataFusionError::from(e)
+                .context(format!("cannot read {}", file.display()))
         })
     };
     let mut sources: Vec<String> = vec![];
@@ -100,7 +102,7 @@ async fn run(args: Args) -> Result<()> {
         sources.push(read(file)?);
     }
     for text in sources {
-        repl::run_sql(&hc, &printer, &text).await?;
+        exec::run_sql(&hc, &printer, &text).await?;
     }
     if interactive {
         repl::run(&hc, &mut printer).await?;

@@ -66,10 +66,8 @@ impl Printer {
                     .append(true)
                     .open(path)
                     .map_err(|e| {
-                        DataFusionError::Execution(format!(
-                            "cannot write to {}: {e}",
-                            path.display()
-                        ))
+                        DataFusionError::from(e)
+                            .context(format!("cannot write to {}", path.display()))
                     })?,
             ),
             None => Box::new(std::io::stdout().lock()),
