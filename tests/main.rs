@@ -4,7 +4,9 @@
 //!   partition counts;
 //! - `differential`: the operator against a brute-force reference on random inputs;
 //! - `feast_reference`: feature views against a brute-force Feast on random inputs;
-//! - `out_of_core`: a join whose right side is larger than the memory limit;
+//! - `out_of_core`: a join whose right side is larger than the memory limit, and the
+//!   operator's own memory;
+//! - `helpers`: pure helpers (the key-time sort's radix sort, the shell's statement end);
 //! - `cli`: the `hindcast` binary as a user runs it;
 //! - `s3`: feature views on a local S3-compatible server (moto);
 //! - `snapshots`: the shell's output for `tests/snapshots/*.sql`;
@@ -14,6 +16,7 @@ mod cli;
 mod common;
 mod differential;
 mod feast_reference;
+mod helpers;
 mod out_of_core;
 mod s3;
 mod shell;

@@ -1,12 +1,17 @@
-//! A join whose right side is several times the memory limit: it must spill (in the sorts
-//! feeding the operator) and still give the exact answer.
+//! Memory: a join whose right side is several times the memory limit must spill (in the
+//! sorts feeding the operator) and still give the exact answer; the operator's own memory
+//! stays a few batches on a sparse spine, and what it reports counts its join arrays.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{SortExpr, col};
 use datafusion::physical_plan::{ExecutionPlan, collect};
+use hindcast::Hindcast;
+use hindcast::physical::AsOfJoinExec;
+use hindcast::physical::asof_join::MAX_PINNED_RIGHT_BATCHES;
 
 use crate::common::session;
 
@@ -29,13 +34,18 @@ fn value(k: i64, t: i64) -> i64 {
     k * 1_000_000 + t
 }
 
-fn right_side() -> MemTable {
-    let schema = Arc::new(Schema::new(vec![
+/// Feature rows: key, time, value and a payload that makes them wide.
+fn feature_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
         Field::new("k", DataType::Int64, false),
         Field::new("t", DataType::Int64, false),
         Field::new("v", DataType::Int64, false),
         Field::new("payload", DataType::Utf8, false),
-    ]));
+    ]))
+}
+
+fn right_side() -> MemTable {
+    let schema = feature_schema();
     let payload = "x".repeat(64);
     let mut batches = vec![];
     // Interleave keys so the input is far from sorted.
@@ -131,5 +141,168 @@ async fn right_side_larger_than_memory_spills_and_is_exact() {
     assert!(
         spilled > 0,
         "a right side of {right_size} bytes under a {limit}-byte limit must spill"
+    );
+}
+
+/// The `peak_mem_used` the ASOF join of an executed plan reports (summed over partitions).
+fn join_peak_memory(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    if plan.downcast_ref::<AsOfJoinExec>().is_some() {
+        let metrics = plan.metrics().expect("the join has metrics");
+        return metrics
+            .sum_by_name("peak_mem_used")
+            .expect("peak_mem_used")
+            .as_usize();
+    }
+    plan.children().into_iter().map(join_peak_memory).sum()
+}
+
+/// One key's feature rows at times `0..rows`, `v = t`, with a 64-byte payload, in batches.
+fn history(rows: i64, batch: usize) -> (Arc<Schema>, Vec<RecordBatch>) {
+    let schema = feature_schema();
+    let payload = "x".repeat(64);
+    let batches = (0..rows)
+        .step_by(batch)
+        .map(|start| {
+            let end = (start + batch as i64).min(rows);
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(Int64Array::from_iter_values((start..end).map(|_| 1))),
+                    Arc::new(Int64Array::from_iter_values(start..end)),
+                    Arc::new(Int64Array::from_iter_values(start..end)),
+                    Arc::new(StringArray::from_iter_values(
+                        (start..end).map(|_| payload.as_str()),
+                    )),
+                ],
+            )
+            .expect("batch")
+        })
+        .collect();
+    (schema, batches)
+}
+
+async fn run_join(hc: &Hindcast, sql: &str) -> (Vec<(i64, Option<i64>)>, Arc<dyn ExecutionPlan>) {
+    let df = hc.sql(sql).await.expect("plan");
+    let task_ctx = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await.expect("physical plan");
+    let batches = collect(Arc::clone(&plan), task_ctx).await.expect("runs");
+    let mut rows = vec![];
+    for b in &batches {
+        let t = b.column(0).as_primitive::<Int64Type>();
+        let v = b.column(1).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            rows.push((t.value(i), v.is_valid(i).then(|| v.value(i))));
+        }
+    }
+    rows.sort();
+    (rows, plan)
+}
+
+/// A sparse spine: two rows of one key, at the start and past the end of a long feature
+/// history. The first row's winner is in the first right batch, and deciding the second
+/// reads every right batch; the join emits the first row's output early, once it pins
+/// `MAX_PINNED_RIGHT_BATCHES` batches, so the batches in between are released. Its peak
+/// memory is then a few batches, not the history: on both sort paths (hindcast's own sort
+/// without a limit, DataFusion's `SortExec` under one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_flush_bounds_the_joins_memory_on_a_sparse_spine() {
+    const BATCH: usize = 1024;
+    const ROWS: i64 = 400_000;
+    let (schema, batches) = history(ROWS, BATCH);
+    let history_bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+    let batch_bytes = batches[0].get_array_memory_size();
+    let batch_count = batches.len();
+    assert!(
+        batch_count > 20 * MAX_PINNED_RIGHT_BATCHES,
+        "a long history"
+    );
+    let right = MemTable::try_new(schema, vec![batches]).expect("mem table");
+    let right = Arc::new(right);
+    for limit in [None, Some(1 << 30)] {
+        let hc = session(BATCH, 1, limit);
+        let ctx = hc.session_context();
+        ctx.register_table("r", Arc::clone(&right) as _).expect("r");
+        ctx.sql(&format!("CREATE TABLE l AS VALUES (1, 0), (1, {ROWS})"))
+            .await
+            .expect("l");
+        let (rows, plan) = run_join(
+            &hc,
+            "SELECT l.column2, r.v FROM l ASOF JOIN r MATCH_CONDITION (l.column2 >= r.t) \
+             ON l.column1 = r.k",
+        )
+        .await;
+        assert_eq!(
+            rows,
+            vec![(0, Some(0)), (ROWS, Some(ROWS - 1))],
+            "{limit:?}"
+        );
+        let peak = join_peak_memory(&plan);
+        // Held at once: the batches pinned before the flush, the cursor's and the left
+        // batch; on the unlimited path a right batch is only its join arrays.
+        let bound = (MAX_PINNED_RIGHT_BATCHES + 4) * (batch_bytes + BATCH * 16);
+        assert!(
+            peak <= bound && peak * 10 < history_bytes,
+            "limit {limit:?}: the join held {peak} bytes at its peak, more than {bound} \
+             ({} batches of {batch_bytes} bytes; the history is {history_bytes} bytes)",
+            MAX_PINNED_RIGHT_BATCHES + 4
+        );
+    }
+}
+
+/// The join's reported memory counts its join arrays (keys and times as `i64`) next to the
+/// batches it holds, as DataFusion's sort-merge join counts its own. Inputs declared
+/// sorted, so the join reads the right batch as registered, of a known size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_joins_memory_counts_its_join_arrays() {
+    const ROWS: i64 = 10_000;
+    let (schema, batches) = history(ROWS, ROWS as usize);
+    let batch_bytes = batches[0].get_array_memory_size();
+    let sorted = |table: MemTable| {
+        table.with_sort_order(vec![vec![
+            SortExpr::new(col("k"), true, true),
+            SortExpr::new(col("t"), true, true),
+        ]])
+    };
+    let right = sorted(MemTable::try_new(schema, vec![batches]).expect("mem table"));
+    let left_schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("t", DataType::Int64, false),
+    ]));
+    let left_batch = RecordBatch::try_new(
+        Arc::clone(&left_schema),
+        vec![
+            Arc::new(Int64Array::from(vec![1])),
+            Arc::new(Int64Array::from(vec![ROWS])),
+        ],
+    )
+    .expect("batch");
+    let left = sorted(MemTable::try_new(left_schema, vec![vec![left_batch]]).expect("l"));
+    let hc = session(ROWS as usize, 1, Some(1 << 30));
+    hc.sql("SET datafusion.optimizer.enable_join_dynamic_filter_pushdown = false")
+        .await
+        .expect("set");
+    let ctx = hc.session_context();
+    ctx.register_table("l", Arc::new(left)).expect("l");
+    ctx.register_table("r", Arc::new(right)).expect("r");
+    let (rows, plan) = run_join(
+        &hc,
+        // Every right column, so the join holds the batch as registered.
+        "SELECT l.t, r.v, r.k, r.t, r.payload FROM l ASOF JOIN r \
+         MATCH_CONDITION (l.t >= r.t) ON l.k = r.k",
+    )
+    .await;
+    assert_eq!(rows, vec![(ROWS, Some(ROWS - 1))]);
+    let text = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(false)
+        .to_string();
+    assert!(
+        !text.contains("Sort"),
+        "inputs declared sorted are not sorted again:\n{text}"
+    );
+    let peak = join_peak_memory(&plan);
+    let arrays = ROWS as usize * 2 * size_of::<i64>();
+    assert!(
+        peak >= batch_bytes + arrays,
+        "the join reported {peak} bytes for a {batch_bytes}-byte batch and {arrays} bytes of key and time arrays"
     );
 }

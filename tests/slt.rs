@@ -1,5 +1,9 @@
 //! Runs `sql/*.slt` against a hindcast session, once per configuration in [`CONFIGS`], so
-//! every expected answer is checked across batch and partition boundaries.
+//! every expected answer is checked across batch and partition boundaries, and on both of
+//! the join's execution paths: hindcast's own sort and late materialization without a
+//! memory limit, DataFusion's spilling `SortExec` and whole batches under one. A record
+//! that shows a plan of one path only is marked `onlyif unlimited` or
+//! `onlyif memory_limit`.
 //!
 //! `HINDCAST_COMPLETE=1 cargo test slt::` rewrites the expected output of every file from
 //! the engine's answers (review the diff before committing it).
@@ -18,8 +22,26 @@ use sqllogictest::{AsyncDB, ColumnType, DBOutput, default_validator, strict_colu
 
 use crate::common::{repo_root, session};
 
-/// `(batch_size, target_partitions)`.
-const CONFIGS: [(usize, usize); 4] = [(8192, 4), (8192, 1), (1, 1), (1, 4)];
+/// `(batch_size, target_partitions, memory limit)`.
+const CONFIGS: [(usize, usize, Option<usize>); 6] = [
+    (8192, 4, None),
+    (8192, 1, None),
+    (1, 1, None),
+    (1, 4, None),
+    (8192, 4, Some(MEMORY_LIMIT)),
+    (1, 2, Some(MEMORY_LIMIT)),
+];
+
+/// Far more than any file needs: the limit changes the plan, not whether it spills.
+const MEMORY_LIMIT: usize = 256 * 1024 * 1024;
+
+/// The label `onlyif` / `skipif` records name for a configuration's execution path.
+fn path_label(memory_limit: Option<usize>) -> &'static str {
+    match memory_limit {
+        None => "unlimited",
+        Some(_) => "memory_limit",
+    }
+}
 
 struct HindcastDb {
     hc: Hindcast,
@@ -229,6 +251,7 @@ async fn run_file(name: &str) {
             })
         });
         runner.set_var("REPO".into(), repo_root().to_string_lossy().into_owned());
+        runner.add_label(path_label(None));
         runner
             .update_test_file(
                 &path,
@@ -241,19 +264,20 @@ async fn run_file(name: &str) {
             .unwrap_or_else(|e| panic!("completing {}: {e}", path.display()));
         return;
     }
-    for (batch_size, partitions) in CONFIGS {
+    for (batch_size, partitions, memory_limit) in CONFIGS {
         let mut runner = sqllogictest::Runner::new(|| async move {
             Ok(HindcastDb {
-                hc: session(batch_size, partitions, None),
+                hc: session(batch_size, partitions, memory_limit),
             })
         });
+        runner.add_label(path_label(memory_limit));
         runner.with_column_validator(strict_column_validator);
         runner.with_normalizer(trim_end);
         runner.set_var("REPO".into(), repo_root().to_string_lossy().into_owned());
         runner.with_validator(default_validator);
         if let Err(e) = runner.run_file_async(&path).await {
             panic!(
-                "{} failed with batch_size={batch_size}, target_partitions={partitions}:\n{e}",
+                "{} failed with batch_size={batch_size}, target_partitions={partitions}, memory_limit={memory_limit:?}:\n{e}",
                 path.display()
             );
         }

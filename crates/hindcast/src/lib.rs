@@ -1,15 +1,20 @@
 //! hindcast: a point-in-time join engine on Apache DataFusion.
 //!
 //! For every row of a spine (labelled events), it finds what a feature table said about the
-//! same entity at that instant and not a moment later. Where things live:
+//! same entity at that instant and not a moment later. Modules import only downward, in
+//! this order:
 //!
+//! - [`time`]: how time columns of different types are compared (and [`storage`]: object
+//!   stores);
+//! - [`features`]: feature views, feature services, time-partitioned views (the model);
+//! - [`logical`]: the [`logical::AsOfJoin`] node, its [`logical::AsOfJoinOptions`], the
+//!   reader of point-in-time conditions, and the optimizer rules;
+//! - [`physical`]: the [`physical::AsOfJoinExec`] operator, the key-time sort, the spine
+//!   bounds, and the planner and rules that create them;
 //! - [`sql`]: the SQL front end (`ASOF JOIN ... MATCH_CONDITION`, `FOR SYSTEM_TIME AS OF`,
-//!   `historical_features`, the feature DDL) over DataFusion's parser;
-//! - [`features`]: feature views, feature services and feature repositories;
-//! - [`logical`]: the [`logical::AsOfJoin`] node and its optimizer rules;
-//! - [`physical`]: the [`physical::AsOfJoinExec`] operator and its merge state machine;
-//! - [`time`]: how time columns of different types are compared;
-//! - [`Hindcast`]: the session that wires these into DataFusion.
+//!   `historical_features`, the feature DDL's parser) over DataFusion's parser;
+//! - [`Hindcast`] (`session`): the session that wires these into DataFusion, runs the
+//!   feature DDL and loads repositories.
 
 pub mod features;
 pub mod logical;
@@ -19,4 +24,4 @@ pub mod sql;
 pub mod storage;
 pub mod time;
 
-pub use session::{Hindcast, RetrievalOptions};
+pub use session::{Hindcast, HindcastOptions, RetrievalOptions};

@@ -85,6 +85,6 @@ pub fn s3_store(url: &Url, options: &HashMap<String, String>) -> Result<Arc<dyn 
     // The builder's errors name settings, never their values.
     let store = builder
         .build()
-        .map_err(|e| DataFusionError::Plan(format!("cannot use S3 location '{url}': {e}")))?;
+        .map_err(|e| DataFusionError::from(e).context(format!("cannot use S3 location '{url}'")))?;
     Ok(Arc::new(store))
 }

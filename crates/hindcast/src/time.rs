@@ -112,9 +112,10 @@ impl TimeDomain {
         }
     }
 
-    /// Convert a TTL literal into a bound in this domain. `Ok(None)` means unbounded: a TTL of
-    /// zero means "no TTL", as in Feast.
-    pub fn ttl_from_scalar(&self, value: &ScalarValue) -> Result<Option<i64>> {
+    /// Convert a TTL literal into an inclusive bound in this domain's ticks. Zero is a bound
+    /// like any other (only rows at the same instant): a feature view's `TTL 0`, which
+    /// means "no TTL" as in Feast, is read as no bound before it gets here.
+    pub fn ttl_from_scalar(&self, value: &ScalarValue) -> Result<i64> {
         let nanos: i128 = match (self, value) {
             (TimeDomain::Integer, v) if v.data_type().is_integer() => {
                 let ScalarValue::Int64(Some(n)) = v.cast_to(&DataType::Int64)? else {
@@ -235,15 +236,12 @@ pub enum Round {
 }
 
 /// `amount` (in units where one domain tick is `tick`) as an inclusive bound in ticks.
-fn ttl_bound(amount: i128, tick: i128, original: &ScalarValue) -> Result<Option<i64>> {
+fn ttl_bound(amount: i128, tick: i128, original: &ScalarValue) -> Result<i64> {
     if amount < 0 {
         return plan_err!("TTL must not be negative, found {original}");
     }
-    if amount == 0 {
-        return Ok(None);
-    }
     // diff <= ttl over integer ticks is diff <= floor(ttl / tick).
-    Ok(Some(i64::try_from(amount / tick).unwrap_or(i64::MAX)))
+    Ok(i64::try_from(amount / tick).unwrap_or(i64::MAX))
 }
 
 /// Shows a TTL bound in human units for `EXPLAIN`.

@@ -1,18 +1,18 @@
-//! The feature store: feature views and services, their DDL, and feature repositories.
+//! The feature store's model: feature views and services, and how a view's partitions
+//! follow its time. No planning and no SQL here: the DDL that creates these runs in the
+//! session (`session::ddl`), and the planners read them.
 //!
 //! Feature views live in DataFusion's catalog as [`FeatureViewTable`]s, so they resolve,
 //! scan and get dropped like any table; feature services, which are only lists of
 //! `view (features)`, live in a [`FeatureRegistry`] shared by the session and its planner.
 
-mod ddl;
-mod repository;
+mod partitioning;
 mod view;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-pub(crate) use ddl::{execute_ddl, resolve_location};
-pub use repository::load_repository;
+pub use partitioning::TimePartitioning;
 pub(crate) use view::column_list;
 pub use view::{FeatureSource, FeatureView, FeatureViewTable};
 
@@ -48,14 +48,14 @@ impl FeatureRegistry {
             .collect()
     }
 
-    fn insert(&self, service: FeatureService) {
+    pub(crate) fn insert(&self, service: FeatureService) {
         self.services
             .write()
             .expect("not poisoned")
             .insert(service.name.clone(), service);
     }
 
-    fn remove(&self, name: &str) -> Option<FeatureService> {
+    pub(crate) fn remove(&self, name: &str) -> Option<FeatureService> {
         self.services.write().expect("not poisoned").remove(name)
     }
 }

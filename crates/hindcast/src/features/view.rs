@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, Fields, SchemaRef};
+use datafusion::arrow::datatypes::{Fields, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::datasource::TableType;
@@ -14,7 +14,7 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::physical::asof_join::TimePartitioning;
+use super::TimePartitioning;
 use crate::time::TimeDomain;
 
 /// The definition of a feature view, as `DESCRIBE` and the planner see it.
@@ -101,18 +101,20 @@ impl FeatureView {
             );
         };
         if let Some(created) = &self.created {
+            // The join breaks ties on it as it does on a time: compared as an instant or an
+            // integer. Checked here, so the view fails when defined, not on first use.
             let created_type = column(created, "CREATED")?;
-            if !created_type.is_primitive() && !matches!(created_type, DataType::Utf8) {
+            if TimeDomain::common(&created_type, &created_type).is_none() {
                 return plan_err!(
-                    "feature view {}: CREATED column {created} is {created_type}; it must be orderable, e.g. a timestamp",
+                    "feature view {}: CREATED column {created} is {created_type}; it must be a timestamp, a date or an integer",
                     self.name
                 );
             }
         }
         if let Some(ttl) = &self.ttl {
-            domain.ttl_from_scalar(ttl).map_err(|e| {
-                datafusion::common::plan_datafusion_err!("feature view {}: {e}", self.name)
-            })?;
+            domain
+                .ttl_from_scalar(ttl)
+                .map_err(|e| e.context(format!("feature view {}", self.name)))?;
         }
         Ok(())
     }

@@ -1,8 +1,8 @@
 //! `AsOfJoin`: the logical point-in-time join node.
 //!
-//! Every SQL form hindcast accepts (`ASOF JOIN ... MATCH_CONDITION`, and later temporal joins
-//! and rewritten `ROW_NUMBER()` queries) ends up as this one node, which the physical planner
-//! turns into [`crate::physical::AsOfJoinExec`].
+//! Every SQL form hindcast accepts (`ASOF JOIN ... MATCH_CONDITION`, temporal joins on
+//! feature views, `historical_features` and rewritten `ROW_NUMBER()` queries) ends up as this
+//! one node, which the physical planner turns into `crate::physical::AsOfJoinExec`.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -12,108 +12,47 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{
     Column, DFSchema, DFSchemaRef, JoinType, Result, ScalarValue, internal_datafusion_err,
-    internal_err, plan_err,
+    plan_datafusion_err, plan_err,
 };
+use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::logical_plan::builder::build_join_schema;
 use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
 use datafusion::logical_expr::{
-    Expr, ExprSchemable, Extension, LogicalPlan, UserDefinedLogicalNodeCore, cast,
+    Expr, ExprSchemable, Extension, LogicalPlan, UserDefinedLogicalNodeCore, cast, when,
 };
 
-use crate::time::{DisplayTtl, TimeDomain};
-
-/// The match condition's comparison, read as `left_time <op> right_time`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
-pub enum MatchOp {
-    /// `l.ts >= r.ts`: the latest right row at or before the left row (features).
-    GtEq,
-    /// `l.ts > r.ts`: the latest right row strictly before.
-    Gt,
-    /// `l.ts <= r.ts`: the earliest right row at or after.
-    LtEq,
-    /// `l.ts < r.ts`: the earliest right row strictly after.
-    Lt,
-}
-
-impl MatchOp {
-    /// Backward joins look into the past of the left row.
-    pub fn is_backward(&self) -> bool {
-        matches!(self, MatchOp::GtEq | MatchOp::Gt)
-    }
-
-    /// Strict joins exclude right rows at exactly the left row's time.
-    pub fn is_strict(&self) -> bool {
-        matches!(self, MatchOp::Gt | MatchOp::Lt)
-    }
-
-    /// The same condition with its operands swapped (`a >= b` is `b <= a`).
-    pub fn swap(&self) -> Self {
-        match self {
-            MatchOp::GtEq => MatchOp::LtEq,
-            MatchOp::Gt => MatchOp::Lt,
-            MatchOp::LtEq => MatchOp::GtEq,
-            MatchOp::Lt => MatchOp::Gt,
-        }
-    }
-}
-
-impl fmt::Display for MatchOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            MatchOp::GtEq => ">=",
-            MatchOp::Gt => ">",
-            MatchOp::LtEq => "<=",
-            MatchOp::Lt => "<",
-        })
-    }
-}
+use super::options::fmt_attributes;
+use super::{AsOfJoinOptions, JoinMode, MatchOp, TimeCondition};
+use crate::features::{FeatureView, FeatureViewTable, TimePartitioning};
+use crate::time::TimeDomain;
 
 /// For every left row, the one right row with equal keys that is closest in time on the
-/// side `op` allows, within `ttl`; left rows without one get NULLs. See `docs/semantics.md`.
+/// side the options' `op` allows, within their TTL; left rows without one get NULLs. See
+/// `docs/semantics.md`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AsOfJoin {
     pub left: Arc<LogicalPlan>,
     pub right: Arc<LogicalPlan>,
-    /// Equality keys `(left, right)`, already cast to a common type per pair.
-    pub on: Vec<(Expr, Expr)>,
-    pub left_time: Expr,
-    pub right_time: Expr,
-    pub op: MatchOp,
-    /// The scale both time expressions are compared in.
-    pub domain: TimeDomain,
-    /// Inclusive bound on `|left_time - right_time|` in `domain` ticks; `None` is unbounded.
-    pub ttl: Option<i64>,
-    /// Right-side column whose larger value wins among rows tied on time (Feast's
-    /// created timestamp).
-    pub tie_breaker: Option<Expr>,
-    /// Feast's `filter_by_created_timestamp`: when set, `right_time` is the instant a row
-    /// became visible (the later of its event and created times), and among the rows visible
-    /// at a left row's time the winner is the one with the latest `rank_time` (its event
-    /// time), then the tie-breaker. The TTL bounds `rank_time`. Backward joins only.
-    pub rank_time: Option<Expr>,
-    /// Emit one row per run of left rows with equal keys and time (the first), as
-    /// `ROW_NUMBER() OVER (PARTITION BY keys, time) = 1` does; set by the ROW_NUMBER rewrite.
-    pub distinct_spine: bool,
-    /// Emit every right row tied with the winner on time and tie-breaker, one output row
-    /// each, as `RANK() OVER (... ORDER BY time DESC[, tie-breaker DESC]) = 1` keeps; set by
-    /// the rewrite. Not combined with `rank_time` or `distinct_spine`.
-    pub keep_ties: bool,
+    pub options: AsOfJoinOptions<Expr>,
     pub schema: DFSchemaRef,
 }
 
 impl AsOfJoin {
-    /// Validate and build the node. `ttl` is the literal the user wrote (`None` for none).
-    #[expect(clippy::too_many_arguments)]
+    /// Validate and build the node: keys cast to a common type per pair, the time domain
+    /// chosen, the TTL literal read in it.
     pub fn try_new(
         left: Arc<LogicalPlan>,
         right: Arc<LogicalPlan>,
         on: Vec<(Expr, Expr)>,
-        left_time: Expr,
-        right_time: Expr,
-        op: MatchOp,
-        ttl: Option<ScalarValue>,
+        condition: TimeCondition,
         tie_breaker: Option<Expr>,
     ) -> Result<Self> {
+        let TimeCondition {
+            left_time,
+            op,
+            right_time,
+            ttl,
+        } = condition;
         let (left_schema, right_schema) = (left.schema(), right.schema());
         let on = on
             .into_iter()
@@ -128,22 +67,11 @@ impl AsOfJoin {
                  both must be TIMESTAMP or DATE (any unit or time zone), or both integers; cast one side"
             );
         };
-        let ttl = match ttl {
-            Some(value) => domain.ttl_from_scalar(&value)?,
-            None => None,
-        };
+        let ttl = ttl
+            .map(|value| domain.ttl_from_scalar(&value))
+            .transpose()?;
         if let Some(tie) = &tie_breaker {
-            let tie_type = tie.get_type(right_schema.as_ref())?;
-            if !tie_type.is_integer()
-                && !matches!(
-                    tie_type,
-                    DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
-                )
-            {
-                return plan_err!(
-                    "the tie-breaker {tie} must be a TIMESTAMP, DATE or integer column, found {tie_type}"
-                );
-            }
+            check_tie_breaker(tie, &tie.get_type(right_schema.as_ref())?)?;
         }
         let schema = Arc::new(build_join_schema(
             left_schema,
@@ -153,47 +81,79 @@ impl AsOfJoin {
         Ok(Self {
             left,
             right,
-            on,
-            left_time,
-            right_time,
-            op,
-            domain,
-            ttl,
-            tie_breaker,
-            rank_time: None,
-            distinct_spine: false,
-            keep_ties: false,
+            options: AsOfJoinOptions {
+                on,
+                left_time,
+                right_time,
+                op,
+                domain,
+                ttl,
+                tie_breaker,
+                mode: JoinMode::Nearest,
+            },
             schema,
         })
     }
 
-    pub fn with_distinct_spine(mut self) -> Self {
-        self.distinct_spine = true;
-        self
-    }
-
-    pub fn with_keep_ties(mut self) -> Self {
-        self.keep_ties = true;
-        self
-    }
-
-    /// Rank visible rows by `rank_time` (see the field); `right_time` must already be the
-    /// visibility time.
-    pub fn with_rank_time(mut self, rank_time: Expr) -> Result<Self> {
-        if !self.op.is_backward() {
-            return plan_err!(
-                "filtering by created timestamp needs a backward join (the latest row at or before the spine time)"
-            );
+    /// The join of `left` with the feature view `right` reads (its table, maybe projected
+    /// or aliased) at `left_time`, on the keys `on`: the view's timestamp, latest row first,
+    /// its created timestamp as the tie-breaker and its TTL. With `filter_by_created`
+    /// (Feast's `filter_by_created_timestamp`) a row counts only once its created
+    /// timestamp, too, has passed (see [`JoinMode::LatestVisibleBy`]).
+    pub fn for_view(
+        left: LogicalPlan,
+        right: LogicalPlan,
+        on: Vec<(Expr, Expr)>,
+        left_time: Expr,
+        view: &FeatureView,
+        filter_by_created: bool,
+    ) -> Result<Self> {
+        let timestamp = view_column(&right, view, &view.timestamp)?;
+        let created = view
+            .created
+            .as_ref()
+            .map(|created| view_column(&right, view, created))
+            .transpose()?;
+        let visible = match (&created, filter_by_created) {
+            (Some(created), true) => Some(visible_time(
+                timestamp.clone(),
+                created.clone(),
+                right.schema(),
+                &view.name,
+            )?),
+            _ => None,
+        };
+        let condition = TimeCondition {
+            left_time,
+            op: MatchOp::GtEq,
+            right_time: visible.clone().unwrap_or_else(|| timestamp.clone()),
+            ttl: view.ttl.clone(),
+        };
+        let join = Self::try_new(Arc::new(left), Arc::new(right), on, condition, created)?;
+        match visible {
+            Some(_) => join.with_mode(JoinMode::LatestVisibleBy {
+                rank_time: timestamp,
+            }),
+            None => Ok(join),
         }
-        let right_schema = self.right.schema();
-        let right_type = self.right_time.get_type(right_schema.as_ref())?;
-        let rank_type = rank_time.get_type(right_schema.as_ref())?;
-        // One type, so the operator reads both in the join's time domain.
-        self.rank_time = Some(if rank_type == right_type {
-            rank_time
-        } else {
-            cast(rank_time, right_type)
-        });
+    }
+
+    /// The same join in another [`JoinMode`]. A rank time is cast to the right time's type,
+    /// so the operator reads both in the join's time domain.
+    pub fn with_mode(mut self, mode: JoinMode<Expr>) -> Result<Self> {
+        let mode = match mode {
+            JoinMode::LatestVisibleBy { rank_time } => {
+                let right_schema = self.right.schema();
+                let right_type = self.options.right_time.get_type(right_schema.as_ref())?;
+                let rank_type = rank_time.get_type(right_schema.as_ref())?;
+                JoinMode::LatestVisibleBy {
+                    rank_time: cast_unless(rank_time, &rank_type, &right_type),
+                }
+            }
+            other => other,
+        };
+        self.options.mode = mode;
+        self.options.validate()?;
         Ok(self)
     }
 
@@ -204,14 +164,74 @@ impl AsOfJoin {
         })
     }
 
-    fn right_exprs(&self) -> impl Iterator<Item = &Expr> {
-        self.on
-            .iter()
-            .map(|(_, r)| r)
-            .chain(std::iter::once(&self.right_time))
-            .chain(self.tie_breaker.iter())
-            .chain(self.rank_time.iter())
+    /// How the feature view the right side scans is partitioned by time, when the right
+    /// side is such a scan (under projections and aliases only): the physical planner puts
+    /// a partition filter on it.
+    pub fn right_partitioning(&self) -> Option<TimePartitioning> {
+        fn scanned(plan: &LogicalPlan) -> Option<TimePartitioning> {
+            match plan {
+                LogicalPlan::Projection(p) => scanned(&p.input),
+                LogicalPlan::SubqueryAlias(a) => scanned(&a.input),
+                LogicalPlan::TableScan(scan) => {
+                    let provider = source_as_provider(&scan.source).ok()?;
+                    FeatureViewTable::of(provider.as_ref())?.time_partitioning()
+                }
+                _ => None,
+            }
+        }
+        scanned(&self.right)
     }
+}
+
+/// The tie-breaker is compared as an instant or an integer (in the domain its type shares
+/// with itself).
+fn check_tie_breaker(tie: &Expr, tie_type: &DataType) -> Result<()> {
+    if TimeDomain::common(tie_type, tie_type).is_none() {
+        return plan_err!(
+            "the tie-breaker {tie} must be a TIMESTAMP, DATE or integer column, found {tie_type}"
+        );
+    }
+    Ok(())
+}
+
+/// The view's column `name` in `plan`, qualified as `plan` qualifies it.
+pub fn view_column(plan: &LogicalPlan, view: &FeatureView, name: &str) -> Result<Expr> {
+    let (qualifier, field) = plan
+        .schema()
+        .qualified_field_with_unqualified_name(name)
+        .map_err(|_| plan_datafusion_err!("feature view {} has no column {name}", view.name))?;
+    Ok(Expr::Column(Column::new(qualifier.cloned(), field.name())))
+}
+
+/// When a row became visible: the later of its event and created times, NULL if either is
+/// (Feast compares `created <= spine time`, which a NULL never passes). Both are read in the
+/// finer of their units; they must agree on the time zone.
+fn visible_time(event: Expr, created: Expr, schema: &DFSchema, view: &str) -> Result<Expr> {
+    let event_type = event.get_type(schema)?;
+    let created_type = created.get_type(schema)?;
+    let common = match (&event_type, &created_type) {
+        (a, b) if a == b => a.clone(),
+        (DataType::Timestamp(unit, za), DataType::Timestamp(_, zb)) if za == zb => {
+            let finer = match TimeDomain::common(&event_type, &created_type) {
+                Some(TimeDomain::Instant(finer)) => finer,
+                _ => *unit,
+            };
+            DataType::Timestamp(finer, za.clone())
+        }
+        _ => {
+            return plan_err!(
+                "filter_by_created_timestamp compares the timestamp and created columns of feature view {view}, but they are {event_type} and {created_type}; give them one time zone"
+            );
+        }
+    };
+    let (event, created) = (
+        cast_unless(event, &event_type, &common),
+        cast_unless(created, &created_type, &common),
+    );
+    let null = Expr::Literal(ScalarValue::try_from(&common)?, None);
+    when(created.clone().is_null(), null)
+        .when(created.clone().gt(event.clone()), created)
+        .otherwise(event)
 }
 
 /// Cast a key pair to the type both compare in, or explain why they cannot be compared.
@@ -231,47 +251,29 @@ fn coerce_key_pair(
             "ASOF JOIN cannot compare the keys {left} ({lt}) and {right} ({rt}); cast one side"
         );
     };
-    let coerce = |e: Expr, t: &DataType| {
-        if *t == common {
-            e
-        } else {
-            cast(e, common.clone())
-        }
-    };
-    Ok((coerce(left, &lt), coerce(right, &rt)))
+    Ok((
+        cast_unless(left, &lt, &common),
+        cast_unless(right, &rt, &common),
+    ))
+}
+
+/// `expr` (of type `from`) as a value of type `to`: cast, unless it already is one.
+fn cast_unless(expr: Expr, from: &DataType, to: &DataType) -> Expr {
+    if from == to {
+        expr
+    } else {
+        cast(expr, to.clone())
+    }
 }
 
 impl PartialOrd for AsOfJoin {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         // The schema is derived from the inputs, so it takes no part in ordering.
-        (
-            &self.left,
-            &self.right,
-            &self.on,
-            &self.left_time,
-            &self.right_time,
-            &self.op,
-            &self.domain,
-            &self.ttl,
-            &self.tie_breaker,
-            &self.rank_time,
-            &self.distinct_spine,
-            &self.keep_ties,
-        )
-            .partial_cmp(&(
-                &other.left,
-                &other.right,
-                &other.on,
-                &other.left_time,
-                &other.right_time,
-                &other.op,
-                &other.domain,
-                &other.ttl,
-                &other.tie_breaker,
-                &other.rank_time,
-                &other.distinct_spine,
-                &other.keep_ties,
-            ))
+        (&self.left, &self.right, &self.options).partial_cmp(&(
+            &other.left,
+            &other.right,
+            &other.options,
+        ))
     }
 }
 
@@ -288,15 +290,9 @@ impl UserDefinedLogicalNodeCore for AsOfJoin {
         &self.schema
     }
 
-    /// Left keys, left time, right keys, right time, then the tie-breaker and rank time if
-    /// any.
+    /// In the order of [`AsOfJoinOptions::exprs`].
     fn expressions(&self) -> Vec<Expr> {
-        self.on
-            .iter()
-            .map(|(l, _)| l.clone())
-            .chain(std::iter::once(self.left_time.clone()))
-            .chain(self.right_exprs().cloned())
-            .collect()
+        self.options.exprs().into_iter().cloned().collect()
     }
 
     /// Filters are never pushed through generically: DataFusion would push a predicate into
@@ -311,58 +307,14 @@ impl UserDefinedLogicalNodeCore for AsOfJoin {
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "AsOfJoin: on=[")?;
-        for (i, (l, r)) in self.on.iter().enumerate() {
-            if i > 0 {
-                write!(f, ", ")?;
-            }
-            write!(f, "{l} = {r}")?;
-        }
-        write!(
-            f,
-            "], match=[{} {} {}]",
-            self.left_time, self.op, self.right_time
-        )?;
-        if let Some(ttl) = self.ttl {
-            write!(f, ", ttl={}", DisplayTtl(self.domain, ttl))?;
-        }
-        if let Some(tie) = &self.tie_breaker {
-            write!(f, ", tie_breaker=[{tie} DESC]")?;
-        }
-        if let Some(rank) = &self.rank_time {
-            write!(f, ", latest_visible_by=[{rank}]")?;
-        }
-        if self.distinct_spine {
-            write!(f, ", distinct_spine")?;
-        }
-        if self.keep_ties {
-            write!(f, ", keep_ties")?;
-        }
-        Ok(())
+        write!(f, "AsOfJoin: ")?;
+        fmt_attributes(f, &self.options.attributes(), false)
     }
 
     fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> Result<Self> {
         let [left, right]: [LogicalPlan; 2] = inputs
             .try_into()
             .map_err(|_| internal_datafusion_err!("AsOfJoin has two inputs"))?;
-        let n = self.on.len();
-        let expected = 2 * n
-            + 2
-            + usize::from(self.tie_breaker.is_some())
-            + usize::from(self.rank_time.is_some());
-        if exprs.len() != expected {
-            return internal_err!(
-                "AsOfJoin expects {expected} expressions, got {}",
-                exprs.len()
-            );
-        }
-        let mut exprs = exprs.into_iter();
-        let left_keys: Vec<Expr> = exprs.by_ref().take(n).collect();
-        let left_time = exprs.next().expect("length checked");
-        let right_keys: Vec<Expr> = exprs.by_ref().take(n).collect();
-        let right_time = exprs.next().expect("length checked");
-        let tie_breaker = self.tie_breaker.as_ref().and_then(|_| exprs.next());
-        let rank_time = self.rank_time.as_ref().and_then(|_| exprs.next());
         let schema = Arc::new(build_join_schema(
             left.schema(),
             right.schema(),
@@ -371,16 +323,7 @@ impl UserDefinedLogicalNodeCore for AsOfJoin {
         Ok(Self {
             left: Arc::new(left),
             right: Arc::new(right),
-            on: left_keys.into_iter().zip(right_keys).collect(),
-            left_time,
-            right_time,
-            op: self.op,
-            domain: self.domain,
-            ttl: self.ttl,
-            tie_breaker,
-            rank_time,
-            distinct_spine: self.distinct_spine,
-            keep_ties: self.keep_ties,
+            options: self.options.with_exprs(exprs)?,
             schema,
         })
     }

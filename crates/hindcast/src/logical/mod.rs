@@ -1,9 +1,14 @@
-//! Logical plan nodes and optimizer rules.
+//! The logical plan: the [`AsOfJoin`] node, its options, the one reader of point-in-time
+//! conditions, and the optimizer rules.
 
 mod asof_join;
+mod options;
 mod push_down_filter;
 mod row_number;
+mod time_condition;
 
-pub use asof_join::{AsOfJoin, MatchOp};
+pub use asof_join::{AsOfJoin, view_column};
+pub use options::{AsOfJoinOptions, JoinMode, MatchOp, fmt_attributes};
 pub use push_down_filter::PushDownAsOfFilter;
-pub use row_number::{HindcastOptions, RewriteRowNumberAsOf};
+pub use row_number::RewriteRowNumberAsOf;
+pub use time_condition::{Bound, Term, TimeCondition, only_refs};

@@ -28,16 +28,15 @@
 //! Anything else is left alone: another window function or frame, another sort direction,
 //! a `NULLS FIRST` tie-breaker on a nullable column (NULL would win there, and loses in the
 //! ASOF join), a join predicate that is not a key equality or a time bound, a filter
-//! between the join and the window. `SET
-//! hindcast.rewrite_row_number = false` switches the rule off.
+//! between the join and the window. The session switches the rule off with
+//! `SET hindcast.rewrite_row_number = false`.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::config::ConfigExtension;
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::Transformed;
-use datafusion::common::{Column, DFSchema, JoinType, NullEquality, Result, ScalarValue};
+use datafusion::common::{Column, JoinType, NullEquality, Result, ScalarValue};
 use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionParams};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
@@ -47,22 +46,20 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
-use super::{AsOfJoin, MatchOp};
+use super::{AsOfJoin, JoinMode, Term, TimeCondition, only_refs};
 
-datafusion::common::extensions_options! {
-    /// hindcast's session options (`SET hindcast.<name> = ...`).
-    pub struct HindcastOptions {
-        /// Run `ROW_NUMBER() ... = 1` point-in-time SQL with the ASOF operator.
-        pub rewrite_row_number: bool, default = true
+#[derive(Debug)]
+pub struct RewriteRowNumberAsOf {
+    /// Whether a query's configuration asks for the rewrite: the switch is a session
+    /// option, which this layer does not know.
+    enabled: fn(&ConfigOptions) -> bool,
+}
+
+impl RewriteRowNumberAsOf {
+    pub fn new(enabled: fn(&ConfigOptions) -> bool) -> Self {
+        Self { enabled }
     }
 }
-
-impl ConfigExtension for HindcastOptions {
-    const PREFIX: &'static str = "hindcast";
-}
-
-#[derive(Debug, Default)]
-pub struct RewriteRowNumberAsOf;
 
 impl OptimizerRule for RewriteRowNumberAsOf {
     fn name(&self) -> &str {
@@ -78,12 +75,7 @@ impl OptimizerRule for RewriteRowNumberAsOf {
         plan: LogicalPlan,
         config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        let enabled = config
-            .options()
-            .extensions
-            .get::<HindcastOptions>()
-            .is_none_or(|o| o.rewrite_row_number);
-        if !enabled {
+        if !(self.enabled)(&config.options()) {
             return Ok(Transformed::no(plan));
         }
         let LogicalPlan::Filter(filter) = &plan else {
@@ -248,7 +240,7 @@ fn asof_for(window: &Window) -> Result<Option<LogicalPlan>> {
         return Ok(None);
     };
     // Latest first for a backward join, earliest first for a forward one.
-    if first.asc == shape.op.is_backward() || first.expr != shape.right_time {
+    if first.asc == shape.condition.op.is_backward() || first.expr != shape.condition.right_time {
         return Ok(None);
     }
     let tie_breaker = match sorts.next() {
@@ -271,13 +263,13 @@ fn asof_for(window: &Window) -> Result<Option<LogicalPlan>> {
             .on
             .iter()
             .map(|(l, _)| l)
-            .chain(std::iter::once(&shape.left_time))
+            .chain(std::iter::once(&shape.condition.left_time))
             .all(|e| partition_by.contains(e))
     {
         return Ok(None);
     }
 
-    let right_time = shape.right_time.clone();
+    let right_time = shape.condition.right_time.clone();
     // Partitions of exactly (keys, time) come out of the join's sorted spine as runs of
     // adjacent rows, which the operator collapses itself; any other partitioning is
     // deduplicated by a window after the join.
@@ -285,15 +277,12 @@ fn asof_for(window: &Window) -> Result<Option<LogicalPlan>> {
         && partition_by.len() == shape.on.len() + 1
         && partition_by
             .iter()
-            .all(|e| *e == shape.left_time || shape.on.iter().any(|(l, _)| l == e));
+            .all(|e| *e == shape.condition.left_time || shape.on.iter().any(|(l, _)| l == e));
     let node = AsOfJoin::try_new(
         Arc::clone(&join.left),
         Arc::clone(&join.right),
         shape.on,
-        shape.left_time,
-        shape.right_time,
-        shape.op,
-        shape.ttl,
+        shape.condition,
         tie_breaker,
     );
     // A pattern whose types the ASOF join cannot compare stays as written.
@@ -302,9 +291,9 @@ fn asof_for(window: &Window) -> Result<Option<LogicalPlan>> {
     };
     if keeps_ties {
         // Every spine row keeps each tied top row: no deduplication at all.
-        node = node.with_keep_ties();
+        node = node.with_mode(JoinMode::KeepTies)?;
     } else if exact_partition {
-        node = node.with_distinct_spine();
+        node = node.with_mode(JoinMode::DistinctSpine)?;
     }
     let mut plan = LogicalPlanBuilder::from(node.into_plan());
     if join.join_type == JoinType::Inner {
@@ -344,14 +333,12 @@ fn one_row_per(plan: LogicalPlan, partition_by: Vec<Expr>) -> Result<LogicalPlan
         .build()
 }
 
-/// A join condition in the shape of a point-in-time join: backward (`f.ts <= l.ts`, ranked
-/// latest first) or forward (`f.ts >= l.ts`, ranked earliest first).
+/// A join condition in the shape of a point-in-time join: key equalities and one time
+/// comparison, backward (`f.ts <= l.ts`, ranked latest first) or forward (`f.ts >= l.ts`,
+/// ranked earliest first), with at most one inclusive bound on the distance.
 struct JoinShape {
     on: Vec<(Expr, Expr)>,
-    left_time: Expr,
-    right_time: Expr,
-    op: MatchOp,
-    ttl: Option<ScalarValue>,
+    condition: TimeCondition,
 }
 
 impl JoinShape {
@@ -363,166 +350,55 @@ impl JoinShape {
         }
         let (left, right) = (join.left.schema(), join.right.schema());
         let mut on: Vec<(Expr, Expr)> = join.on.clone();
-        let mut bound: Option<(Expr, Expr, MatchOp)> = None;
-        // The TTL bound, and whether it bounds a backward join.
-        let mut ttl: Option<((Expr, Expr, ScalarValue), bool)> = None;
+        let mut comparison = None;
+        let mut bound = None;
         let conjuncts = join
             .filter
             .as_ref()
             .map(split_conjunction)
             .unwrap_or_default();
         for conjunct in conjuncts {
-            let Expr::BinaryExpr(BinaryExpr {
-                left: a,
-                op,
-                right: b,
-            }) = conjunct
-            else {
-                return Ok(None);
-            };
-            let (a, b) = (a.as_ref(), b.as_ref());
-            // Normalise to `spine side <op> feature side`.
-            let (l, op, r) = if only_refs(a, left) && only_refs(b, right) {
-                (a, *op, b)
-            } else if only_refs(a, right) && only_refs(b, left) {
-                let Some(op) = op.swap() else {
-                    return Ok(None);
-                };
-                (b, op, a)
-            } else if let Some(found) = ttl_of_difference(a, *op, b, left, right) {
-                // `l.ts - r.ts <= c`
-                if ttl.replace((found, true)).is_some() {
-                    return Ok(None);
-                }
-                continue;
-            } else {
-                return Ok(None);
-            };
-            match op {
-                Operator::Eq => on.push((l.clone(), r.clone())),
-                // `l.ts >= r.ts` is a backward match and `l.ts <= r.ts` a forward one, but
-                // `l.ts + c >= r.ts` bounds a forward join and `l.ts - c <= r.ts` a backward one.
-                Operator::GtEq | Operator::Gt | Operator::LtEq | Operator::Lt => {
-                    let (shift, backward) = match op {
-                        Operator::GtEq | Operator::Gt => (Operator::Plus, false),
-                        _ => (Operator::Minus, true),
-                    };
-                    if matches!(op, Operator::GtEq | Operator::LtEq)
-                        && let Some(found) = ttl_of_bound(l, shift, r)
-                    {
-                        if ttl.replace((found, backward)).is_some() {
-                            return Ok(None);
-                        }
-                        continue;
-                    }
-                    let op = match op {
-                        Operator::GtEq => MatchOp::GtEq,
-                        Operator::Gt => MatchOp::Gt,
-                        Operator::LtEq => MatchOp::LtEq,
-                        _ => MatchOp::Lt,
-                    };
-                    if bound.replace((l.clone(), r.clone(), op)).is_some() {
+            match Term::classify(conjunct, left, right) {
+                Term::KeyEquality(l, r) => on.push((l, r)),
+                Term::Compare(c) => {
+                    if comparison.replace(c).is_some() {
                         return Ok(None);
                     }
                 }
-                _ => return Ok(None),
+                // DataFusion compares a timestamp difference (a duration) with an interval
+                // field by field, so `ts - ts <= INTERVAL '90 days'` holds for 162 days: not
+                // a TTL, left alone. A strict bound is no TTL either.
+                Term::Bound(b)
+                    if b.strict
+                        || (b.difference
+                            && matches!(b.amount.data_type(), DataType::Interval(_)))
+                        || b.amount.is_null() =>
+                {
+                    return Ok(None);
+                }
+                Term::Bound(b) => {
+                    if bound.replace(b).is_some() {
+                        return Ok(None);
+                    }
+                }
+                Term::Other => return Ok(None),
             }
         }
-        let Some((left_time, right_time, op)) = bound else {
+        let Some(mut condition) = comparison else {
             return Ok(None);
         };
         // The bound must be on the same two times, and on the side the join looks to.
-        let ttl = match ttl {
-            None => None,
-            // A bound of zero keeps exact matches only, but an ASOF TTL of zero means no TTL
-            // (as in Feast): left alone.
-            Some(((_, _, c), _)) if is_zero(&c) => return Ok(None),
-            Some(((l, r, c), backward))
-                if l == left_time && r == right_time && backward == op.is_backward() =>
-            {
-                Some(c)
-            }
+        match bound {
+            None => {}
+            Some(b) if condition.is_bounded_by(&b) => condition.ttl = Some(b.amount),
             Some(_) => return Ok(None),
-        };
+        }
         if on
             .iter()
             .any(|(l, r)| !only_refs(l, left) || !only_refs(r, right))
         {
             return Ok(None);
         }
-        Ok(Some(Self {
-            on,
-            left_time,
-            right_time,
-            op,
-            ttl,
-        }))
+        Ok(Some(Self { on, condition }))
     }
-}
-
-/// `l.ts - c <= r.ts` (with `Minus`) or `l.ts + c >= r.ts` (with `Plus`), already
-/// normalised to the spine side on the left: (`l.ts`, `r.ts`, `c`).
-fn ttl_of_bound(l: &Expr, op: Operator, r: &Expr) -> Option<(Expr, Expr, ScalarValue)> {
-    let Expr::BinaryExpr(BinaryExpr {
-        left: time,
-        op: found,
-        right: amount,
-    }) = l
-    else {
-        return None;
-    };
-    if *found != op {
-        return None;
-    }
-    Some((time.as_ref().clone(), r.clone(), constant(amount)?))
-}
-
-/// `l.ts - r.ts <= c` (or `c >= l.ts - r.ts`).
-fn ttl_of_difference(
-    a: &Expr,
-    op: Operator,
-    b: &Expr,
-    left: &DFSchema,
-    right: &DFSchema,
-) -> Option<(Expr, Expr, ScalarValue)> {
-    let (difference, amount) = match op {
-        Operator::LtEq => (a, b),
-        Operator::GtEq => (b, a),
-        _ => return None,
-    };
-    let Expr::BinaryExpr(BinaryExpr {
-        left: l,
-        op: Operator::Minus,
-        right: r,
-    }) = difference
-    else {
-        return None;
-    };
-    if !only_refs(l, left) || !only_refs(r, right) {
-        return None;
-    }
-    let amount = constant(amount)?;
-    // DataFusion compares a timestamp difference (a duration) with an interval field by
-    // field, so `ts - ts <= INTERVAL '90 days'` holds for 162 days: not a TTL, left alone.
-    if matches!(amount.data_type(), DataType::Interval(_)) {
-        return None;
-    }
-    Some((l.as_ref().clone(), r.as_ref().clone(), amount))
-}
-
-fn is_zero(value: &ScalarValue) -> bool {
-    ScalarValue::new_zero(&value.data_type()).is_ok_and(|zero| zero == *value)
-}
-
-fn constant(expr: &Expr) -> Option<ScalarValue> {
-    match expr {
-        Expr::Literal(value, _) if !value.is_null() => Some(value.clone()),
-        _ => None,
-    }
-}
-
-/// Whether `expr` is deterministic, reads at least one column, and only columns of `schema`.
-fn only_refs(expr: &Expr, schema: &DFSchema) -> bool {
-    let refs: HashSet<&Column> = expr.column_refs();
-    !refs.is_empty() && !expr.is_volatile() && refs.iter().all(|c| schema.has_column(c))
 }

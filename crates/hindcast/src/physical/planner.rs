@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::common::JoinSide;
 use datafusion::common::{Result, internal_err};
 use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::Operator;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode};
@@ -18,10 +18,8 @@ use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceCh
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 
 use super::AsOfJoinExec;
-use super::asof_join::{
-    Narrowing, PartitionFilter, SpineBounds, SpineBoundsExec, TimePartitioning,
-};
-use crate::features::FeatureViewTable;
+use super::spine_bounds::{Narrowing, PartitionFilter, SpineBounds, SpineBoundsExec};
+use crate::features::TimePartitioning;
 use crate::logical::AsOfJoin;
 use crate::time::TimeDomain;
 
@@ -46,48 +44,41 @@ impl ExtensionPlanner for HindcastExtensionPlanner {
         let ([left_plan, right_plan], [left, right]) = (logical_inputs, physical_inputs) else {
             return internal_err!("AsOfJoin has two inputs");
         };
-        let left_expr = |e: &Expr| -> Result<PhysicalExprRef> {
-            planner.create_physical_expr(e, left_plan.schema(), session, planning_ctx)
-        };
-        let right_expr = |e: &Expr| -> Result<PhysicalExprRef> {
-            planner.create_physical_expr(e, right_plan.schema(), session, planning_ctx)
-        };
-        let on = join
-            .on
-            .iter()
-            .map(|(l, r)| Ok((left_expr(l)?, right_expr(r)?)))
-            .collect::<Result<Vec<_>>>()?;
-        let left_time = left_expr(&join.left_time)?;
-        let right_time = right_expr(&join.right_time)?;
+        let options = join.options.try_map(|side, e: &Expr| {
+            let schema = match side {
+                JoinSide::Left => left_plan.schema(),
+                _ => right_plan.schema(),
+            };
+            planner.create_physical_expr(e, schema, session, planning_ctx)
+        })?;
         // The same switch as DataFusion's own join filters, so plans can be compared.
         let (left, bounds) = if session
             .config_options()
             .optimizer
             .enable_join_dynamic_filter_pushdown
         {
-            spine_bounds(left, &left_time, &on, join.domain)
+            spine_bounds(left, &options.left_time, &options.on, options.domain)
         } else {
             (Arc::clone(left), None)
         };
         let mut right = Arc::clone(right);
         let narrowing = match bounds {
             Some(bounds) => {
-                let left_keys: Vec<PhysicalExprRef> =
-                    on.iter().map(|(l, _)| Arc::clone(l)).collect();
+                let left_keys: Vec<PhysicalExprRef> = options.left_keys().cloned().collect();
                 let right_keys = if bounds.tracks_keys(&left_keys) {
-                    on.iter().map(|(_, r)| Arc::clone(r)).collect()
+                    options.right_keys().cloned().collect()
                 } else {
                     vec![]
                 };
                 let narrowing = Narrowing::new(
                     bounds,
-                    join.op,
-                    join.ttl,
-                    Arc::clone(&right_time),
+                    options.op,
+                    options.ttl,
+                    Arc::clone(&options.right_time),
                     right_keys,
                     right.schema(),
                 )?;
-                let partitions = match view_partitioning(right_plan) {
+                let partitions = match join.right_partitioning() {
                     Some(partitioning) => narrow_partitions(&right, partitioning)?,
                     None => None,
                 };
@@ -99,21 +90,7 @@ impl ExtensionPlanner for HindcastExtensionPlanner {
             }
             None => None,
         };
-        let exec = AsOfJoinExec::try_new(
-            left,
-            right,
-            on,
-            left_time,
-            right_time,
-            join.op,
-            join.domain,
-            join.ttl,
-            join.tie_breaker.as_ref().map(right_expr).transpose()?,
-        )?
-        .with_rank_time(join.rank_time.as_ref().map(right_expr).transpose()?)
-        .with_distinct_spine(join.distinct_spine)
-        .with_keep_ties(join.keep_ties)
-        .with_narrowing(narrowing);
+        let exec = AsOfJoinExec::try_new(left, right, options)?.with_narrowing(narrowing);
         Ok(Some(Arc::new(exec)))
     }
 }
@@ -158,19 +135,6 @@ fn spine_bounds(
     let bounds = SpineBounds::new(Arc::clone(time), keys, domain);
     let left = Arc::new(SpineBoundsExec::new(Arc::clone(left), Arc::clone(&bounds)));
     (left, Some(bounds))
-}
-
-/// The time partitioning of the feature view the right side scans, if it is one.
-fn view_partitioning(plan: &LogicalPlan) -> Option<TimePartitioning> {
-    match plan {
-        LogicalPlan::Projection(p) => view_partitioning(&p.input),
-        LogicalPlan::SubqueryAlias(a) => view_partitioning(&a.input),
-        LogicalPlan::TableScan(scan) => {
-            let provider = source_as_provider(&scan.source).ok()?;
-            FeatureViewTable::of(provider.as_ref())?.time_partitioning()
-        }
-        _ => None,
-    }
 }
 
 /// Put a partition filter on the Parquet scan at the bottom of `plan` (under projections

@@ -20,7 +20,9 @@ use datafusion::sql::sqlparser::ast::{ObjectName, Statement as SQLStatement};
 
 use url::Url;
 
-use super::{FeatureRegistry, FeatureService, FeatureSource, FeatureView, FeatureViewTable};
+use crate::features::{
+    FeatureRegistry, FeatureService, FeatureSource, FeatureView, FeatureViewTable,
+};
 use crate::sql::{
     CreateFeatureService, CreateFeatureView, FeatureObject, FeatureViewSource, HindcastStatement,
     prepare_statement,
@@ -170,9 +172,9 @@ async fn create_view(
                 } else {
                     ""
                 };
-                plan_datafusion_err!(
-                    "feature view {reference}: cannot read {format} files at '{location}'{hint}: {message}"
-                )
+                e.context(format!(
+                    "feature view {reference}: cannot read {format} files at '{location}'{hint}"
+                ))
             })?;
             let source = FeatureSource::Files {
                 format: format.clone(),
@@ -248,10 +250,10 @@ fn ttl_value(ctx: &SessionContext, sql: &str) -> Result<Option<ScalarValue>> {
         return plan_err!("TTL must be an interval, e.g. TTL INTERVAL '90 days'; found {sql}");
     }
     // Validate (sign, months) in the finest domain; the view's own domain is checked later.
-    match TimeDomain::Instant(TimeUnit::Nanosecond).ttl_from_scalar(&value) {
-        Ok(Some(_)) => Ok(Some(value)),
-        Ok(None) => Ok(None),
-        Err(e) => plan_err!("{e}"),
+    // A zero TTL means no TTL, as in Feast (in a MATCH_CONDITION, zero is a bound).
+    match TimeDomain::Instant(TimeUnit::Nanosecond).ttl_from_scalar(&value)? {
+        0 => Ok(None),
+        _ => Ok(Some(value)),
     }
 }
 
@@ -364,7 +366,7 @@ fn display_ttl(view: &FeatureView, schema: &SchemaRef) -> String {
         .ok()
         .and_then(|f| TimeDomain::common(f.data_type(), f.data_type()));
     match domain.map(|d| (d, d.ttl_from_scalar(ttl))) {
-        Some((domain, Ok(Some(bound)))) => DisplayTtl(domain, bound).to_string(),
+        Some((domain, Ok(bound))) => DisplayTtl(domain, bound).to_string(),
         _ => ttl.to_string(),
     }
 }

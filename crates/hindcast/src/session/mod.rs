@@ -1,13 +1,23 @@
 //! [`Hindcast`]: a DataFusion session with the point-in-time join installed.
+//!
+//! - [`ddl`]: running the feature-store statements;
+//! - [`repository`]: loading a feature repository (a directory of `.sql` files);
+//! - [`options`]: hindcast's session options (`SET hindcast.*`);
+//! - [`copy`]: `COPY ... TO` written atomically.
 
-use std::path::{Path, PathBuf};
+mod copy;
+mod ddl;
+mod options;
+mod repository;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::Session;
-use datafusion::common::{DataFusionError, Result, plan_datafusion_err};
+use datafusion::common::{Result, plan_datafusion_err};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
@@ -22,16 +32,19 @@ use datafusion::prelude::{
 use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::dialect::{Dialect, dialect_from_str};
 
-use crate::features::{self, FeatureRegistry, execute_ddl, resolve_location};
-use crate::logical::{HindcastOptions, PushDownAsOfFilter, RewriteRowNumberAsOf};
-use crate::physical::HindcastExtensionPlanner;
-use crate::physical::asof_join::UseKeyTimeSort;
+use crate::features::FeatureRegistry;
+use crate::logical::{PushDownAsOfFilter, RewriteRowNumberAsOf};
+use crate::physical::{HindcastExtensionPlanner, UseKeyTimeSort};
 use crate::sql::{
     HindcastDialect, HindcastRelationPlanner, HindcastStatement, parse_statements,
     prepare_statement,
 };
 use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+
+use copy::TempOutput;
+use ddl::{execute_ddl, resolve_location};
+pub use options::HindcastOptions;
 
 /// A DataFusion [`SessionContext`] that understands hindcast's SQL.
 ///
@@ -72,13 +85,11 @@ impl Hindcast {
     /// 64Ki-row batches and two partitions per core. Under a limit, DataFusion's own
     /// defaults (8Ki rows, a partition per core), which leave each sort room to spill.
     ///
-    /// Why: the sorts under a point-in-time join are DataFusion's, which sort each incoming
-    /// batch and then merge the sorted runs; with larger batches there are eight times fewer
-    /// runs to merge, and with more partitions than cores each sort is smaller and the scan
-    /// of one partition overlaps the sort of another. On workload S (1M x 10M, 2 cores) this
-    /// took the join from 1.75 s to 1.2 s (docs/benchmarks.md has today's figures). Under a 64 MB limit a
-    /// 64Ki-row batch is a good part of a sort's share of memory, and the sort fails instead
-    /// of spilling.
+    /// Why: with larger batches every operator has fewer to handle (and DataFusion's sorts
+    /// fewer runs to merge), and with more partitions than cores each sort is smaller and the
+    /// scan of one partition overlaps the sort of another (`docs/benchmarks.md`). Under a
+    /// small memory limit a 64Ki-row batch is a good part of a sort's share of memory, and
+    /// the sort fails instead of spilling.
     pub fn default_config(memory_limit: Option<usize>) -> SessionConfig {
         let mut config = if memory_limit.is_some() {
             SessionConfig::new()
@@ -89,8 +100,9 @@ impl Hindcast {
                 .with_target_partitions(2 * cores)
         };
         // Parquet evaluates pushed-down filters while decoding, so the spine's key set and
-        // time range skip rows before their other columns are decoded: a 10-label spine
-        // against 100M rows went from 0.43 s to 0.21 s, and workloads S and P did not slow.
+        // time range skip rows before their other columns are decoded: it halved a tiny
+        // spine's query against a large table and did not slow the large workloads
+        // (`docs/benchmarks.md`).
         config.options_mut().execution.parquet.pushdown_filters = true;
         config
     }
@@ -111,8 +123,9 @@ impl Hindcast {
         }
         // The ROW_NUMBER rewrite sees the plan as written, before DataFusion's rules reshape
         // the join and the window it looks for.
-        let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> =
-            vec![Arc::new(RewriteRowNumberAsOf)];
+        let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![Arc::new(
+            RewriteRowNumberAsOf::new(HindcastOptions::rewrite_row_number),
+        )];
         rules.extend(Optimizer::new().rules);
         rules.push(Arc::new(PushDownAsOfFilter));
         // Last, once DataFusion has placed the sorts: without a memory limit the ones under
@@ -148,7 +161,7 @@ impl Hindcast {
     /// Run every `.sql` file of a feature repository: its feature views, services and
     /// tables. Relative `LOCATION`s resolve against `dir`.
     pub async fn load_repository(&self, dir: impl AsRef<Path>) -> Result<()> {
-        features::load_repository(self, dir.as_ref()).await
+        repository::load_repository(self, dir.as_ref()).await
     }
 
     /// The session's feature services.
@@ -331,100 +344,6 @@ impl QueryPlanner for HindcastQueryPlanner {
         DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(HindcastExtensionPlanner)])
             .create_physical_plan(logical_plan, session)
             .await
-    }
-}
-
-/// A `COPY ... TO` target written under a temporary sibling name and moved into place only
-/// once the whole write succeeded, so a failed or cancelled write leaves no partial dataset.
-/// Object-store targets have no rename and are written in place.
-struct TempOutput {
-    /// A sibling of `target` with the same file name after a hidden prefix.
-    temp: PathBuf,
-    target: PathBuf,
-    /// Whether the target was written as a directory (`'out/'`).
-    is_dir: bool,
-    committed: bool,
-}
-
-impl TempOutput {
-    fn for_target(target: &str) -> Option<Self> {
-        let local = target.strip_prefix("file://").unwrap_or(target);
-        if local.contains("://") {
-            return None;
-        }
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let target = PathBuf::from(local.trim_end_matches('/'));
-        let name = target.file_name()?.to_string_lossy().into_owned();
-        let temp = target.with_file_name(format!(
-            ".hindcast-tmp-{}-{}-{name}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        Some(Self {
-            temp,
-            target,
-            is_dir: local.ends_with('/'),
-            committed: false,
-        })
-    }
-
-    /// The path for DataFusion to write: same extension and trailing slash as the target,
-    /// so it picks the same format and layout.
-    fn temp_target(&self) -> String {
-        let mut path = self.temp.to_string_lossy().into_owned();
-        if self.is_dir {
-            path.push('/');
-        }
-        path
-    }
-
-    fn commit(mut self) -> Result<()> {
-        if !self.temp.exists() {
-            // Nothing was written (e.g. an empty result into a directory).
-            self.committed = true;
-            return Ok(());
-        }
-        let result = if self.target.is_dir() {
-            merge_into(&self.temp, &self.target)
-        } else {
-            std::fs::rename(&self.temp, &self.target)
-        };
-        result.map_err(|e| {
-            DataFusionError::Execution(format!(
-                "COPY wrote {} but could not move it to {}: {e}",
-                self.temp.display(),
-                self.target.display()
-            ))
-        })?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-/// Move every file under `from` to the same relative path under `into` (DataFusion's COPY
-/// adds files to an existing directory), then remove `from`.
-fn merge_into(from: &Path, into: &Path) -> std::io::Result<()> {
-    if from.is_file() {
-        return std::fs::rename(from, into);
-    }
-    std::fs::create_dir_all(into)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        merge_into(&entry.path(), &into.join(entry.file_name()))?;
-    }
-    std::fs::remove_dir(from)
-}
-
-impl Drop for TempOutput {
-    fn drop(&mut self) {
-        if self.committed {
-            return;
-        }
-        let _ = if self.temp.is_dir() {
-            std::fs::remove_dir_all(&self.temp)
-        } else {
-            std::fs::remove_file(&self.temp)
-        };
     }
 }
 

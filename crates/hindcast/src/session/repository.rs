@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use datafusion::common::{DataFusionError, Result, plan_datafusion_err};
+use datafusion::common::{DataFusionError, Result, plan_err};
 
-use crate::Hindcast;
+use super::Hindcast;
 use crate::sql::HindcastStatement;
 
 /// Run every statement of every `.sql` file under `dir` (sorted by path, subdirectories
@@ -15,10 +15,7 @@ use crate::sql::HindcastStatement;
 /// progress is reported with its file and line.
 pub async fn load_repository(hc: &Hindcast, dir: &Path) -> Result<()> {
     if !dir.is_dir() {
-        return Err(plan_datafusion_err!(
-            "feature repository {} is not a directory",
-            dir.display()
-        ));
+        return plan_err!("feature repository {} is not a directory", dir.display());
     }
     let mut files = vec![];
     collect_sql_files(dir, &mut files)?;
@@ -27,12 +24,10 @@ pub async fn load_repository(hc: &Hindcast, dir: &Path) -> Result<()> {
     let mut pending: Vec<(String, u64, HindcastStatement)> = vec![];
     for file in &files {
         let shown = file.strip_prefix(dir).unwrap_or(file).display().to_string();
-        let sql = std::fs::read_to_string(file).map_err(|e| {
-            DataFusionError::Execution(format!("cannot read {}: {e}", file.display()))
-        })?;
+        let sql = std::fs::read_to_string(file).map_err(|e| io_error(e, "read", file))?;
         let statements = hc
             .parse_sql_with_lines(&sql)
-            .map_err(|e| plan_datafusion_err!("{shown}: {e}"))?;
+            .map_err(|e| e.context(shown.clone()))?;
         pending.extend(
             statements
                 .into_iter()
@@ -46,7 +41,7 @@ pub async fn load_repository(hc: &Hindcast, dir: &Path) -> Result<()> {
         let mut first_error = None;
         for (file, line, statement) in pending {
             if let Err(e) = hc.execute_statement_in(statement.clone(), Some(dir)).await {
-                first_error.get_or_insert_with(|| plan_datafusion_err!("{file}:{line}: {e}"));
+                first_error.get_or_insert_with(|| e.context(format!("{file}:{line}")));
                 failed.push((file, line, statement));
             }
         }
@@ -61,12 +56,9 @@ pub async fn load_repository(hc: &Hindcast, dir: &Path) -> Result<()> {
 }
 
 fn collect_sql_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| DataFusionError::Execution(format!("cannot list {}: {e}", dir.display())))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| io_error(e, "list", dir))?;
     for entry in entries {
-        let path = entry
-            .map_err(|e| DataFusionError::Execution(format!("cannot list {}: {e}", dir.display())))?
-            .path();
+        let path = entry.map_err(|e| io_error(e, "list", dir))?.path();
         if path.is_dir() {
             collect_sql_files(&path, files)?;
         } else if path.extension().is_some_and(|e| e == "sql") {
@@ -74,4 +66,9 @@ fn collect_sql_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An I/O error, kept as one, with what was being done to which path.
+fn io_error(e: std::io::Error, doing: &str, path: &Path) -> DataFusionError {
+    DataFusionError::from(e).context(format!("cannot {doing} {}", path.display()))
 }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use datafusion::common::{Column, DFSchema, Result, ScalarValue, plan_datafusion_err, plan_err};
+use datafusion::common::{Column, DFSchema, Result, plan_datafusion_err, plan_err};
 use datafusion::logical_expr::planner::RelationPlannerContext;
 use datafusion::logical_expr::utils::split_conjunction_owned;
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, LogicalPlanBuilder, Operator};
@@ -17,28 +17,7 @@ use datafusion::sql::sqlparser::ast::{
     JoinConstraint,
 };
 
-use crate::logical::{AsOfJoin, MatchOp};
-
-/// Which input an expression reads.
-#[derive(Debug, PartialEq)]
-pub(super) enum Side {
-    Left,
-    Right,
-    Both,
-    Neither,
-}
-
-pub(super) fn side(expr: &Expr, left: &DFSchema, right: &DFSchema) -> Side {
-    let columns = expr.column_refs();
-    let in_left = columns.iter().filter(|c| left.has_column(c)).count();
-    let in_right = columns.iter().filter(|c| right.has_column(c)).count();
-    match (in_left, in_right) {
-        (0, 0) => Side::Neither,
-        (_, 0) => Side::Left,
-        (0, _) => Side::Right,
-        _ => Side::Both,
-    }
-}
+use crate::logical::{AsOfJoin, MatchOp, Term, TimeCondition};
 
 pub(super) fn plan_asof_join(
     left: LogicalPlan,
@@ -57,9 +36,7 @@ pub(super) fn plan_asof_join(
                 return plan_err!("MATCH_CONDITION may name latest_by(...) only once");
             }
             let expr = context.sql_to_expr(arg, right.schema()).map_err(|e| {
-                plan_datafusion_err!(
-                    "latest_by(...) must name a column of the right side of the ASOF JOIN: {e}"
-                )
+                e.context("latest_by(...) must name a column of the right side of the ASOF JOIN")
             })?;
             tie_breaker = Some(expr);
         } else {
@@ -68,20 +45,11 @@ pub(super) fn plan_asof_join(
             ));
         }
     }
-    let condition = MatchCondition::analyze(conditions, left.schema(), right.schema())?;
+    let condition = read_match_condition(conditions, left.schema(), right.schema())?;
 
     let (on, using) = join_keys(constraint, &left, &right, &join_schema, context)?;
 
-    let node = AsOfJoin::try_new(
-        Arc::new(left),
-        Arc::new(right),
-        on,
-        condition.left_time,
-        condition.right_time,
-        condition.op,
-        condition.ttl,
-        tie_breaker,
-    )?;
+    let node = AsOfJoin::try_new(Arc::new(left), Arc::new(right), on, condition, tie_breaker)?;
     merge_using(node.into_plan(), &using)
 }
 
@@ -193,114 +161,53 @@ fn latest_by_argument(expr: &SQLExpr) -> Result<Option<SQLExpr>> {
     )
 }
 
-/// The analysed `MATCH_CONDITION`.
-struct MatchCondition {
-    left_time: Expr,
-    right_time: Expr,
-    op: MatchOp,
-    ttl: Option<ScalarValue>,
-}
-
-impl MatchCondition {
-    fn analyze(conditions: Vec<Expr>, left: &DFSchema, right: &DFSchema) -> Result<Self> {
-        for c in &conditions {
-            check_term(c)?;
-        }
-        match conditions.as_slice() {
-            [] => plan_err!(
-                "ASOF JOIN needs exactly one of >=, >, <=, < in MATCH_CONDITION, e.g. MATCH_CONDITION (l.ts >= r.ts)"
-            ),
-            [only] => Self::comparison(only, left, right).ok_or_else(|| {
-                plan_datafusion_err!(
-                    "MATCH_CONDITION must compare a time of the left input with a time of the right input, e.g. l.ts >= r.ts; found: {only}"
-                )
-            }),
-            [a, b] => {
-                for (cmp, bound) in [(a, b), (b, a)] {
-                    if let Some(mut condition) = Self::comparison(cmp, left, right)
-                        && let Some(ttl) = condition.ttl_bound(bound)?
-                    {
-                        condition.ttl = Some(ttl);
-                        return Ok(condition);
+/// The `MATCH_CONDITION` grammar over the terms [`Term::classify`] reads: exactly one time
+/// comparison, plus at most one inclusive bound on the distance it looks across.
+fn read_match_condition(
+    conditions: Vec<Expr>,
+    left: &DFSchema,
+    right: &DFSchema,
+) -> Result<TimeCondition> {
+    for c in &conditions {
+        check_term(c)?;
+    }
+    let comparison = |e: &Expr| match Term::classify(e, left, right) {
+        Term::Compare(condition) => Some(condition),
+        _ => None,
+    };
+    match conditions.as_slice() {
+        [] => plan_err!(
+            "ASOF JOIN needs exactly one of >=, >, <=, < in MATCH_CONDITION, e.g. MATCH_CONDITION (l.ts >= r.ts)"
+        ),
+        [only] => comparison(only).ok_or_else(|| {
+            plan_datafusion_err!(
+                "MATCH_CONDITION must compare a time of the left input with a time of the right input, e.g. l.ts >= r.ts; found: {only}"
+            )
+        }),
+        [a, b] => {
+            for (cmp, bound) in [(a, b), (b, a)] {
+                if let Some(mut condition) = comparison(cmp)
+                    && let Term::Bound(ttl) = Term::classify(bound, left, right)
+                    && condition.is_bounded_by(&ttl)
+                {
+                    if ttl.strict {
+                        return plan_err!(
+                            "the TTL bound is inclusive: write it with <= (or >=), e.g. l.ts - r.ts <= INTERVAL '90 days'; found: {bound}"
+                        );
                     }
+                    condition.ttl = Some(ttl.amount);
+                    return Ok(condition);
                 }
-                plan_err!(
-                    "ASOF JOIN needs exactly one time comparison in MATCH_CONDITION, plus at most one TTL bound such as \
-                     l.ts - r.ts <= INTERVAL '90 days'; found: {a} AND {b}"
-                )
             }
-            _ => plan_err!(
-                "ASOF JOIN takes one time comparison and at most one TTL bound in MATCH_CONDITION; found {} conditions",
-                conditions.len()
-            ),
+            plan_err!(
+                "ASOF JOIN needs exactly one time comparison in MATCH_CONDITION, plus at most one TTL bound such as \
+                 l.ts - r.ts <= INTERVAL '90 days'; found: {a} AND {b}"
+            )
         }
-    }
-
-    /// `left_expr op right_expr`, in either operand order.
-    fn comparison(expr: &Expr, left: &DFSchema, right: &DFSchema) -> Option<Self> {
-        let (a, op, b) = as_inequality(expr)?;
-        let (left_time, op, right_time) = match (side(a, left, right), side(b, left, right)) {
-            (Side::Left, Side::Right) => (a, op, b),
-            (Side::Right, Side::Left) => (b, op.swap(), a),
-            _ => return None,
-        };
-        // `l.ts - INTERVAL '1 day' <= r.ts` is a TTL bound, not a time comparison.
-        if has_constant_arithmetic(left_time) || has_constant_arithmetic(right_time) {
-            return None;
-        }
-        Some(Self {
-            left_time: left_time.clone(),
-            right_time: right_time.clone(),
-            op,
-            ttl: None,
-        })
-    }
-
-    /// The TTL literal if `expr` bounds the distance this comparison looks across.
-    fn ttl_bound(&self, expr: &Expr) -> Result<Option<ScalarValue>> {
-        let Some((a, op, b)) = as_inequality(expr) else {
-            return Ok(None);
-        };
-        // As `small <= big`.
-        let (small, big, strict) = match op {
-            MatchOp::LtEq => (a, b, false),
-            MatchOp::Lt => (a, b, true),
-            MatchOp::GtEq => (b, a, false),
-            MatchOp::Gt => (b, a, true),
-        };
-        // Backward joins bound l - r; forward joins bound r - l.
-        let (later, earlier) = if self.op.is_backward() {
-            (&self.left_time, &self.right_time)
-        } else {
-            (&self.right_time, &self.left_time)
-        };
-        let ttl = if let (Some((x, y)), Some(c)) = (as_minus(small), as_literal(big))
-            && x == later
-            && y == earlier
-        {
-            // later - earlier <= c
-            Some(c)
-        } else if let Some((x, c)) = as_minus(small).and_then(|(x, c)| Some((x, as_literal(c)?)))
-            && x == later
-            && big == earlier
-        {
-            // later - c <= earlier
-            Some(c)
-        } else if let Some((y, c)) = as_plus_literal(big)
-            && small == later
-            && y == earlier
-        {
-            // later <= earlier + c
-            Some(c)
-        } else {
-            None
-        };
-        if ttl.is_some() && strict {
-            return plan_err!(
-                "the TTL bound is inclusive: write it with <= (or >=), e.g. l.ts - r.ts <= INTERVAL '90 days'; found: {expr}"
-            );
-        }
-        Ok(ttl)
+        _ => plan_err!(
+            "ASOF JOIN takes one time comparison and at most one TTL bound in MATCH_CONDITION; found {} conditions",
+            conditions.len()
+        ),
     }
 }
 
@@ -319,7 +226,9 @@ fn check_term(expr: &Expr) -> Result<()> {
             _ => {}
         }
     }
-    if as_inequality(expr).is_none() {
+    let is_inequality =
+        matches!(expr, Expr::BinaryExpr(BinaryExpr { op, .. }) if MatchOp::try_from(*op).is_ok());
+    if !is_inequality {
         return plan_err!(
             "ASOF JOIN needs exactly one of >=, >, <=, < in MATCH_CONDITION, found: {expr}"
         );
@@ -327,88 +236,16 @@ fn check_term(expr: &Expr) -> Result<()> {
     Ok(())
 }
 
-fn as_inequality(expr: &Expr) -> Option<(&Expr, MatchOp, &Expr)> {
-    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else {
-        return None;
-    };
-    let op = match op {
-        Operator::GtEq => MatchOp::GtEq,
-        Operator::Gt => MatchOp::Gt,
-        Operator::LtEq => MatchOp::LtEq,
-        Operator::Lt => MatchOp::Lt,
-        _ => return None,
-    };
-    Some((left, op, right))
-}
-
-fn as_minus(expr: &Expr) -> Option<(&Expr, &Expr)> {
-    match expr {
-        Expr::BinaryExpr(BinaryExpr {
-            left,
-            op: Operator::Minus,
-            right,
-        }) => Some((left, right)),
-        _ => None,
-    }
-}
-
-/// `x + c` or `c + x` with a literal `c`.
-fn as_plus_literal(expr: &Expr) -> Option<(&Expr, ScalarValue)> {
-    let Expr::BinaryExpr(BinaryExpr {
-        left,
-        op: Operator::Plus,
-        right,
-    }) = expr
-    else {
-        return None;
-    };
-    match (as_literal(left), as_literal(right)) {
-        (None, Some(c)) => Some((left, c)),
-        (Some(c), None) => Some((right, c)),
-        _ => None,
-    }
-}
-
-fn as_literal(expr: &Expr) -> Option<ScalarValue> {
-    match expr {
-        Expr::Literal(value, _) => Some(value.clone()),
-        Expr::Negative(inner) => as_literal(inner)?.arithmetic_negate().ok(),
-        _ => None,
-    }
-}
-
-fn has_constant_arithmetic(expr: &Expr) -> bool {
-    match expr {
-        Expr::BinaryExpr(BinaryExpr {
-            left,
-            op: Operator::Plus | Operator::Minus,
-            right,
-        }) => as_literal(left).is_some() || as_literal(right).is_some(),
-        _ => false,
-    }
-}
-
 /// `ON a = b AND c = d` as key pairs `(left, right)`.
 fn equi_keys(expr: Expr, left: &DFSchema, right: &DFSchema) -> Result<Vec<(Expr, Expr)>> {
     split_conjunction_owned(expr)
         .into_iter()
-        .map(|term| {
-            if let Expr::BinaryExpr(BinaryExpr {
-                left: a,
-                op: Operator::Eq,
-                right: b,
-            }) = &term
-            {
-                match (side(a, left, right), side(b, left, right)) {
-                    (Side::Left, Side::Right) => return Ok((*a.clone(), *b.clone())),
-                    (Side::Right, Side::Left) => return Ok((*b.clone(), *a.clone())),
-                    _ => {}
-                }
-            }
-            plan_err!(
+        .map(|term| match Term::classify(&term, left, right) {
+            Term::KeyEquality(l, r) => Ok((l, r)),
+            _ => plan_err!(
                 "ASOF JOIN ... ON accepts only equalities between a left and a right expression, AND-ed together; \
                  found: {term}. Time conditions belong in MATCH_CONDITION"
-            )
+            ),
         })
         .collect()
 }

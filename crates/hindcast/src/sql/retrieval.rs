@@ -18,13 +18,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{
-    Column, DFSchema, Result, ScalarValue, TableReference, plan_datafusion_err, plan_err,
+    Column, DFSchema, DataFusionError, Result, TableReference, plan_datafusion_err, plan_err,
 };
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::planner::RelationPlannerContext;
-use datafusion::logical_expr::{
-    Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, TableSource, cast, when,
-};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableSource};
 use datafusion::sql::sqlparser::ast::{
     Expr as SQLExpr, FunctionArg, FunctionArgExpr, Query, TableAlias, TableFactor,
     TableFunctionArgs, Value, VisitMut,
@@ -34,8 +32,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use super::NestAsOfJoins;
 use super::dialect::HindcastDialect;
 use crate::features::{FeatureRegistry, FeatureView, FeatureViewTable, column_list};
-use crate::logical::{AsOfJoin, MatchOp};
-use crate::time::TimeDomain;
+use crate::logical::AsOfJoin;
 
 pub(super) const NAME: &str = "historical_features";
 
@@ -220,44 +217,6 @@ pub(super) fn plan_historical_features(
     LogicalPlanBuilder::from(plan).project(unqualified)?.build()
 }
 
-/// When a row became visible: the later of its event and created times, NULL if either is
-/// (Feast compares `created <= spine time`, which a NULL never passes). Both are read in the
-/// finer of their units; they must agree on the time zone.
-fn visible_time(event: Expr, created: Expr, schema: &DFSchema, view: &str) -> Result<Expr> {
-    let event_type = event.get_type(schema)?;
-    let created_type = created.get_type(schema)?;
-    let common = match (&event_type, &created_type) {
-        (a, b) if a == b => a.clone(),
-        (DataType::Timestamp(unit, za), DataType::Timestamp(_, zb)) if za == zb => {
-            let finer = match TimeDomain::common(&event_type, &created_type) {
-                Some(TimeDomain::Instant(finer)) => finer,
-                _ => *unit,
-            };
-            DataType::Timestamp(finer, za.clone())
-        }
-        _ => {
-            return plan_err!(
-                "{NAME}: filter_by_created_timestamp compares the timestamp and created columns of feature view {view}, but they are {event_type} and {created_type}; give them one time zone"
-            );
-        }
-    };
-    let as_common = |e: Expr, t: &DataType| {
-        if *t == common {
-            e
-        } else {
-            cast(e, common.clone())
-        }
-    };
-    let (event, created) = (
-        as_common(event, &event_type),
-        as_common(created, &created_type),
-    );
-    let null = Expr::Literal(ScalarValue::try_from(&common)?, None);
-    when(created.clone().is_null(), null)
-        .when(created.clone().gt(event.clone()), created)
-        .otherwise(event)
-}
-
 fn usage<T>(problem: &str) -> Result<T> {
     plan_err!(
         "{NAME}('<spine table or query>', '<view:feature or feature service>', ... [, full_feature_names => true] [, filter_by_created_timestamp => true]): {problem}"
@@ -272,7 +231,9 @@ fn plan_spine(spine: &str, context: &mut dyn RelationPlannerContext) -> Result<L
     let mut query: Box<Query> = Parser::new(&dialect)
         .try_with_sql(&sql)
         .and_then(|mut p| p.parse_query())
-        .map_err(|e| plan_datafusion_err!("{NAME}: cannot parse the spine {spine:?}: {e}"))?;
+        .map_err(|e| {
+            DataFusionError::from(e).context(format!("{NAME}: cannot parse the spine {spine:?}"))
+        })?;
     let _ = query.visit(&mut NestAsOfJoins);
     let factor = TableFactor::Derived {
         lateral: false,
@@ -452,29 +413,9 @@ fn join_view(
         .into_iter()
         .map(Expr::Column)
         .collect();
-    let visible = match (&view.created, filter_by_created) {
-        (Some(created), true) => Some(visible_time(
-            column(&view.timestamp),
-            column(created),
-            right.schema(),
-            &view.name,
-        )?),
-        _ => None,
-    };
-    let right_time = visible.clone().unwrap_or_else(|| column(&view.timestamp));
-    let mut node = AsOfJoin::try_new(
-        Arc::new(plan),
-        Arc::new(right),
-        on,
-        Expr::Column(spine_time.clone()),
-        right_time,
-        MatchOp::GtEq,
-        view.ttl.clone(),
-        view.created.as_deref().map(column),
-    )?;
-    if visible.is_some() {
-        node = node.with_rank_time(column(&view.timestamp))?;
-    }
+    let spine_time = Expr::Column(spine_time.clone());
+    let node = AsOfJoin::for_view(plan, right, on, spine_time, &view, filter_by_created)
+        .map_err(|e| e.context(NAME))?;
     let output = kept.into_iter().chain(
         features
             .iter()

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{Column, DFSchema, Result, ScalarValue, plan_datafusion_err, plan_err};
+use datafusion::common::{Column, DFSchema, Result, ScalarValue, plan_err};
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::planner::RelationPlannerContext;
 use datafusion::logical_expr::simplify::SimplifyContext;
@@ -21,7 +21,7 @@ use datafusion::sql::sqlparser::ast::{Expr as SQLExpr, JoinConstraint, TableFact
 
 use super::asof_join::{join_keys, merge_using};
 use crate::features::{FeatureView, FeatureViewTable};
-use crate::logical::{AsOfJoin, MatchOp};
+use crate::logical::{AsOfJoin, view_column};
 
 /// The `AS OF` expression of a versioned table factor; an error for versioning clauses other
 /// than `FOR SYSTEM_TIME AS OF`.
@@ -87,14 +87,6 @@ fn unversioned(
     Ok((factor, view))
 }
 
-fn view_column(plan: &LogicalPlan, view: &FeatureView, name: &str) -> Result<Expr> {
-    let (qualifier, field) = plan
-        .schema()
-        .qualified_field_with_unqualified_name(name)
-        .map_err(|_| plan_datafusion_err!("feature view {} has no column {name}", view.name))?;
-    Ok(Expr::Column(Column::new(qualifier.cloned(), field.name())))
-}
-
 /// `left LEFT JOIN view FOR SYSTEM_TIME AS OF <left time> ON ...`.
 pub(super) fn plan_temporal_join(
     left: LogicalPlan,
@@ -107,12 +99,14 @@ pub(super) fn plan_temporal_join(
         .expect("called for a versioned factor");
     let (right, view) = unversioned(right, context)?;
     let right = context.plan(right)?;
-    let left_time = context.sql_to_expr(as_of.clone(), left.schema()).map_err(|e| {
-        plan_datafusion_err!(
-            "FOR SYSTEM_TIME AS OF {as_of} must be a time column of the tables joined before {}: {e}",
+    let left_time = context
+        .sql_to_expr(as_of.clone(), left.schema())
+        .map_err(|e| {
+            e.context(format!(
+            "FOR SYSTEM_TIME AS OF {as_of} must be a time column of the tables joined before {}",
             view.name
-        )
-    })?;
+        ))
+        })?;
     let join_schema = left.schema().join(right.schema())?;
     let (on, using) = join_keys(constraint, &left, &right, &join_schema, context)?;
     for entity in &view.entities {
@@ -127,22 +121,7 @@ pub(super) fn plan_temporal_join(
             );
         }
     }
-    let right_time = view_column(&right, &view, &view.timestamp)?;
-    let created = view
-        .created
-        .as_ref()
-        .map(|created| view_column(&right, &view, created))
-        .transpose()?;
-    let node = AsOfJoin::try_new(
-        Arc::new(left),
-        Arc::new(right),
-        on,
-        left_time,
-        right_time,
-        MatchOp::GtEq,
-        view.ttl.clone(),
-        created,
-    )?;
+    let node = AsOfJoin::for_view(left, right, on, left_time, &view, false)?;
     merge_using(node.into_plan(), &using)
 }
 
@@ -162,11 +141,11 @@ pub(super) fn plan_snapshot(
     let instant = context
         .sql_to_expr(as_of.clone(), &DFSchema::empty())
         .map_err(|e| {
-            plan_datafusion_err!(
+            e.context(format!(
                 "FOR SYSTEM_TIME AS OF {as_of}: on its own (not in a LEFT JOIN) the instant must be a constant such as TIMESTAMP '2025-02-01'; \
-                 to join at each row's time write: spine LEFT JOIN {} FOR SYSTEM_TIME AS OF spine.ts ON ...: {e}",
+                 to join at each row's time write: spine LEFT JOIN {} FOR SYSTEM_TIME AS OF spine.ts ON ...",
                 view.name
-            )
+            ))
         })?;
     let right = context.plan(factor)?;
     let time = view_column(&right, &view, &view.timestamp)?;
@@ -213,27 +192,14 @@ pub(super) fn plan_snapshot(
         .zip(keys)
         .map(|(name, key)| (Expr::Column(Column::new(Some("__hc_snapshot"), name)), key))
         .collect();
-    let created = view
-        .created
-        .as_ref()
-        .map(|created| view_column(&right, &view, created))
-        .transpose()?;
     let output: Vec<Expr> = right
         .schema()
         .columns()
         .into_iter()
         .map(Expr::Column)
         .collect();
-    let node = AsOfJoin::try_new(
-        Arc::new(spine),
-        Arc::new(right),
-        on,
-        Expr::Column(Column::new(Some("__hc_snapshot"), "__hc_as_of")),
-        time,
-        MatchOp::GtEq,
-        view.ttl.clone(),
-        created,
-    )?;
+    let as_of = Expr::Column(Column::new(Some("__hc_snapshot"), "__hc_as_of"));
+    let node = AsOfJoin::for_view(spine, right, on, as_of, &view, false)?;
     LogicalPlanBuilder::from(node.into_plan())
         .project(output)?
         .build()

@@ -35,56 +35,37 @@ use datafusion::physical_plan::{
 
 use futures::TryStreamExt;
 
-use super::bounds::Narrowing;
+use super::input::RightInput;
 use super::metrics::AsOfJoinMetrics;
-use super::sort::KeyTimeSortExec;
-use super::stream::{AsOfJoinStream, JoinSpec, RightInput};
-use crate::logical::MatchOp;
-use crate::time::{DisplayTtl, TimeDomain};
+use super::stream::{AsOfJoinStream, JoinStreamConfig};
+use crate::logical::{AsOfJoinOptions, JoinMode, fmt_attributes};
+use crate::physical::key_time_sort::KeyTimeSortExec;
+use crate::physical::spine_bounds::Narrowing;
 
 /// Point-in-time join of co-partitioned inputs, each sorted by `(keys, time)`.
 ///
 /// For every left row it emits that row plus the right row with equal keys nearest in time
-/// on the side `op` allows (within `ttl`), or NULLs. Output rows come in the left input's
-/// order, so the output keeps the left side's partitioning and ordering.
+/// on the side the options allow (within the TTL), or NULLs. Output rows come in the left
+/// input's order, so the output keeps the left side's partitioning and ordering.
 #[derive(Debug, Clone)]
 pub struct AsOfJoinExec {
     left: Arc<dyn ExecutionPlan>,
     right: Arc<dyn ExecutionPlan>,
-    /// Equality keys `(left, right)`; both already of one type per pair.
-    on: Vec<(PhysicalExprRef, PhysicalExprRef)>,
-    left_time: PhysicalExprRef,
-    right_time: PhysicalExprRef,
-    op: MatchOp,
-    domain: TimeDomain,
-    ttl: Option<i64>,
-    tie_breaker: Option<PhysicalExprRef>,
-    /// See `AsOfJoin::rank_time`.
-    rank_time: Option<PhysicalExprRef>,
-    /// See `AsOfJoin::distinct_spine`.
-    distinct_spine: bool,
-    /// See `AsOfJoin::keep_ties`.
-    keep_ties: bool,
+    options: AsOfJoinOptions<PhysicalExprRef>,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
-    /// Narrows the right side to the spine's time range (see [`super::bounds`]).
+    /// Narrows the right side to the spine's time range (see `physical::spine_bounds`).
     narrowing: Option<Arc<Narrowing>>,
 }
 
 impl AsOfJoinExec {
-    #[expect(clippy::too_many_arguments)]
     pub fn try_new(
         left: Arc<dyn ExecutionPlan>,
         right: Arc<dyn ExecutionPlan>,
-        on: Vec<(PhysicalExprRef, PhysicalExprRef)>,
-        left_time: PhysicalExprRef,
-        right_time: PhysicalExprRef,
-        op: MatchOp,
-        domain: TimeDomain,
-        ttl: Option<i64>,
-        tie_breaker: Option<PhysicalExprRef>,
+        options: AsOfJoinOptions<PhysicalExprRef>,
     ) -> Result<Self> {
+        options.validate()?;
         let schema = join_schema(&left.schema(), &right.schema());
         let eq_properties = join_equivalence_properties(
             left.equivalence_properties().clone(),
@@ -106,36 +87,12 @@ impl AsOfJoinExec {
         Ok(Self {
             left,
             right,
-            on,
-            left_time,
-            right_time,
-            op,
-            domain,
-            ttl,
-            tie_breaker,
-            rank_time: None,
-            distinct_spine: false,
-            keep_ties: false,
+            options,
             schema,
             cache: Arc::new(cache),
             metrics: ExecutionPlanMetricsSet::new(),
             narrowing: None,
         })
-    }
-
-    pub fn with_rank_time(mut self, rank_time: Option<PhysicalExprRef>) -> Self {
-        self.rank_time = rank_time;
-        self
-    }
-
-    pub fn with_distinct_spine(mut self, distinct_spine: bool) -> Self {
-        self.distinct_spine = distinct_spine;
-        self
-    }
-
-    pub fn with_keep_ties(mut self, keep_ties: bool) -> Self {
-        self.keep_ties = keep_ties;
-        self
     }
 
     pub fn with_narrowing(mut self, narrowing: Option<Arc<Narrowing>>) -> Self {
@@ -149,6 +106,10 @@ impl AsOfJoinExec {
 
     pub fn narrowing(&self) -> Option<&Arc<Narrowing>> {
         self.narrowing.as_ref()
+    }
+
+    pub fn options(&self) -> &AsOfJoinOptions<PhysicalExprRef> {
+        &self.options
     }
 
     /// Whether the left input is another ASOF join's output with no sort between them, as
@@ -171,7 +132,7 @@ impl AsOfJoinExec {
     }
 
     /// Whether the join gathers the right side's rows itself, the winners' only (late
-    /// materialization): when hindcast's own sort is below it (see `stream::Source::Rows`).
+    /// materialization): when hindcast's own sort is below it (see `input::Source::Rows`).
     fn gathers_right_rows(&self) -> bool {
         self.right.downcast_ref::<KeyTimeSortExec>().is_some()
     }
@@ -239,59 +200,16 @@ fn join_schema(left: &Schema, right: &Schema) -> SchemaRef {
 
 impl DisplayAs for AsOfJoinExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let on = self
-            .on
-            .iter()
-            .map(|(l, r)| format!("({l} = {r})"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let matching = format!("{} {} {}", self.left_time, self.op, self.right_time);
+        let mut attributes = self.options.attributes();
+        if self.gathers_right_rows() {
+            attributes.push(("late_materialization", None));
+        }
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => {
-                write!(f, "AsOfJoinExec: on=[{on}], match=[{matching}]")?;
-                if let Some(ttl) = self.ttl {
-                    write!(f, ", ttl={}", DisplayTtl(self.domain, ttl))?;
-                }
-                if let Some(tie) = &self.tie_breaker {
-                    write!(f, ", tie_breaker=[{tie} DESC]")?;
-                }
-                if let Some(rank) = &self.rank_time {
-                    write!(f, ", latest_visible_by=[{rank}]")?;
-                }
-                if self.distinct_spine {
-                    write!(f, ", distinct_spine")?;
-                }
-                if self.keep_ties {
-                    write!(f, ", keep_ties")?;
-                }
-                if self.gathers_right_rows() {
-                    write!(f, ", late_materialization")?;
-                }
-                Ok(())
+                write!(f, "AsOfJoinExec: ")?;
+                fmt_attributes(f, &attributes, false)
             }
-            DisplayFormatType::TreeRender => {
-                writeln!(f, "on={on}")?;
-                writeln!(f, "match={matching}")?;
-                if let Some(ttl) = self.ttl {
-                    writeln!(f, "ttl={}", DisplayTtl(self.domain, ttl))?;
-                }
-                if let Some(tie) = &self.tie_breaker {
-                    writeln!(f, "tie_breaker={tie} DESC")?;
-                }
-                if let Some(rank) = &self.rank_time {
-                    writeln!(f, "latest_visible_by={rank}")?;
-                }
-                if self.distinct_spine {
-                    writeln!(f, "distinct_spine")?;
-                }
-                if self.keep_ties {
-                    writeln!(f, "ties=all kept")?;
-                }
-                if self.gathers_right_rows() {
-                    writeln!(f, "materialization=late")?;
-                }
-                Ok(())
-            }
+            DisplayFormatType::TreeRender => fmt_attributes(f, &attributes, true),
         }
     }
 }
@@ -312,13 +230,14 @@ impl ExecutionPlan for AsOfJoinExec {
     /// Rows with equal keys must meet in one partition. Without keys every row can match
     /// every other, so the join runs in a single partition.
     fn input_distribution_requirements(&self) -> InputDistributionRequirements {
-        if self.on.is_empty() {
+        if self.options.on.is_empty() {
             return InputDistributionRequirements::new(vec![
                 Distribution::SinglePartition,
                 Distribution::SinglePartition,
             ]);
         }
         let (left, right) = self
+            .options
             .on
             .iter()
             .map(|(l, r)| (Arc::clone(l), Arc::clone(r)))
@@ -330,9 +249,10 @@ impl ExecutionPlan for AsOfJoinExec {
     }
 
     fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        let options = &self.options;
         vec![
-            Self::sort_requirement(self.on.iter().map(|(l, _)| Arc::clone(l)), &self.left_time),
-            Self::sort_requirement(self.on.iter().map(|(_, r)| Arc::clone(r)), &self.right_time),
+            Self::sort_requirement(options.left_keys().cloned(), &options.left_time),
+            Self::sort_requirement(options.right_keys().cloned(), &options.right_time),
         ]
     }
 
@@ -348,14 +268,7 @@ impl ExecutionPlan for AsOfJoinExec {
         &self,
         f: &mut dyn FnMut(&PhysicalExprRef) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        let roots = self
-            .on
-            .iter()
-            .flat_map(|(l, r)| [l, r])
-            .chain([&self.left_time, &self.right_time])
-            .chain(self.tie_breaker.iter())
-            .chain(self.rank_time.iter());
-        apply_expression_roots(roots, f)
+        apply_expression_roots(self.options.exprs(), f)
     }
 
     fn replace_children(
@@ -375,21 +288,8 @@ impl ExecutionPlan for AsOfJoinExec {
                 ..Self::clone(&self)
             })),
             ChildrenPropertiesMode::Recompute => Ok(Arc::new(
-                Self::try_new(
-                    left,
-                    right,
-                    self.on.clone(),
-                    Arc::clone(&self.left_time),
-                    Arc::clone(&self.right_time),
-                    self.op,
-                    self.domain,
-                    self.ttl,
-                    self.tie_breaker.clone(),
-                )?
-                .with_rank_time(self.rank_time.clone())
-                .with_distinct_spine(self.distinct_spine)
-                .with_keep_ties(self.keep_ties)
-                .with_narrowing(self.narrowing.clone()),
+                Self::try_new(left, right, self.options.clone())?
+                    .with_narrowing(self.narrowing.clone()),
             )),
         }
     }
@@ -416,21 +316,11 @@ impl ExecutionPlan for AsOfJoinExec {
             right_partitions,
             "AsOfJoinExec needs co-partitioned inputs"
         );
-        let spec = JoinSpec {
+        let config = JoinStreamConfig {
             schema: Arc::clone(&self.schema),
             right_schema: self.right.schema(),
             batch_size: context.session_config().batch_size(),
-            left_keys: self.on.iter().map(|(l, _)| Arc::clone(l)).collect(),
-            right_keys: self.on.iter().map(|(_, r)| Arc::clone(r)).collect(),
-            left_time: Arc::clone(&self.left_time),
-            right_time: Arc::clone(&self.right_time),
-            tie_breaker: self.tie_breaker.clone(),
-            rank_time: self.rank_time.clone(),
-            distinct_spine: self.distinct_spine,
-            keep_ties: self.keep_ties,
-            op: self.op,
-            domain: self.domain,
-            ttl: self.ttl,
+            pool: Arc::clone(context.memory_pool()),
         };
         let reservation =
             MemoryConsumer::new(format!("AsOfJoin[{partition}]")).register(context.memory_pool());
@@ -449,7 +339,8 @@ impl ExecutionPlan for AsOfJoinExec {
             left = drained(left, reservation);
         }
         AsOfJoinStream::try_new(
-            spec,
+            self.options.clone(),
+            config,
             left,
             right,
             reservation,
@@ -464,10 +355,10 @@ impl ExecutionPlan for AsOfJoinExec {
     }
 
     fn cardinality_effect(&self) -> CardinalityEffect {
-        match (self.keep_ties, self.distinct_spine) {
-            (true, _) => CardinalityEffect::GreaterEqual,
-            (false, true) => CardinalityEffect::LowerEqual,
-            (false, false) => CardinalityEffect::Equal,
+        match self.options.mode {
+            JoinMode::KeepTies => CardinalityEffect::GreaterEqual,
+            JoinMode::DistinctSpine => CardinalityEffect::LowerEqual,
+            JoinMode::Nearest | JoinMode::LatestVisibleBy { .. } => CardinalityEffect::Equal,
         }
     }
 

@@ -16,7 +16,8 @@ pub(super) struct AsOfJoinMetrics {
     pub matched_rows: Count,
     /// Left rows whose nearest right row was older (or newer) than the TTL allows.
     pub expired_by_ttl: Count,
-    /// Most bytes of right batches held at once.
+    /// Most bytes the join held at once: its current left batch and the buffered right
+    /// rows, each with its join arrays (keys, times, tie-breaker, rank time).
     pub peak_mem_used: Gauge,
 }
 

@@ -2,22 +2,26 @@
 //!
 //! - [`exec`]: [`AsOfJoinExec`], the `ExecutionPlan`: what it requires of its inputs
 //!   (co-partitioned by key, sorted by key then time) and what it promises downstream.
-//! - [`stream`]: the per-partition merge, a state machine over the two sorted inputs.
+//! - [`stream`]: the per-partition merge, a state machine over the two sorted inputs;
+//! - [`input`]: how right rows arrive (batches, or a sorted partition read late);
+//! - [`keyed`]: rows with their join columns in comparable form;
+//! - [`right_buffer`]: the right rows held, the cursor, the memory reservation;
+//! - [`output`]: the decided rows not yet emitted, and emitting them;
 //! - [`metrics`]: what `EXPLAIN ANALYZE` shows.
-//! - [`bounds`]: the spine's time range, pushed into the right side's scan.
-//! - [`sort`]: [`KeyTimeSortExec`], the sort of the join's inputs when memory is unlimited.
 //!
 //! The operator itself buffers only a few right batches per partition. The sorts below it
-//! are hindcast's [`KeyTimeSortExec`] without a memory limit, and DataFusion's `SortExec`s
-//! under one: those account their memory to the pool and spill to disk, so a feature
-//! table larger than memory is sorted out of core and merged in one pass.
+//! are hindcast's `KeyTimeSortExec` (`physical::key_time_sort`) without a memory limit,
+//! and DataFusion's `SortExec`s under one: those account their memory to the pool and spill
+//! to disk, so a feature table larger than memory is sorted out of core and merged in one
+//! pass. The spine's bounds narrow the right side (`physical::spine_bounds`).
 
-mod bounds;
 mod exec;
+mod input;
+mod keyed;
 mod metrics;
-mod sort;
+mod output;
+mod right_buffer;
 mod stream;
 
-pub use bounds::{Narrowing, PartitionFilter, SpineBounds, SpineBoundsExec, TimePartitioning};
 pub use exec::AsOfJoinExec;
-pub use sort::{KeyTimeSortExec, UseKeyTimeSort};
+pub use stream::MAX_PINNED_RIGHT_BATCHES;
