@@ -170,9 +170,9 @@ def scan_floor(workload):
     return "SELECT * FROM " + " CROSS JOIN ".join(parts) + ";"
 
 
-def hindcast_command(args, data, workload, query, as_views=True, settings=""):
+def hindcast_command(args, data, workload, query, as_views=True, settings="", binary=None):
     sql = "\n".join([hindcast_ddl(data, workload, as_views), settings, query])
-    command = [args.hindcast, "-q", "--format", "csv", "-c", sql]
+    command = [binary or args.hindcast, "-q", "--format", "csv", "-c", sql]
     limit = workload.get("memory_limit") or args.memory_limit
     if limit:
         command += ["-m", limit]
@@ -329,6 +329,11 @@ def engines_for(args, name, workload, data):
         return hindcast_command(args, data, workload, query, **kw)
 
     engines = {"hindcast feature view (temporal join)": Engine(hindcast(hindcast_temporal(workload)))}
+    if args.baseline:
+        # Another hindcast binary (e.g. the previous commit's) on the same query, to measure
+        # a change in the same run.
+        engines["hindcast baseline binary: feature view"] = Engine(
+            hindcast(hindcast_temporal(workload), binary=args.baseline))
     if name in ("S", "M"):
         engines["hindcast ASOF JOIN"] = Engine(hindcast(hindcast_asof(workload), as_views=False))
     if name == "S":
@@ -393,6 +398,8 @@ def compare(args, name, engines, labels, reps, warmup):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--hindcast", required=True)
+    parser.add_argument("--baseline", default=None,
+                        help="another hindcast binary run on the feature-view query too (before/after)")
     parser.add_argument("--workload", default="S",
                         help="comma-separated workloads among S, M, P, T, O (default S)")
     parser.add_argument("--data", default=os.path.expanduser("~/.cache/hindcast-bench-data"))

@@ -438,3 +438,61 @@ async fn feature_views_match_feast_semantics() {
         "too few matches: {matched} of {spine_rows} spine rows"
     );
 }
+
+/// A feature view built through the Rust API with a TTL of zero means no TTL, as one
+/// defined with `TTL INTERVAL '0 days'` does (Feast's reading); in the temporal join and in
+/// a snapshot alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_ttl_view_built_in_code_has_no_ttl() {
+    use datafusion::common::ScalarValue;
+    use datafusion::datasource::MemTable;
+    use hindcast::features::{FeatureSource, FeatureView, FeatureViewTable};
+
+    let hc = session(8192, 2, None);
+    let rows = batch(vec![
+        ("user_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+        (
+            "ts",
+            Arc::new(TimestampSecondArray::from(vec![1_700_000_000])) as ArrayRef,
+        ),
+        ("f", Arc::new(Int64Array::from(vec![7])) as ArrayRef),
+    ]);
+    let source = MemTable::try_new(rows.schema(), vec![vec![rows]]).expect("table");
+    let view = FeatureView {
+        name: "v".into(),
+        entities: vec!["user_id".into()],
+        timestamp: "ts".into(),
+        created: None,
+        ttl: Some(ScalarValue::new_interval_mdn(0, 0, 0)),
+        source: FeatureSource::Query("built in code".into()),
+    };
+    let table = FeatureViewTable::try_new(view, Arc::new(source)).expect("view");
+    hc.session_context()
+        .register_table("v", Arc::new(table))
+        .expect("register");
+    // A day after the only row: outside any real TTL of zero, inside "no TTL".
+    let queries = [
+        "SELECT v.f FROM (SELECT 1 AS user_id, TIMESTAMP '2023-11-15 22:13:20' AS ts) l \
+         LEFT JOIN v FOR SYSTEM_TIME AS OF l.ts ON v.user_id = l.user_id",
+        "SELECT f FROM v FOR SYSTEM_TIME AS OF TIMESTAMP '2023-11-15 22:13:20'",
+    ];
+    for sql in queries {
+        let batches = hc
+            .sql(sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        let values: Vec<Option<i64>> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_primitive::<Int64Type>()
+                    .iter()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(values, vec![Some(7)], "{sql}");
+    }
+}

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{Fields, SchemaRef};
+use datafusion::arrow::datatypes::{Fields, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::datasource::TableType;
@@ -24,7 +24,8 @@ pub struct FeatureView {
     pub entities: Vec<String>,
     pub timestamp: String,
     pub created: Option<String>,
-    /// An interval; `None` when the view has no TTL (or a zero one, as in Feast).
+    /// An interval, as written; read it with [`FeatureView::ttl`], which follows Feast in
+    /// reading zero as no TTL.
     pub ttl: Option<ScalarValue>,
     pub source: FeatureSource,
 }
@@ -58,6 +59,17 @@ impl FeatureView {
             FeatureSource::Files { partitions, .. } => TimePartitioning::detect(partitions),
             FeatureSource::Query(_) => None,
         }
+    }
+
+    /// The TTL a join applies: `None` when the view has none, or a zero one (as in Feast:
+    /// zero means no TTL here, whereas a zero bound in SQL means the same instant).
+    pub fn ttl(&self) -> Option<&ScalarValue> {
+        let zero = |ttl: &ScalarValue| {
+            TimeDomain::Instant(TimeUnit::Nanosecond)
+                .ttl_from_scalar(ttl)
+                .is_ok_and(|ticks| ticks == 0)
+        };
+        self.ttl.as_ref().filter(|ttl| !zero(ttl))
     }
 
     /// The columns that are features: everything but keys, times and partition columns.

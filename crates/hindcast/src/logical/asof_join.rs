@@ -127,7 +127,7 @@ impl AsOfJoin {
             left_time,
             op: MatchOp::GtEq,
             right_time: visible.clone().unwrap_or_else(|| timestamp.clone()),
-            ttl: view.ttl.clone(),
+            ttl: view.ttl().cloned(),
         };
         let join = Self::try_new(Arc::new(left), Arc::new(right), on, condition, created)?;
         match visible {

@@ -358,7 +358,7 @@ async fn all_views(ctx: &SessionContext) -> Result<Vec<(FeatureView, SchemaRef)>
 }
 
 fn display_ttl(view: &FeatureView, schema: &SchemaRef) -> String {
-    let Some(ttl) = &view.ttl else {
+    let Some(ttl) = view.ttl() else {
         return String::new();
     };
     let domain = schema

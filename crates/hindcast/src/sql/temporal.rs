@@ -157,7 +157,7 @@ pub(super) fn plan_snapshot(
             .data_type(),
     )?);
     let mut in_range = time.clone().lt_eq(instant.clone());
-    if let Some(ttl) = &view.ttl {
+    if let Some(ttl) = view.ttl() {
         in_range = in_range.and(time.clone().gt_eq(instant.clone() - lit(ttl.clone())));
     }
     let keys = view

@@ -79,14 +79,17 @@ impl KeyFormat {
             }
             None => None,
         };
-        Ok(Keyed {
+        let mut keyed = Keyed {
             source,
             keys,
             time,
             tie,
             rank,
             invalid,
-        })
+            memory: 0,
+        };
+        keyed.memory = keyed.measure();
+        Ok(keyed)
     }
 }
 
@@ -155,6 +158,8 @@ pub(super) struct Keyed {
     pub rank: Option<Int64Array>,
     /// Rows with a NULL key or time are invalid: they never match.
     pub invalid: Option<NullBuffer>,
+    /// See [`Keyed::memory_size`].
+    memory: usize,
 }
 
 impl Keyed {
@@ -188,18 +193,49 @@ impl Keyed {
     }
 
     /// The memory the merge holds for these rows: the batch (a sorted partition's rows are
-    /// its sort's), plus the join arrays made from it, as DataFusion's sort-merge join counts
-    /// them. The arrays are counted by length: the time may be a slice of the partition's
-    /// column, whose buffer Arrow would report whole.
+    /// its sort's), plus the join arrays made from it (keys in their comparable form, times,
+    /// tie-breaker, rank time), as DataFusion's sort-merge join counts its own. An `i64`
+    /// array that is the batch's own column (an `Int64` key, a time already in the domain's
+    /// unit) is not counted twice. Arrays are counted by length: a time may be a slice of
+    /// the partition's column, whose buffer Arrow would report whole.
     pub fn memory_size(&self) -> usize {
-        let rows = match &self.source {
-            Source::Batch(batch) => batch.get_array_memory_size(),
-            Source::Rows { .. } => 0,
+        self.memory
+    }
+
+    fn measure(&self) -> usize {
+        let batch = match &self.source {
+            Source::Batch(batch) => Some(batch),
+            Source::Rows { .. } => None,
         };
-        let i64_columns = 1
-            + usize::from(matches!(self.tie, Some(Tie::Rows(_))))
-            + usize::from(self.rank.is_some());
-        rows + self.keys.as_ref().map_or(0, Keys::size)
-            + i64_columns * self.num_rows() * size_of::<i64>()
+        // Whether `values` is one of the batch's column buffers, shared rather than copied.
+        let in_batch = |values: &Int64Array| {
+            batch.is_some_and(|batch| {
+                batch.columns().iter().any(|column| {
+                    column
+                        .to_data()
+                        .buffers()
+                        .first()
+                        .is_some_and(|buffer| buffer.ptr_eq(values.values().inner()))
+                })
+            })
+        };
+        let own = |values: &Int64Array| match in_batch(values) {
+            true => 0,
+            false => values.len() * size_of::<i64>(),
+        };
+        let keys = match &self.keys {
+            Some(Keys::Int(values)) => own(values),
+            Some(rows @ Keys::Rows(_)) => rows.size(),
+            None => 0,
+        };
+        let tie = match &self.tie {
+            Some(Tie::Rows(values)) => own(values),
+            _ => 0,
+        };
+        batch.map_or(0, |b| b.get_array_memory_size())
+            + keys
+            + own(&self.time)
+            + tie
+            + self.rank.as_ref().map_or(0, own)
     }
 }

@@ -391,7 +391,8 @@ impl AsOfJoinStream {
             .first_pinned()
             .map(|p| self.needed_from().saturating_sub(p));
         let flush = match pinned {
-            Some(n) if n >= MAX_PINNED_RIGHT_BATCHES || (n > 0 && self.right.pool_is_short()) => {
+            // Under a short pool, only when the flush frees room for the next batches.
+            Some(n) if n >= MAX_PINNED_RIGHT_BATCHES || (n >= 2 && self.right.pool_is_short()) => {
                 Some(self.emit()?)
             }
             _ => None,
