@@ -357,6 +357,8 @@ def engines_for(args, name, workload, data):
     if name in ("S", "M", "O"):
         engines["hindcast scan only (floor)"] = Engine(
             hindcast(scan_floor(workload), as_views=False), checked=False)
+    if args.hindcast_only:
+        engines = {k: v for k, v in engines.items() if k.startswith("hindcast")}
     return engines
 
 
@@ -414,6 +416,8 @@ def main():
                         help="S: also run the ROW_NUMBER SQL with the rewrite rule off (slow)")
     parser.add_argument("--slow-timeout", type=float, default=300,
                         help="seconds after which a slow engine (--row-number-off, --stock-datafusion) is stopped")
+    parser.add_argument("--hindcast-only", action="store_true",
+                        help="run hindcast's engines only (with --baseline: a quick before/after)")
     parser.add_argument("--json", help="append the results to this JSON-lines file")
     args = parser.parse_args()
 

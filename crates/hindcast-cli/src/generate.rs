@@ -27,7 +27,7 @@ use datafusion::arrow::array::{
     TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::{DataFusionError, Result, config_err};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
@@ -159,11 +159,7 @@ impl Generator {
         };
         let users = scaled(args.users, 100_000.0);
         let check = |ok: bool, message: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(DataFusionError::Configuration(message.to_string()))
-            }
+            if ok { Ok(()) } else { config_err!("{message}") }
         };
         check(
             args.scale > 0.0,
