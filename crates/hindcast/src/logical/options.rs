@@ -121,18 +121,20 @@ impl<E> AsOfJoinOptions<E> {
         &self,
         mut f: impl FnMut(JoinSide, &E) -> Result<F>,
     ) -> Result<AsOfJoinOptions<F>> {
-        let left_keys = self
-            .on
-            .iter()
-            .map(|(l, _)| f(JoinSide::Left, l))
-            .collect::<Result<Vec<_>>>()?;
-        let left_time = f(JoinSide::Left, &self.left_time)?;
-        let right_keys = self
-            .on
-            .iter()
-            .map(|(_, r)| f(JoinSide::Right, r))
-            .collect::<Result<Vec<_>>>()?;
-        let right_time = f(JoinSide::Right, &self.right_time)?;
+        let mut side = |side: JoinSide, keys: Vec<&E>, time: &E| -> Result<(Vec<F>, F)> {
+            let keys = keys
+                .into_iter()
+                .map(|k| f(side, k))
+                .collect::<Result<_>>()?;
+            Ok((keys, f(side, time)?))
+        };
+        let (left_keys, left_time) =
+            side(JoinSide::Left, self.left_keys().collect(), &self.left_time)?;
+        let (right_keys, right_time) = side(
+            JoinSide::Right,
+            self.right_keys().collect(),
+            &self.right_time,
+        )?;
         let tie_breaker = self
             .tie_breaker
             .as_ref()
