@@ -1,11 +1,12 @@
 -- Regenerates examples/feature_repo/data/*.parquet (deterministic: no random()).
 -- Run from the repository root: cargo run -p hindcast-cli -- -q -f examples/make_example_data.sql
--- 500 users, 60 days from 2025-01-01. Timestamps are UTC.
+-- 500 users, 60 days from 2025-01-01. Timestamps are UTC, in microseconds: Parquet has no
+-- unit of seconds, and other readers (pyarrow, DuckDB, Feast) see a seconds column as int64.
 
 COPY (
   SELECT
     1000 + (value * 7919) % 500 AS user_id,
-    to_timestamp_seconds(1735689600 + 86400 * 10 + (value * 104729) % (86400 * 50)) AS event_timestamp,
+    arrow_cast(to_timestamp_seconds(1735689600 + 86400 * 10 + (value * 104729) % (86400 * 50)), 'Timestamp(Microsecond, None)') AS event_timestamp,
     CAST((value * 31) % 7 = 0 AS INT) AS label
   FROM generate_series(0, 1999)
 ) TO 'examples/feature_repo/data/labels.parquet' STORED AS PARQUET;
@@ -16,7 +17,10 @@ COPY (
   SELECT
     user_id,
     event_timestamp,
-    event_timestamp + INTERVAL '2 hours' + CASE WHEN value % 10 = 0 THEN INTERVAL '1 day' ELSE INTERVAL '0 days' END AS created_timestamp,
+    -- Unique per (user, event time): rows of one user differ in value by multiples of 500,
+    -- so `value % 3600` seconds never repeat among them, and Feast's answer is unique too.
+    event_timestamp + INTERVAL '2 hours' + CASE WHEN value % 10 = 0 THEN INTERVAL '1 day' ELSE INTERVAL '0 days' END
+      + (to_timestamp_seconds(value % 3600) - to_timestamp_seconds(0)) AS created_timestamp,
     round(20 + ((value * 7907) % 8000) / 100.0, 2) AS avg_transaction_amount,
     CAST((value * 13) % 40 AS BIGINT) AS transaction_count_30d,
     round(((value * 7919) % 500000) / 100.0, 2) AS total_spend_90d,
@@ -26,7 +30,7 @@ COPY (
     SELECT
       value,
       1000 + (value * 7919) % 500 AS user_id,
-      to_timestamp_seconds(1735689600 + 86400 * ((value * 15485863) % 60)) AS event_timestamp
+      arrow_cast(to_timestamp_seconds(1735689600 + 86400 * ((value * 15485863) % 60)), 'Timestamp(Microsecond, None)') AS event_timestamp
     FROM generate_series(0, 11999)
   )
 ) TO 'examples/feature_repo/data/user_spending_stats.parquet' STORED AS PARQUET;
@@ -34,7 +38,7 @@ COPY (
 COPY (
   SELECT
     1000 + (value * 7919) % 500 AS user_id,
-    to_timestamp_seconds(1735689600 + (value * 104723) % (86400 * 60)) AS ts,
+    arrow_cast(to_timestamp_seconds(1735689600 + (value * 104723) % (86400 * 60)), 'Timestamp(Microsecond, None)') AS ts,
     CAST((value * 7) % 30 AS BIGINT) AS last_login_days_ago,
     CAST((value * 3) % 50 AS BIGINT) AS session_count_7d
   FROM generate_series(0, 9999)

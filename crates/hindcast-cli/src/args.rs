@@ -36,7 +36,7 @@ pub struct Args {
     pub quiet: bool,
 
     /// Memory limit for query execution, e.g. 512M or 2G; past it operators spill to disk
-    #[arg(short = 'm', long = "memory-limit", value_parser = parse_memory_limit)]
+    #[arg(short = 'm', long = "memory-limit", value_parser = hindcast::parse_memory_limit)]
     pub memory_limit: Option<usize>,
 
     /// File of statements to run first (default for the shell: ~/.hindcastrc, if present)
@@ -66,35 +66,4 @@ pub enum Format {
     Tsv,
     Json,
     Ndjson,
-}
-
-/// `512M`, `2G`, `64k` or plain bytes.
-pub fn parse_memory_limit(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let (number, unit) = match text
-        .char_indices()
-        .find(|(_, c)| !c.is_ascii_digit() && *c != '.')
-    {
-        Some((i, _)) => text.split_at(i),
-        None => (text, ""),
-    };
-    let factor: f64 = match unit.to_ascii_uppercase().as_str() {
-        "" | "B" => 1.0,
-        "K" | "KB" => 1024.0,
-        "M" | "MB" => 1024.0 * 1024.0,
-        "G" | "GB" => 1024.0 * 1024.0 * 1024.0,
-        "T" | "TB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => {
-            return Err(format!(
-                "unknown unit in memory limit {text:?}: use K, M, G or T, e.g. 512M"
-            ));
-        }
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("memory limit {text:?} is not a size such as 512M or 2G"))?;
-    if value <= 0.0 {
-        return Err(format!("memory limit {text:?} must be positive"));
-    }
-    Ok((value * factor) as usize)
 }

@@ -23,21 +23,3 @@ pub fn caret(sql: &str, e: &DataFusionError) -> Option<String> {
         .collect();
     Some(format!("  {text}\n  {indent}^"))
 }
-
-/// Errors as one readable line: DataFusion nests causes over several lines.
-pub fn one_line(e: &DataFusionError) -> String {
-    use datafusion::sql::sqlparser::parser::ParserError;
-    match e {
-        // DataFusion shows a parser error with `Debug` (`ParserError("...")`).
-        DataFusionError::SQL(error, _) => match error.as_ref() {
-            ParserError::ParserError(message) | ParserError::TokenizerError(message) => {
-                format!("SQL error: {message}")
-            }
-            ParserError::RecursionLimitExceeded => {
-                "SQL error: the statement nests too deeply".to_string()
-            }
-        },
-        DataFusionError::Context(context, inner) => format!("{context}: {}", one_line(inner)),
-        _ => e.to_string().lines().collect::<Vec<_>>().join(" "),
-    }
-}

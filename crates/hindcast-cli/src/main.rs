@@ -15,7 +15,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use datafusion::common::Result;
-use datafusion::physical_plan::metrics::MetricType;
 use hindcast::Hindcast;
 
 use args::Args;
@@ -41,7 +40,7 @@ fn main() -> ExitCode {
         return match generate::run(generate) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("Error: {}", error::one_line(&e));
+                eprintln!("Error: {}", hindcast::error_message(&e));
                 ExitCode::FAILURE
             }
         };
@@ -63,7 +62,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {}", error::one_line(&e));
+            eprintln!("Error: {}", hindcast::error_message(&e));
             ExitCode::FAILURE
         }
     }
@@ -77,7 +76,7 @@ async fn run(args: Args) -> Result<()> {
             Ok(()) if interactive => println!("{}", command::summary(&hc, repo).await),
             Ok(()) => {}
             // The shell starts anyway, so the user can fix the file and retry.
-            Err(e) if interactive => eprintln!("Error: {}", error::one_line(&e)),
+            Err(e) if interactive => eprintln!("Error: {}", hindcast::error_message(&e)),
             Err(e) => return Err(e),
         }
     }
@@ -112,15 +111,5 @@ async fn run(args: Args) -> Result<()> {
 
 /// A session configured from the command line.
 fn session(args: &Args) -> Result<Hindcast> {
-    let mut config = Hindcast::default_config(args.memory_limit).with_information_schema(true);
-    // `EXPLAIN ANALYZE` for people: rows, bytes, time and pruning, not every internal timer.
-    // `SET datafusion.explain.analyze_level = dev` shows everything.
-    config.options_mut().explain.analyze_level = MetricType::Summary;
-    match args.memory_limit {
-        Some(limit) => Hindcast::with_memory_limit(config, limit),
-        None => Ok(Hindcast::new_with_config_rt(
-            config,
-            hindcast::storage::runtime_env_builder().build_arc()?,
-        )),
-    }
+    Hindcast::with_defaults(args.memory_limit)
 }

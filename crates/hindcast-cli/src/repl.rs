@@ -15,7 +15,7 @@ use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
 
 use crate::command::{Flow, meta};
-use crate::error::{caret, one_line};
+use crate::error::caret;
 use crate::exec::run_cancellable;
 use crate::helper::{ShellHelper, names};
 use crate::input::without_leading_comments;
@@ -57,7 +57,7 @@ pub async fn run(hc: &Hindcast, printer: &mut Printer) -> Result<()> {
                     Ok(Flow::Quit) => break,
                     Ok(Flow::Continue) => {}
                     Err(e) => {
-                        eprintln!("Error: {}", one_line(&e));
+                        eprintln!("Error: {}", hindcast::error_message(&e));
                         if let Some(pointer) = caret(text, &e) {
                             eprintln!("{pointer}");
                         }

@@ -24,4 +24,4 @@ pub mod sql;
 pub mod storage;
 pub mod time;
 
-pub use session::{Hindcast, HindcastOptions, RetrievalOptions};
+pub use session::{Hindcast, HindcastOptions, RetrievalOptions, error_message, parse_memory_limit};

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::Session;
-use datafusion::common::{Result, plan_datafusion_err};
+use datafusion::common::{DataFusionError, Result, plan_datafusion_err};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
@@ -25,6 +25,7 @@ use datafusion::execution::memory_pool::{FairSpillPool, MemoryLimit};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::MetricType;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::{
     CsvReadOptions, DataFrame, ParquetReadOptions, SessionConfig, SessionContext,
@@ -44,7 +45,7 @@ use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 
 use copy::TempOutput;
 use ddl::{execute_ddl, resolve_location};
-pub use options::HindcastOptions;
+pub use options::{HindcastOptions, parse_memory_limit};
 
 /// A DataFusion [`SessionContext`] that understands hindcast's SQL.
 ///
@@ -148,6 +149,22 @@ impl Hindcast {
         Self {
             ctx: SessionContext::new_with_state(state),
             registry,
+        }
+    }
+
+    /// A session as the shell and the Python package open one: hindcast's defaults
+    /// ([`Self::default_config`]), the information schema, `EXPLAIN ANALYZE` at summary level
+    /// (rows, bytes, time and pruning; `SET datafusion.explain.analyze_level = dev` shows
+    /// every metric), and within `memory_limit` bytes if given.
+    pub fn with_defaults(memory_limit: Option<usize>) -> Result<Self> {
+        let mut config = Self::default_config(memory_limit).with_information_schema(true);
+        config.options_mut().explain.analyze_level = MetricType::Summary;
+        match memory_limit {
+            Some(limit) => Self::with_memory_limit(config, limit),
+            None => Ok(Self::new_with_config_rt(
+                config,
+                crate::storage::runtime_env_builder().build_arc()?,
+            )),
         }
     }
 
@@ -344,6 +361,25 @@ impl QueryPlanner for HindcastQueryPlanner {
         DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(HindcastExtensionPlanner)])
             .create_physical_plan(logical_plan, session)
             .await
+    }
+}
+
+/// An error as one readable line, as the shell and the Python package show it: DataFusion
+/// nests causes over several lines (`caused by`) and shows a parser error with `Debug`.
+pub fn error_message(e: &DataFusionError) -> String {
+    use datafusion::sql::sqlparser::parser::ParserError;
+    match e {
+        // DataFusion shows a parser error with `Debug` (`ParserError("...")`).
+        DataFusionError::SQL(error, _) => match error.as_ref() {
+            ParserError::ParserError(message) | ParserError::TokenizerError(message) => {
+                format!("SQL error: {message}")
+            }
+            ParserError::RecursionLimitExceeded => {
+                "SQL error: the statement nests too deeply".to_string()
+            }
+        },
+        DataFusionError::Context(context, inner) => format!("{context}: {}", error_message(inner)),
+        _ => e.to_string().lines().collect::<Vec<_>>().join(" "),
     }
 }
 
