@@ -299,6 +299,11 @@ def _retrieve(config: RepoConfig, requests: List[_Request], entity: Union[pyarro
     for request in requests:
         _define_view(session, config, request.name, request.view, list(request.join_keys))
     if isinstance(entity, str):
+        # The query reads the requested views' sources, by their names.
+        for request in requests:
+            source = request.view.batch_source
+            if source.name and source.name not in session.tables():
+                _register_source(session, config, source.name, source)
         session.sql(f"CREATE VIEW {_ENTITY} AS {entity}")
         entity_columns = session.sql(f"SELECT * FROM {_ENTITY} LIMIT 0").to_arrow().schema.names
     else:

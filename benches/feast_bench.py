@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Feast's `get_historical_features(...).to_df()` on workload S (1M entity rows x 10M
+feature rows, one view, TTL 90 days), with hindcast's offline store, Feast's DuckDB store
+and Feast's default file store, against the same query in the hindcast CLI.
+
+    benches/feast_bench.sh [--reps 3] [--file-timeout 600]
+
+Each store runs in a process of its own: Feast's imports and `apply` first (not timed as
+the call), one call (timed), then `--reps` more calls in the now warm process (the median
+is the "warm call"). The whole process's wall time and peak RSS are reported too. Every
+answer (rows, matched values, their sum) is checked against the CLI's; the file store's
+is reported and not compared (it is known to lose and mis-resolve entity rows).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import pit_bench  # noqa: E402
+
+FEATURE = "avg_transaction_amount"
+
+
+def worker(store_type: str, data: str, reps: int) -> None:
+    """Run in the measured process: set up a Feast repository over `data`, then call."""
+    from datetime import timedelta
+
+    import pandas as pd
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+    from feast.repo_config import RepoConfig
+    from feast.types import Float64
+
+    directory = tempfile.mkdtemp(prefix="feast_bench_")
+    store = FeatureStore(config=RepoConfig(
+        project="bench", provider="local", registry=os.path.join(directory, "registry.db"),
+        online_store={"type": "sqlite", "path": os.path.join(directory, "online.db")},
+        offline_store={"type": store_type}, entity_key_serialization_version=3,
+        repo_path=directory))
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
+    source = FileSource(name="spending", path=f"{data}/user_spending_stats.parquet",
+                        timestamp_field="event_timestamp",
+                        created_timestamp_column="created_timestamp")
+    view = FeatureView(name="user_spending_stats", entities=[user], ttl=timedelta(days=90),
+                       schema=[Field(name=FEATURE, dtype=Float64)], source=source)
+    store.apply([user, source, view])
+    labels = pd.read_parquet(f"{data}/labels.parquet")
+
+    def call():
+        started = time.perf_counter()
+        frame = store.get_historical_features(
+            entity_df=labels, features=[f"user_spending_stats:{FEATURE}"]).to_df()
+        return time.perf_counter() - started, frame
+
+    first, frame = call()
+    warm = [call()[0] for _ in range(reps)]
+    values = frame[FEATURE]
+    answer = [len(frame), int(values.notna().sum()), float(values.sum())]
+    print(json.dumps(dict(first=first, warm=statistics.median(warm) if warm else None,
+                          answer=answer)))
+
+
+def measured(command, timeout=None):
+    """(wall seconds, peak RSS MiB, last stdout line or None if stopped after timeout)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killer = threading.Timer(timeout, proc.kill) if timeout else None
+    if killer:
+        killer.start()
+    out = proc.stdout.read().decode()
+    err = proc.stderr.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if killer:
+        killer.cancel()
+    if killer and wall >= timeout:
+        return wall, usage.ru_maxrss / 1024, None
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(command[:4])} failed:\n{err[-3000:]}")
+    return wall, usage.ru_maxrss / 1024, out.strip().splitlines()[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--hindcast", required=True, help="the hindcast CLI binary")
+    parser.add_argument("--data", default=os.path.expanduser("~/.cache/hindcast-bench-data"))
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--file-timeout", type=float, default=600)
+    parser.add_argument("--memory-limit", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=2, metavar=("STORE", "DATA"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker[0], args.worker[1], args.reps)
+        return
+
+    workload = pit_bench.WORKLOADS["S"]
+    data = pit_bench.generate(args, "S", workload)
+    # The CLI: the same point-in-time join, as pit_bench runs it (median of reps + 1).
+    cli = pit_bench.hindcast_command(args, data, workload, pit_bench.hindcast_temporal(workload))
+    cli_runs = [measured(cli) for _ in range(args.reps + 1)][1:]
+    cli_answer = json.loads("[" + cli_runs[-1][2] + "]")
+    cli_wall = statistics.median(w for w, _, _ in cli_runs)
+    cli_rss = max(r for _, r, _ in cli_runs)
+    rows = [("hindcast CLI (same query)", cli_wall, None, cli_wall, cli_rss, cli_answer, True)]
+
+    stores = [("Feast + hindcast store", "hindcast.feast.HindcastOfflineStore", None),
+              ("Feast + DuckDB store", "duckdb", None),
+              ("Feast + file store (default)", "file", args.file_timeout)]
+    for label, store_type, timeout in stores:
+        command = [sys.executable, "-W", "ignore", __file__, "--worker", store_type, data,
+                   "--reps", str(args.reps if timeout is None else 0)]
+        wall, rss, line = measured(command, timeout)
+        if line is None:
+            rows.append((f"{label} (stopped)", None, None, wall, rss, None, False))
+            continue
+        result = json.loads(line)
+        checked = store_type != "file"
+        if checked and (result["answer"][:2] != cli_answer[:2]
+                        or abs(result["answer"][2] - cli_answer[2]) > 1e-6 * abs(cli_answer[2])):
+            sys.exit(f"{label}: answer {result['answer']} differs from the CLI's {cli_answer}")
+        rows.append((label, result["first"], result["warm"], wall, rss, result["answer"], checked))
+
+    print(f"\nFeast get_historical_features(...).to_df() on workload S: {workload['title']}")
+    print(f"CLI answer (rows, matched, sum): {cli_answer}\n")
+    print("| engine | call (s) | warm call (s) | process (s) | peak RSS (MiB) | warm call / CLI | answer |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for label, first, warm, wall, rss, answer, checked in rows:
+        fmt = lambda x: "" if x is None else f"{x:.2f}"  # noqa: E731
+        ratio = "" if warm is None else f"{warm / cli_wall:.2f}"
+        note = "checked" if checked else ("not compared: " + str(answer) if answer else "")
+        print(f"| {label} | {fmt(first)} | {fmt(warm)} | {fmt(wall)} | {rss:.0f} | {ratio} | {note} |")
+
+
+if __name__ == "__main__":
+    main()
