@@ -270,11 +270,11 @@ def generate(args, name, workload):
     return data
 
 
-def run_measured(command, timeout=None):
+def run_measured(command, timeout=None, cwd=None):
     """(wall seconds, peak RSS MiB, last output line); the line is None when the engine was
     stopped after `timeout` seconds."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
     killer = threading.Timer(timeout, proc.kill) if timeout else None
     if killer:
         killer.start()
@@ -289,7 +289,7 @@ def run_measured(command, timeout=None):
             return wall, usage.ru_maxrss / 1024, None
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
-        sys.exit(f"{' '.join(command[:2])} failed ({code}):\n{err}")
+        sys.exit(f"{' '.join(command[:4])} failed ({code}):\n{err[-3000:]}")
     # ru_maxrss is in KiB on Linux.
     return wall, usage.ru_maxrss / 1024, out.strip().splitlines()[-1]
 
