@@ -5,10 +5,17 @@
 //! that shows a plan of one path only is marked `onlyif unlimited` or
 //! `onlyif memory_limit`.
 //!
+//! Two more configurations run every plan through hindcast's codec first
+//! (`hindcast::distributed`): each statement's physical plan, or the plan an `EXPLAIN`
+//! shows, is encoded, decoded and must print the same `EXPLAIN`; then the decoded plan is
+//! the one executed, so every expected answer (and `EXPLAIN ANALYZE`'s pruning figures,
+//! which need the decoded join to still narrow its scan) checks the decoding too.
+//!
 //! `HINDCAST_COMPLETE=1 cargo test slt::` rewrites the expected output of every file from
 //! the engine's answers (review the diff before committing it).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,20 +23,27 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::physical_plan::collect;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use hindcast::Hindcast;
+use hindcast::distributed::{decode_plan, encode_plan};
 use sqllogictest::{AsyncDB, ColumnType, DBOutput, default_validator, strict_column_validator};
 
 use crate::common::{repo_root, session};
 
-/// `(batch_size, target_partitions, memory limit)`.
-const CONFIGS: [(usize, usize, Option<usize>); 6] = [
-    (8192, 4, None),
-    (8192, 1, None),
-    (1, 1, None),
-    (1, 4, None),
-    (8192, 4, Some(MEMORY_LIMIT)),
-    (1, 2, Some(MEMORY_LIMIT)),
+/// `(batch_size, target_partitions, memory limit, through the codec)`.
+const CONFIGS: [(usize, usize, Option<usize>, bool); 8] = [
+    (8192, 4, None, false),
+    (8192, 1, None, false),
+    (1, 1, None, false),
+    (1, 4, None, false),
+    (8192, 4, Some(MEMORY_LIMIT), false),
+    (1, 2, Some(MEMORY_LIMIT), false),
+    (8192, 4, None, true),
+    (1, 2, Some(MEMORY_LIMIT), true),
 ];
 
 /// Far more than any file needs: the limit changes the plan, not whether it spills.
@@ -45,6 +59,58 @@ fn path_label(memory_limit: Option<usize>) -> &'static str {
 
 struct HindcastDb {
     hc: Hindcast,
+    /// Execute each plan after encoding and decoding it.
+    decoded: bool,
+}
+
+/// `plan` encoded and decoded, checked to print the same `EXPLAIN`.
+fn round_trip(
+    plan: &Arc<dyn ExecutionPlan>,
+    context: &TaskContext,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let decoded = decode_plan(&encode_plan(plan)?, context)?;
+    if !same_plan(plan, &decoded) {
+        return Err(DataFusionError::Internal(format!(
+            "a plan changed through the codec:\n{}\nbecame\n{}",
+            displayable(plan.as_ref()).indent(true),
+            displayable(decoded.as_ref()).indent(true)
+        )));
+    }
+    Ok(decoded)
+}
+
+/// Whether two plans print the same `EXPLAIN`, node by node, but for two things DataFusion's
+/// own protobuf does to its own nodes: a Parquet scan's `sort_order_for_reorder` (a hint to
+/// read row groups in order) is not encoded, and a decoded `UnionExec` puts a projection
+/// over each input whose fields differ from the union's (`UnionExec::try_new`).
+fn same_plan(plan: &Arc<dyn ExecutionPlan>, decoded: &Arc<dyn ExecutionPlan>) -> bool {
+    fn line(plan: &Arc<dyn ExecutionPlan>) -> String {
+        let text = displayable(plan.as_ref()).one_line().to_string();
+        match text.find(", sort_order_for_reorder=[") {
+            Some(start) => {
+                let end = text[start..]
+                    .find(']')
+                    .map_or(text.len(), |e| start + e + 1);
+                format!("{}{}", &text[..start], &text[end..])
+            }
+            None => text,
+        }
+    }
+    if line(plan) != line(decoded) {
+        return false;
+    }
+    let is_union = plan.downcast_ref::<UnionExec>().is_some();
+    let (children, decoded_children) = (plan.children(), decoded.children());
+    children.len() == decoded_children.len()
+        && children
+            .into_iter()
+            .zip(decoded_children)
+            .all(|(child, decoded)| {
+                same_plan(child, decoded)
+                    || (is_union
+                        && decoded.downcast_ref::<ProjectionExec>().is_some()
+                        && same_plan(child, decoded.children()[0]))
+            })
 }
 
 #[async_trait]
@@ -57,8 +123,17 @@ impl AsyncDB for HindcastDb {
     /// where the repository is checked out.
     async fn run(&mut self, sql: &str) -> Result<DBOutput<SltType>> {
         let df = self.hc.sql(sql).await?;
-        let task_ctx = std::sync::Arc::new(df.task_ctx());
-        let plan = df.create_physical_plan().await?;
+        let task_ctx = Arc::new(df.task_ctx());
+        if self.decoded
+            && let LogicalPlan::Explain(explain) = df.logical_plan()
+        {
+            let state = df.clone().into_parts().0;
+            round_trip(&state.create_physical_plan(&explain.plan).await?, &task_ctx)?;
+        }
+        let mut plan = df.create_physical_plan().await?;
+        if self.decoded {
+            plan = round_trip(&plan, &task_ctx)?;
+        }
         let schema = plan.schema();
         let batches = collect(plan, task_ctx).await?;
         let types = schema
@@ -248,6 +323,7 @@ async fn run_file(name: &str) {
         let mut runner = sqllogictest::Runner::new(|| async {
             Ok(HindcastDb {
                 hc: session(8192, 4, None),
+                decoded: false,
             })
         });
         runner.set_var("REPO".into(), repo_root().to_string_lossy().into_owned());
@@ -264,10 +340,11 @@ async fn run_file(name: &str) {
             .unwrap_or_else(|e| panic!("completing {}: {e}", path.display()));
         return;
     }
-    for (batch_size, partitions, memory_limit) in CONFIGS {
+    for (batch_size, partitions, memory_limit, decoded) in CONFIGS {
         let mut runner = sqllogictest::Runner::new(|| async move {
             Ok(HindcastDb {
                 hc: session(batch_size, partitions, memory_limit),
+                decoded,
             })
         });
         runner.add_label(path_label(memory_limit));
@@ -277,7 +354,7 @@ async fn run_file(name: &str) {
         runner.with_validator(default_validator);
         if let Err(e) = runner.run_file_async(&path).await {
             panic!(
-                "{} failed with batch_size={batch_size}, target_partitions={partitions}, memory_limit={memory_limit:?}:\n{e}",
+                "{} failed with batch_size={batch_size}, target_partitions={partitions}, memory_limit={memory_limit:?}, decoded={decoded}:\n{e}",
                 path.display()
             );
         }

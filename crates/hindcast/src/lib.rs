@@ -11,11 +11,13 @@
 //!   reader of point-in-time conditions, and the optimizer rules;
 //! - [`physical`]: the [`physical::AsOfJoinExec`] operator, the key-time sort, the spine
 //!   bounds, and the planner and rules that create them;
+//! - [`distributed`]: the codec that carries physical plans to other processes;
 //! - [`sql`]: the SQL front end (`ASOF JOIN ... MATCH_CONDITION`, `FOR SYSTEM_TIME AS OF`,
 //!   `historical_features`, the feature DDL's parser) over DataFusion's parser;
 //! - [`Hindcast`] (`session`): the session that wires these into DataFusion, runs the
 //!   feature DDL and loads repositories.
 
+pub mod distributed;
 pub mod features;
 pub mod logical;
 pub mod physical;

@@ -104,6 +104,10 @@ impl AsOfJoinExec {
         &self.left
     }
 
+    pub fn right(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.right
+    }
+
     pub fn narrowing(&self) -> Option<&Arc<Narrowing>> {
         self.narrowing.as_ref()
     }

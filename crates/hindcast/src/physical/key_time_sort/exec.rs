@@ -48,6 +48,11 @@ impl KeyTimeSortExec {
         })
     }
 
+    /// The sort this replaces.
+    pub fn sort(&self) -> &Arc<SortExec> {
+        &self.sort
+    }
+
     fn input(&self) -> &Arc<dyn ExecutionPlan> {
         self.sort.input()
     }

@@ -25,6 +25,7 @@ mod narrowing;
 use std::collections::HashSet;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, ready};
 
@@ -87,6 +88,9 @@ impl Summary {
 /// Collects the spine's [`Summary`] over all partitions of [`SpineBoundsExec`].
 #[derive(Debug)]
 pub struct SpineBounds {
+    /// Unique among the bounds of one process, and kept when a plan is encoded, so a
+    /// decoded join finds the [`SpineBoundsExec`] it shares these with (`distributed::codec`).
+    id: u64,
     /// The left time and key expressions, in the spine's schema.
     time: PhysicalExprRef,
     keys: Vec<PhysicalExprRef>,
@@ -98,14 +102,42 @@ pub struct SpineBounds {
 
 impl SpineBounds {
     pub fn new(time: PhysicalExprRef, keys: Vec<PhysicalExprRef>, domain: TimeDomain) -> Arc<Self> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        Self::with_id(NEXT_ID.fetch_add(1, Ordering::Relaxed), time, keys, domain)
+    }
+
+    /// Bounds with a given [`Self::id`]: a decoded plan's.
+    pub fn with_id(
+        id: u64,
+        time: PhysicalExprRef,
+        keys: Vec<PhysicalExprRef>,
+        domain: TimeDomain,
+    ) -> Arc<Self> {
         let n = keys.len();
         Arc::new(Self {
+            id,
             time,
             keys,
             domain,
             seen: Mutex::new((Summary::empty(n), 0)),
             done: OnceLock::new(),
         })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn time(&self) -> &PhysicalExprRef {
+        &self.time
+    }
+
+    pub fn keys(&self) -> &[PhysicalExprRef] {
+        &self.keys
+    }
+
+    pub fn domain(&self) -> TimeDomain {
+        self.domain
     }
 
     /// Whether a join with this left time and domain can share these bounds.
@@ -198,6 +230,10 @@ impl SpineBoundsExec {
             cache: Arc::new(cache),
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    pub fn bounds(&self) -> &Arc<SpineBounds> {
+        &self.bounds
     }
 }
 

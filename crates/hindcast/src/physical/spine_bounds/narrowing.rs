@@ -166,6 +166,12 @@ impl Narrowing {
         self
     }
 
+    /// The same narrowing setting `filter` (a decoded plan's, shared with its scan).
+    pub fn with_time_filter(mut self, filter: Arc<DynamicFilterPhysicalExpr>) -> Self {
+        self.time_filter = filter;
+        self
+    }
+
     /// Set the filters once the spine's range is final, and say whether they are set.
     /// Called by every partition of the join before it reads right rows (until this returns
     /// `true`); the first call with a final range sets them, and the others wait until it

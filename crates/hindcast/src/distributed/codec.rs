@@ -1,0 +1,491 @@
+//! [`HindcastCodec`]: hindcast's operators as bytes, so a plan made by one process runs in
+//! another.
+//!
+//! DataFusion's protobuf carries its own nodes and expressions; this codec carries
+//! hindcast's three: [`AsOfJoinExec`] with every option, [`KeyTimeSortExec`] and
+//! [`SpineBoundsExec`]. Their expressions go through the converter the caller passes, so with
+//! DataFusion's deduplicating converter (datafusion-distributed's) the dynamic filter a
+//! join shares with its feature scan is one filter again after decoding: publishing the
+//! spine's bounds still narrows the scan.
+//!
+//! A join's narrowing names its spine bounds by id ([`SpineBounds::id`]); decoding finds
+//! them in the join's left input, which is decoded first. A plan cut between the two (a
+//! stage boundary) decodes that join without narrowing, which is always correct: the
+//! filters it would set start as `true`.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Schema, TimeUnit};
+use datafusion::common::{JoinSide, Result, internal_datafusion_err, internal_err, not_impl_err};
+use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::MemoryLimit;
+use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
+use datafusion::physical_expr::{LexOrdering, PhysicalExprRef};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion_proto::physical_plan::from_proto::parse_physical_sort_exprs;
+use datafusion_proto::physical_plan::to_proto::serialize_physical_sort_exprs;
+use datafusion_proto::physical_plan::{
+    DeduplicatingProtoConverter, PhysicalExtensionCodec, PhysicalPlanDecodeContext,
+    PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf::{PhysicalExprNode, PhysicalPlanNode, PhysicalSortExprNode};
+use prost::{Message, Oneof};
+
+use crate::features::TimePartitioning;
+use crate::logical::{AsOfJoinOptions, JoinMode, MatchOp};
+use crate::physical::AsOfJoinExec;
+use crate::physical::key_time_sort::KeyTimeSortExec;
+use crate::physical::spine_bounds::{Narrowing, PartitionFilter, SpineBounds, SpineBoundsExec};
+use crate::time::TimeDomain;
+
+/// Encodes and decodes hindcast's physical operators (see the module documentation).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HindcastCodec;
+
+/// `plan` as bytes, with DataFusion's deduplicating converter and [`HindcastCodec`].
+pub fn encode_plan(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
+    let node =
+        DeduplicatingProtoConverter::default().execution_plan_to_proto(plan, &HindcastCodec)?;
+    Ok(node.encode_to_vec())
+}
+
+/// The plan [`encode_plan`] wrote, with `context`'s functions, object stores and memory
+/// limit.
+pub fn decode_plan(bytes: &[u8], context: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    let node = PhysicalPlanNode::decode(bytes)
+        .map_err(|e| internal_datafusion_err!("a hindcast plan that does not decode: {e}"))?;
+    DeduplicatingProtoConverter::default().proto_to_execution_plan(
+        &node,
+        &PhysicalPlanDecodeContext::new(context, &HindcastCodec),
+    )
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PlanProto {
+    #[prost(oneof = "NodeProto", tags = "1, 2, 3")]
+    node: Option<NodeProto>,
+}
+
+#[derive(Clone, PartialEq, Oneof)]
+enum NodeProto {
+    #[prost(message, tag = "1")]
+    AsOfJoin(Box<AsOfJoinProto>),
+    #[prost(message, tag = "2")]
+    KeyTimeSort(KeyTimeSortProto),
+    #[prost(message, tag = "3")]
+    SpineBounds(Box<SpineBoundsProto>),
+}
+
+/// [`AsOfJoinOptions`] field by field; the small enums as their names (see `names`).
+#[derive(Clone, PartialEq, Message)]
+struct AsOfJoinProto {
+    #[prost(message, repeated, tag = "1")]
+    left_keys: Vec<PhysicalExprNode>,
+    #[prost(message, repeated, tag = "2")]
+    right_keys: Vec<PhysicalExprNode>,
+    #[prost(message, optional, tag = "3")]
+    left_time: Option<PhysicalExprNode>,
+    #[prost(message, optional, tag = "4")]
+    right_time: Option<PhysicalExprNode>,
+    #[prost(string, tag = "5")]
+    op: String,
+    #[prost(string, tag = "6")]
+    domain: String,
+    #[prost(int64, optional, tag = "7")]
+    ttl: Option<i64>,
+    #[prost(message, optional, tag = "8")]
+    tie_breaker: Option<PhysicalExprNode>,
+    #[prost(string, tag = "9")]
+    mode: String,
+    /// Set for the `latest_visible_by` mode only.
+    #[prost(message, optional, tag = "10")]
+    rank_time: Option<PhysicalExprNode>,
+    #[prost(message, optional, tag = "11")]
+    narrowing: Option<NarrowingProto>,
+}
+
+/// A [`Narrowing`] apart from what the join's options already say.
+#[derive(Clone, PartialEq, Message)]
+struct NarrowingProto {
+    #[prost(uint64, tag = "1")]
+    bounds_id: u64,
+    /// Whether the spine's key sets narrow the scan too (the bounds' keys are the join's).
+    #[prost(bool, tag = "2")]
+    key_sets: bool,
+    #[prost(message, optional, tag = "3")]
+    time_filter: Option<PhysicalExprNode>,
+    #[prost(message, optional, tag = "4")]
+    partition_filter: Option<PartitionFilterProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PartitionFilterProto {
+    #[prost(message, optional, tag = "1")]
+    filter: Option<PhysicalExprNode>,
+    /// `date` (one column) or `calendar` (year, month, ...).
+    #[prost(string, tag = "2")]
+    kind: String,
+    /// The partition columns, in the scan's table schema.
+    #[prost(message, repeated, tag = "3")]
+    columns: Vec<PhysicalExprNode>,
+    #[prost(string, repeated, tag = "4")]
+    names: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct KeyTimeSortProto {
+    #[prost(message, repeated, tag = "1")]
+    exprs: Vec<PhysicalSortExprNode>,
+    #[prost(bool, tag = "2")]
+    preserve_partitioning: bool,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct SpineBoundsProto {
+    #[prost(uint64, tag = "1")]
+    id: u64,
+    #[prost(message, optional, tag = "2")]
+    time: Option<PhysicalExprNode>,
+    #[prost(message, repeated, tag = "3")]
+    keys: Vec<PhysicalExprNode>,
+    #[prost(string, tag = "4")]
+    domain: String,
+}
+
+impl PhysicalExtensionCodec for HindcastCodec {
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let encoder = Encoder {
+            codec: self,
+            converter,
+        };
+        let node = if let Some(join) = node.downcast_ref::<AsOfJoinExec>() {
+            NodeProto::AsOfJoin(Box::new(encoder.join(join)?))
+        } else if let Some(sort) = node.downcast_ref::<KeyTimeSortExec>() {
+            NodeProto::KeyTimeSort(KeyTimeSortProto {
+                exprs: serialize_physical_sort_exprs(sort.sort().expr().clone(), self, converter)?,
+                preserve_partitioning: sort.sort().preserve_partitioning(),
+            })
+        } else if let Some(exec) = node.downcast_ref::<SpineBoundsExec>() {
+            let bounds = exec.bounds();
+            NodeProto::SpineBounds(Box::new(SpineBoundsProto {
+                id: bounds.id(),
+                time: Some(encoder.expr(bounds.time())?),
+                keys: encoder.exprs(bounds.keys())?,
+                domain: names::domain(bounds.domain()),
+            }))
+        } else {
+            return not_impl_err!("hindcast's codec does not encode {}", node.name());
+        };
+        PlanProto { node: Some(node) }
+            .encode(buf)
+            .map_err(|e| internal_datafusion_err!("encoding {e}"))
+    }
+
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let proto = PlanProto::decode(buf)
+            .map_err(|e| internal_datafusion_err!("a hindcast node that does not decode: {e}"))?;
+        let decoder = Decoder {
+            ctx: PhysicalPlanDecodeContext::new(ctx, self),
+            converter,
+        };
+        match (proto.node, inputs) {
+            (Some(NodeProto::AsOfJoin(join)), [left, right]) => decoder.join(*join, left, right),
+            (Some(NodeProto::KeyTimeSort(sort)), [input]) => {
+                let exprs = parse_physical_sort_exprs(
+                    &sort.exprs,
+                    &decoder.ctx,
+                    &input.schema(),
+                    converter,
+                )?;
+                let ordering = LexOrdering::new(exprs)
+                    .ok_or_else(|| internal_datafusion_err!("a KeyTimeSortExec without keys"))?;
+                let sort = SortExec::new(ordering, Arc::clone(input))
+                    .with_preserve_partitioning(sort.preserve_partitioning);
+                // The key-time sort cannot spill: a process with a memory limit (a worker
+                // started with `-m`) runs the spilling sort it replaced, as it would have
+                // planned it itself.
+                if !matches!(ctx.memory_pool().memory_limit(), MemoryLimit::Infinite) {
+                    return Ok(Arc::new(sort));
+                }
+                match KeyTimeSortExec::try_replace(&sort) {
+                    Some(sort) => Ok(Arc::new(sort)),
+                    None => internal_err!("a KeyTimeSortExec that does not fit its sort"),
+                }
+            }
+            (Some(NodeProto::SpineBounds(proto)), [input]) => {
+                let schema = input.schema();
+                let bounds = SpineBounds::with_id(
+                    proto.id,
+                    decoder.expr(required(&proto.time, "spine time")?, &schema)?,
+                    decoder.exprs(&proto.keys, &schema)?,
+                    names::parse_domain(&proto.domain)?,
+                );
+                Ok(Arc::new(SpineBoundsExec::new(Arc::clone(input), bounds)))
+            }
+            (node, inputs) => internal_err!(
+                "a hindcast node that does not decode: {node:?} with {} inputs",
+                inputs.len()
+            ),
+        }
+    }
+}
+
+struct Encoder<'a> {
+    codec: &'a HindcastCodec,
+    converter: &'a dyn PhysicalProtoConverterExtension,
+}
+
+impl Encoder<'_> {
+    fn expr(&self, expr: &PhysicalExprRef) -> Result<PhysicalExprNode> {
+        self.converter.physical_expr_to_proto(expr, self.codec)
+    }
+
+    fn exprs(&self, exprs: &[PhysicalExprRef]) -> Result<Vec<PhysicalExprNode>> {
+        exprs.iter().map(|e| self.expr(e)).collect()
+    }
+
+    fn join(&self, join: &AsOfJoinExec) -> Result<AsOfJoinProto> {
+        let options = join.options().try_map(|_, e| self.expr(e))?;
+        let (left_keys, right_keys) = options.on.into_iter().unzip();
+        let mode = names::mode(&options.mode);
+        let rank_time = match options.mode {
+            JoinMode::LatestVisibleBy { rank_time } => Some(rank_time),
+            _ => None,
+        };
+        Ok(AsOfJoinProto {
+            left_keys,
+            right_keys,
+            left_time: Some(options.left_time),
+            right_time: Some(options.right_time),
+            op: options.op.to_string(),
+            domain: names::domain(options.domain),
+            ttl: options.ttl,
+            tie_breaker: options.tie_breaker,
+            mode,
+            rank_time,
+            narrowing: join.narrowing().map(|n| self.narrowing(n)).transpose()?,
+        })
+    }
+
+    fn narrowing(&self, narrowing: &Narrowing) -> Result<NarrowingProto> {
+        let time_filter = Arc::clone(&narrowing.time_filter) as PhysicalExprRef;
+        let partition_filter = match &narrowing.partition_filter {
+            None => None,
+            Some(partitions) => {
+                let (kind, names) = match &partitions.partitioning {
+                    TimePartitioning::Date(name) => ("date", vec![name.clone()]),
+                    TimePartitioning::Calendar(names) => ("calendar", names.clone()),
+                };
+                Some(PartitionFilterProto {
+                    filter: Some(self.expr(&(Arc::clone(&partitions.filter) as PhysicalExprRef))?),
+                    kind: kind.into(),
+                    columns: self.exprs(&partitions.columns)?,
+                    names,
+                })
+            }
+        };
+        Ok(NarrowingProto {
+            bounds_id: narrowing.bounds.id(),
+            key_sets: !narrowing.right_keys.is_empty(),
+            time_filter: Some(self.expr(&time_filter)?),
+            partition_filter,
+        })
+    }
+}
+
+struct Decoder<'a> {
+    ctx: PhysicalPlanDecodeContext<'a>,
+    converter: &'a dyn PhysicalProtoConverterExtension,
+}
+
+impl Decoder<'_> {
+    fn expr(&self, node: &PhysicalExprNode, schema: &Schema) -> Result<PhysicalExprRef> {
+        self.converter
+            .proto_to_physical_expr(node, schema, &self.ctx)
+    }
+
+    fn exprs(&self, nodes: &[PhysicalExprNode], schema: &Schema) -> Result<Vec<PhysicalExprRef>> {
+        nodes.iter().map(|n| self.expr(n, schema)).collect()
+    }
+
+    fn join(
+        &self,
+        proto: AsOfJoinProto,
+        left: &Arc<dyn ExecutionPlan>,
+        right: &Arc<dyn ExecutionPlan>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if proto.left_keys.len() != proto.right_keys.len() {
+            return internal_err!("an ASOF join whose key lists differ in length");
+        }
+        let mode = names::parse_mode(&proto.mode, proto.rank_time)?;
+        let options = AsOfJoinOptions {
+            on: proto.left_keys.into_iter().zip(proto.right_keys).collect(),
+            left_time: required(&proto.left_time, "left time")?.clone(),
+            right_time: required(&proto.right_time, "right time")?.clone(),
+            op: names::parse_op(&proto.op)?,
+            domain: names::parse_domain(&proto.domain)?,
+            ttl: proto.ttl,
+            tie_breaker: proto.tie_breaker,
+            mode,
+        };
+        let (left_schema, right_schema) = (left.schema(), right.schema());
+        let options = options.try_map(|side, node| match side {
+            JoinSide::Left => self.expr(node, &left_schema),
+            _ => self.expr(node, &right_schema),
+        })?;
+        let narrowing = match proto.narrowing {
+            Some(narrowing) => self.narrowing(narrowing, &options, left, right)?,
+            None => None,
+        };
+        let join = AsOfJoinExec::try_new(Arc::clone(left), Arc::clone(right), options)?;
+        Ok(Arc::new(join.with_narrowing(narrowing)))
+    }
+
+    fn narrowing(
+        &self,
+        proto: NarrowingProto,
+        options: &AsOfJoinOptions<PhysicalExprRef>,
+        left: &Arc<dyn ExecutionPlan>,
+        right: &Arc<dyn ExecutionPlan>,
+    ) -> Result<Option<Arc<Narrowing>>> {
+        let Some(bounds) = find_bounds(left, proto.bounds_id) else {
+            return Ok(None);
+        };
+        let right_keys = match proto.key_sets {
+            true => options.right_keys().cloned().collect(),
+            false => vec![],
+        };
+        let schema = right.schema();
+        let time_filter = self.expr(required(&proto.time_filter, "time filter")?, &schema)?;
+        let partition_filter = match proto.partition_filter {
+            None => None,
+            Some(partitions) => {
+                let partitioning = match partitions.kind.as_str() {
+                    "date" if partitions.names.len() == 1 => {
+                        TimePartitioning::Date(partitions.names[0].clone())
+                    }
+                    "calendar" => TimePartitioning::Calendar(partitions.names),
+                    kind => return internal_err!("a partition filter of kind {kind}"),
+                };
+                // The columns are the scan's table schema's, which decoding does not check.
+                let filter =
+                    self.expr(required(&partitions.filter, "partition filter")?, &schema)?;
+                Some(Arc::new(PartitionFilter {
+                    filter: dynamic_filter(filter)?,
+                    partitioning,
+                    columns: self.exprs(&partitions.columns, &schema)?,
+                }))
+            }
+        };
+        let narrowing = Narrowing::new(
+            bounds,
+            options.op,
+            options.ttl,
+            Arc::clone(&options.right_time),
+            right_keys,
+            schema,
+        )?
+        .with_time_filter(dynamic_filter(time_filter)?)
+        .with_partition_filter(partition_filter);
+        Ok(Some(Arc::new(narrowing)))
+    }
+}
+
+/// The spine bounds with this id in `plan`: a [`SpineBoundsExec`]'s, or those an
+/// [`AsOfJoinExec`] below shares (several views joined to one spine).
+fn find_bounds(plan: &Arc<dyn ExecutionPlan>, id: u64) -> Option<Arc<SpineBounds>> {
+    if let Some(exec) = plan.downcast_ref::<SpineBoundsExec>()
+        && exec.bounds().id() == id
+    {
+        return Some(Arc::clone(exec.bounds()));
+    }
+    if let Some(narrowing) = plan
+        .downcast_ref::<AsOfJoinExec>()
+        .and_then(|join| join.narrowing())
+        && narrowing.bounds.id() == id
+    {
+        return Some(Arc::clone(&narrowing.bounds));
+    }
+    plan.children()
+        .into_iter()
+        .find_map(|child| find_bounds(child, id))
+}
+
+fn dynamic_filter(expr: PhysicalExprRef) -> Result<Arc<DynamicFilterPhysicalExpr>> {
+    let any: Arc<dyn Any + Send + Sync> = expr;
+    any.downcast::<DynamicFilterPhysicalExpr>()
+        .map_err(|_| internal_datafusion_err!("a narrowing filter that is not a dynamic filter"))
+}
+
+fn required<'a>(node: &'a Option<PhysicalExprNode>, what: &str) -> Result<&'a PhysicalExprNode> {
+    node.as_ref()
+        .ok_or_else(|| internal_datafusion_err!("a hindcast node without its {what}"))
+}
+
+/// The names the small enums are encoded by: each one's spelling in one place.
+mod names {
+    use super::*;
+
+    pub fn domain(domain: TimeDomain) -> String {
+        match domain {
+            TimeDomain::Integer => "integer",
+            TimeDomain::Instant(TimeUnit::Second) => "s",
+            TimeDomain::Instant(TimeUnit::Millisecond) => "ms",
+            TimeDomain::Instant(TimeUnit::Microsecond) => "us",
+            TimeDomain::Instant(TimeUnit::Nanosecond) => "ns",
+        }
+        .into()
+    }
+
+    pub fn parse_domain(name: &str) -> Result<TimeDomain> {
+        Ok(match name {
+            "integer" => TimeDomain::Integer,
+            "s" => TimeDomain::Instant(TimeUnit::Second),
+            "ms" => TimeDomain::Instant(TimeUnit::Millisecond),
+            "us" => TimeDomain::Instant(TimeUnit::Microsecond),
+            "ns" => TimeDomain::Instant(TimeUnit::Nanosecond),
+            other => return internal_err!("a time domain {other}"),
+        })
+    }
+
+    pub fn parse_op(name: &str) -> Result<MatchOp> {
+        [MatchOp::GtEq, MatchOp::Gt, MatchOp::LtEq, MatchOp::Lt]
+            .into_iter()
+            .find(|op| op.to_string() == name)
+            .ok_or_else(|| internal_datafusion_err!("a match operator {name}"))
+    }
+
+    pub fn mode<E>(mode: &JoinMode<E>) -> String {
+        match mode {
+            JoinMode::Nearest => "nearest",
+            JoinMode::DistinctSpine => "distinct_spine",
+            JoinMode::KeepTies => "keep_ties",
+            JoinMode::LatestVisibleBy { .. } => "latest_visible_by",
+        }
+        .into()
+    }
+
+    /// `rank_time` is the `latest_visible_by` mode's, and given with it only.
+    pub fn parse_mode<E>(name: &str, rank_time: Option<E>) -> Result<JoinMode<E>> {
+        Ok(match (name, rank_time) {
+            ("nearest", None) => JoinMode::Nearest,
+            ("distinct_spine", None) => JoinMode::DistinctSpine,
+            ("keep_ties", None) => JoinMode::KeepTies,
+            ("latest_visible_by", Some(rank_time)) => JoinMode::LatestVisibleBy { rank_time },
+            (other, _) => return internal_err!("an ASOF join mode {other} that does not decode"),
+        })
+    }
+}
