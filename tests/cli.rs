@@ -363,3 +363,130 @@ fn generate_rejects_days_past_the_last_date() {
         assert!(!out_path.exists(), "{flags:?} wrote {}", out_path.display());
     }
 }
+
+/// `hindcast worker` processes on loopback, killed when dropped.
+struct WorkerProcesses(Vec<std::process::Child>);
+
+impl WorkerProcesses {
+    /// Start `n` workers on ports the system picks; their addresses, as they print them.
+    fn start(n: usize) -> (Self, Vec<String>) {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        let mut children = Self(vec![]);
+        let mut addresses = vec![];
+        for _ in 0..n {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_hindcast"))
+                .args(["worker", "--listen", "127.0.0.1:0"])
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("runs hindcast worker");
+            let mut line = String::new();
+            let stderr = child.stderr.take().expect("stderr");
+            children.0.push(child);
+            BufReader::new(stderr)
+                .read_line(&mut line)
+                .expect("reads the worker's first line");
+            let address = line
+                .trim()
+                .strip_prefix("hindcast worker listening on ")
+                .unwrap_or_else(|| panic!("the worker said {line:?}"));
+            addresses.push(address.to_string());
+        }
+        (children, addresses)
+    }
+}
+
+impl Drop for WorkerProcesses {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The README's training set through three worker processes: the same CSV as in one
+/// process.
+#[test]
+fn training_set_on_three_worker_processes() {
+    let (_workers, addresses) = WorkerProcesses::start(3);
+    let query = "SELECT * FROM historical_features('labels', 'user_spending_stats:avg_transaction_amount', \
+                 'user_activity:session_count_7d') ORDER BY user_id, event_timestamp, label";
+    let local = hindcast(&[
+        "-q",
+        "--format",
+        "csv",
+        "--repo",
+        "examples/feature_repo",
+        "-c",
+        query,
+    ]);
+    assert!(local.status.success(), "stderr: {}", stderr(&local));
+    let workers = addresses.join(",");
+    let distributed = hindcast(&[
+        "-q",
+        "--format",
+        "csv",
+        "--repo",
+        "examples/feature_repo",
+        "--workers",
+        &workers,
+        "-c",
+        // Split the example's small files across the workers.
+        "SET distributed.file_scan_config_bytes_per_partition = 1",
+        "-c",
+        query,
+    ]);
+    assert!(
+        distributed.status.success(),
+        "stderr: {}",
+        stderr(&distributed)
+    );
+    assert_eq!(stdout(&local).lines().count(), 2001);
+    assert_eq!(stdout(&distributed), stdout(&local));
+}
+
+/// One of three workers is not there: the query fails, soon, naming it.
+#[test]
+fn unreachable_worker_is_a_clear_error() {
+    let (_workers, mut addresses) = WorkerProcesses::start(2);
+    // A port nobody listens on: bind one, then let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    addresses.push(format!("127.0.0.1:{port}"));
+    let started = std::time::Instant::now();
+    let out = hindcast(&[
+        "--repo",
+        "examples/feature_repo",
+        "--workers",
+        &addresses.join(","),
+        "-c",
+        "SET distributed.file_scan_config_bytes_per_partition = 1",
+        "-c",
+        "SELECT count(*) FROM historical_features('labels', 'user_spending_stats:avg_transaction_amount')",
+    ]);
+    assert!(!out.status.success(), "stdout: {}", stdout(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&port.to_string()),
+        "the error does not name the worker: {text}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn bad_worker_address_is_a_clear_error() {
+    let out = hindcast(&["--workers", "not a host", "-c", "SELECT 1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is not host:port"),
+        "{}",
+        stderr(&out)
+    );
+}

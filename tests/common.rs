@@ -28,6 +28,40 @@ pub fn session(batch_size: usize, partitions: usize, memory_limit: Option<usize>
     }
 }
 
+/// A coordinator over `workers` (see [`start_workers`]) that distributes every query it
+/// can: each Parquet scan's files are split across the workers however small they are.
+pub async fn cluster_session(batch_size: usize, partitions: usize, workers: &[String]) -> Hindcast {
+    let config = SessionConfig::new()
+        .with_batch_size(batch_size)
+        .with_target_partitions(partitions)
+        .with_information_schema(true);
+    let hc = Hindcast::builder()
+        .config(config)
+        .workers(workers.iter().cloned())
+        .build()
+        .expect("session");
+    hc.sql("SET distributed.file_scan_config_bytes_per_partition = 1")
+        .await
+        .expect("set")
+        .collect()
+        .await
+        .expect("set");
+    hc
+}
+
+/// Start `n` hindcast workers in this process, on random loopback ports; their addresses.
+pub async fn start_workers(n: usize, memory_limit: Option<usize>) -> Vec<String> {
+    let mut addresses = vec![];
+    for _ in 0..n {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        addresses.push(listener.local_addr().expect("address").to_string());
+        tokio::spawn(hindcast::distributed::serve_worker(listener, memory_limit));
+    }
+    addresses
+}
+
 /// A batch of nullable columns, named in order.
 pub fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
     let schema = Schema::new(

@@ -1,13 +1,15 @@
 //! hindcast's one integration-test binary (one binary links DataFusion once).
 //!
 //! - `slt`: the SQL behaviour in `sql/*.slt`, each file under several batch sizes and
-//!   partition counts;
+//!   partition counts, through the plan codec and on a cluster;
 //! - `differential`: the operator against a brute-force reference on random inputs;
+//! - `distributed`: queries on three workers in this process against one process, and
+//!   the plan codec under a worker's memory limit;
 //! - `feast_reference`: feature views against a brute-force Feast on random inputs;
 //! - `out_of_core`: a join whose right side is larger than the memory limit, and the
 //!   operator's own memory;
 //! - `helpers`: pure helpers (the key-time sort's radix sort, the shell's statement end);
-//! - `cli`: the `hindcast` binary as a user runs it;
+//! - `cli`: the `hindcast` binary as a user runs it (worker processes included);
 //! - `s3`: feature views on a local S3-compatible server (moto);
 //! - `snapshots`: the shell's output for `tests/snapshots/*.sql`;
 //! - `shell`: the interactive shell in a terminal (tmux).
@@ -15,6 +17,7 @@
 mod cli;
 mod common;
 mod differential;
+mod distributed;
 mod feast_reference;
 mod helpers;
 mod out_of_core;

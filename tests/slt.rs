@@ -22,38 +22,58 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use hindcast::Hindcast;
 use hindcast::distributed::{decode_plan, encode_plan};
+use hindcast::physical::AsOfJoinExec;
 use sqllogictest::{AsyncDB, ColumnType, DBOutput, default_validator, strict_column_validator};
 
-use crate::common::{repo_root, session};
+use crate::common::{cluster_session, repo_root, session, start_workers};
 
-/// `(batch_size, target_partitions, memory limit, through the codec)`.
-const CONFIGS: [(usize, usize, Option<usize>, bool); 8] = [
-    (8192, 4, None, false),
-    (8192, 1, None, false),
-    (1, 1, None, false),
-    (1, 4, None, false),
-    (8192, 4, Some(MEMORY_LIMIT), false),
-    (1, 2, Some(MEMORY_LIMIT), false),
-    (8192, 4, None, true),
-    (1, 2, Some(MEMORY_LIMIT), true),
+/// How a configuration runs each statement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    /// In this process, as planned.
+    Local,
+    /// In this process, the plan encoded and decoded first.
+    Decoded,
+    /// On three workers in this process, behind a coordinator that splits every scan
+    /// across them (`onlyif distributed`; the worker gets the memory limit).
+    Cluster,
+}
+
+/// `(batch_size, target_partitions, memory limit, mode)`.
+const CONFIGS: [(usize, usize, Option<usize>, Mode); 10] = [
+    (8192, 4, None, Mode::Local),
+    (8192, 1, None, Mode::Local),
+    (1, 1, None, Mode::Local),
+    (1, 4, None, Mode::Local),
+    (8192, 4, Some(MEMORY_LIMIT), Mode::Local),
+    (1, 2, Some(MEMORY_LIMIT), Mode::Local),
+    (8192, 4, None, Mode::Decoded),
+    (1, 2, Some(MEMORY_LIMIT), Mode::Decoded),
+    (8192, 4, None, Mode::Cluster),
+    (2, 3, Some(MEMORY_LIMIT), Mode::Cluster),
 ];
 
 /// Far more than any file needs: the limit changes the plan, not whether it spills.
 const MEMORY_LIMIT: usize = 256 * 1024 * 1024;
 
 /// The label `onlyif` / `skipif` records name for a configuration's execution path.
-fn path_label(memory_limit: Option<usize>) -> &'static str {
-    match memory_limit {
-        None => "unlimited",
-        Some(_) => "memory_limit",
+fn path_label(memory_limit: Option<usize>, mode: Mode) -> &'static str {
+    match (mode, memory_limit) {
+        (Mode::Cluster, _) => "distributed",
+        (_, None) => "unlimited",
+        (_, Some(_)) => "memory_limit",
     }
 }
 
@@ -79,6 +99,43 @@ fn round_trip(
     Ok(decoded)
 }
 
+/// What a join's narrowing is, which `EXPLAIN` does not show: its spine bounds, whether it
+/// uses their key sets and a partition filter, and whether its time filter is the one in
+/// its right input's scan.
+fn narrowing(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
+    let join = plan.downcast_ref::<AsOfJoinExec>()?;
+    let Some(narrowing) = join.narrowing() else {
+        return Some("none".into());
+    };
+    let id = narrowing.time_filter.expression_id();
+    let mut shared = false;
+    let mut plans = vec![Arc::clone(join.right())];
+    while let Some(node) = plans.pop() {
+        let _ = node.apply_expressions(&mut |expr| {
+            expr.apply(|e| {
+                shared |= e.expression_id().is_some() && e.expression_id() == id;
+                Ok(TreeNodeRecursion::Continue)
+            })
+        });
+        if let Some(source) = node.downcast_ref::<DataSourceExec>()
+            && let Some(config) = source.data_source().downcast_ref::<FileScanConfig>()
+            && let Some(filter) = config.file_source().filter()
+        {
+            let _ = filter.apply(|e| {
+                shared |= e.expression_id().is_some() && e.expression_id() == id;
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        plans.extend(node.children().into_iter().cloned());
+    }
+    Some(format!(
+        "bounds {}, key sets {}, partition filter {}, filter shared with the scan {shared}",
+        narrowing.bounds.id(),
+        narrowing.right_keys.len(),
+        narrowing.partition_filter.is_some(),
+    ))
+}
+
 /// Whether two plans print the same `EXPLAIN`, node by node, but for two things DataFusion's
 /// own protobuf does to its own nodes: a Parquet scan's `sort_order_for_reorder` (a hint to
 /// read row groups in order) is not encoded, and a decoded `UnionExec` puts a projection
@@ -96,7 +153,7 @@ fn same_plan(plan: &Arc<dyn ExecutionPlan>, decoded: &Arc<dyn ExecutionPlan>) ->
             None => text,
         }
     }
-    if line(plan) != line(decoded) {
+    if line(plan) != line(decoded) || narrowing(plan) != narrowing(decoded) {
         return false;
     }
     let is_union = plan.downcast_ref::<UnionExec>().is_some();
@@ -327,7 +384,7 @@ async fn run_file(name: &str) {
             })
         });
         runner.set_var("REPO".into(), repo_root().to_string_lossy().into_owned());
-        runner.add_label(path_label(None));
+        runner.add_label(path_label(None, Mode::Local));
         runner
             .update_test_file(
                 &path,
@@ -340,21 +397,32 @@ async fn run_file(name: &str) {
             .unwrap_or_else(|e| panic!("completing {}: {e}", path.display()));
         return;
     }
-    for (batch_size, partitions, memory_limit, decoded) in CONFIGS {
-        let mut runner = sqllogictest::Runner::new(|| async move {
-            Ok(HindcastDb {
-                hc: session(batch_size, partitions, memory_limit),
-                decoded,
-            })
+    for (batch_size, partitions, memory_limit, mode) in CONFIGS {
+        let workers = match mode {
+            Mode::Cluster => start_workers(3, memory_limit).await,
+            _ => vec![],
+        };
+        let mut runner = sqllogictest::Runner::new(|| {
+            let workers = workers.clone();
+            async move {
+                let hc = match mode {
+                    Mode::Cluster => cluster_session(batch_size, partitions, &workers).await,
+                    _ => session(batch_size, partitions, memory_limit),
+                };
+                Ok(HindcastDb {
+                    hc,
+                    decoded: mode == Mode::Decoded,
+                })
+            }
         });
-        runner.add_label(path_label(memory_limit));
+        runner.add_label(path_label(memory_limit, mode));
         runner.with_column_validator(strict_column_validator);
         runner.with_normalizer(trim_end);
         runner.set_var("REPO".into(), repo_root().to_string_lossy().into_owned());
         runner.with_validator(default_validator);
         if let Err(e) = runner.run_file_async(&path).await {
             panic!(
-                "{} failed with batch_size={batch_size}, target_partitions={partitions}, memory_limit={memory_limit:?}, decoded={decoded}:\n{e}",
+                "{} failed with batch_size={batch_size}, target_partitions={partitions}, memory_limit={memory_limit:?}, mode={mode:?}:\n{e}",
                 path.display()
             );
         }

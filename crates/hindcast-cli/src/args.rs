@@ -50,6 +50,11 @@ pub struct Args {
     /// Most rows to show in table format (0 for all)
     #[arg(long, default_value_t = 40)]
     pub maxrows: usize,
+
+    /// Run queries on these `hindcast worker`s (HOST:PORT or http://HOST:PORT,
+    /// comma-separated): this process plans, they execute
+    #[arg(long, value_delimiter = ',')]
+    pub workers: Vec<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -57,6 +62,20 @@ pub enum Subcommand {
     /// Write deterministic synthetic labels and feature tables (the seed documents' schema)
     /// as Parquet, for benchmarks and trials at scale
     Generate(crate::generate::GenerateArgs),
+    /// Serve as a worker of distributed queries: run the stages that coordinators
+    /// (`hindcast --workers ...`) send, within this process's memory limit
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// Address to listen on, e.g. 0.0.0.0:50051
+    #[arg(long)]
+    pub listen: String,
+
+    /// Memory limit for this worker's tasks, e.g. 4G; past it they spill to disk
+    #[arg(short = 'm', long = "memory-limit", value_parser = hindcast::parse_memory_limit)]
+    pub memory_limit: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use datafusion::common::Result;
+use datafusion::common::{DataFusionError, Result};
 use hindcast::Hindcast;
 
 use args::Args;
@@ -59,7 +59,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let result = match &args.subcommand {
+        Some(args::Subcommand::Worker(worker)) => runtime.block_on(serve_worker(worker)),
+        _ => runtime.block_on(run(args)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {}", hindcast::error_message(&e));
@@ -111,5 +115,23 @@ async fn run(args: Args) -> Result<()> {
 
 /// A session configured from the command line.
 fn session(args: &Args) -> Result<Hindcast> {
-    Hindcast::with_defaults(args.memory_limit)
+    Hindcast::builder()
+        .memory_limit(args.memory_limit)
+        .workers(args.workers.iter().cloned())
+        .build()
+}
+
+/// `hindcast worker`: serve until killed.
+async fn serve_worker(args: &args::WorkerArgs) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| {
+            DataFusionError::Execution(format!("cannot listen on {}: {e}", args.listen))
+        })?;
+    // The bound address, so a worker started on port 0 says which port it got.
+    match listener.local_addr() {
+        Ok(address) => eprintln!("hindcast worker listening on {address}"),
+        Err(_) => eprintln!("hindcast worker listening on {}", args.listen),
+    }
+    hindcast::distributed::serve_worker(listener, args.memory_limit).await
 }

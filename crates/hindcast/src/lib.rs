@@ -11,7 +11,9 @@
 //!   reader of point-in-time conditions, and the optimizer rules;
 //! - [`physical`]: the [`physical::AsOfJoinExec`] operator, the key-time sort, the spine
 //!   bounds, and the planner and rules that create them;
-//! - [`distributed`]: the codec that carries physical plans to other processes;
+//! - [`distributed`]: plans run on datafusion-distributed workers: the codec that carries
+//!   them, the worker service, the coordinator's settings (and `runtime`: the defaults and
+//!   memory limit a session and a worker share);
 //! - [`sql`]: the SQL front end (`ASOF JOIN ... MATCH_CONDITION`, `FOR SYSTEM_TIME AS OF`,
 //!   `historical_features`, the feature DDL's parser) over DataFusion's parser;
 //! - [`Hindcast`] (`session`): the session that wires these into DataFusion, runs the
@@ -21,9 +23,12 @@ pub mod distributed;
 pub mod features;
 pub mod logical;
 pub mod physical;
+mod runtime;
 mod session;
 pub mod sql;
 pub mod storage;
 pub mod time;
 
-pub use session::{Hindcast, HindcastOptions, RetrievalOptions, error_message, parse_memory_limit};
+pub use session::{
+    Hindcast, HindcastBuilder, HindcastOptions, RetrievalOptions, error_message, parse_memory_limit,
+};

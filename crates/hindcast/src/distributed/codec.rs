@@ -11,7 +11,14 @@
 //! A join's narrowing names its spine bounds by id ([`SpineBounds::id`]); decoding finds
 //! them in the join's left input, which is decoded first. A plan cut between the two (a
 //! stage boundary) decodes that join without narrowing, which is always correct: the
-//! filters it would set start as `true`.
+//! filters it would set start as `true`. Distributed, that is every join today: the
+//! spine's repartition, a stage boundary, sits above its `SpineBoundsExec`, and the
+//! feature scans are in stages of their own (`docs/distributed.md`).
+//!
+//! Expressions nested in these nodes are encoded with this codec, not the caller's
+//! composed one (a codec is handed only the task context): an expression that only another
+//! codec knows (a user-defined function with a serialized definition) does not round-trip,
+//! and fails to encode rather than decode differently. hindcast's own planning makes none.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -185,7 +192,7 @@ impl PhysicalExtensionCodec for HindcastCodec {
         };
         PlanProto { node: Some(node) }
             .encode(buf)
-            .map_err(|e| internal_datafusion_err!("encoding {e}"))
+            .map_err(|e| internal_datafusion_err!("encoding a hindcast node: {e}"))
     }
 
     fn try_decode(
@@ -216,13 +223,14 @@ impl PhysicalExtensionCodec for HindcastCodec {
                     .with_preserve_partitioning(sort.preserve_partitioning);
                 // The key-time sort cannot spill: a process with a memory limit (a worker
                 // started with `-m`) runs the spilling sort it replaced, as it would have
-                // planned it itself.
-                if !matches!(ctx.memory_pool().memory_limit(), MemoryLimit::Infinite) {
-                    return Ok(Arc::new(sort));
-                }
-                match KeyTimeSortExec::try_replace(&sort) {
+                // planned it itself. So does a sort the key-time sort cannot replace here.
+                let unlimited = matches!(ctx.memory_pool().memory_limit(), MemoryLimit::Infinite);
+                match unlimited
+                    .then(|| KeyTimeSortExec::try_replace(&sort))
+                    .flatten()
+                {
                     Some(sort) => Ok(Arc::new(sort)),
-                    None => internal_err!("a KeyTimeSortExec that does not fit its sort"),
+                    None => Ok(Arc::new(sort)),
                 }
             }
             (Some(NodeProto::SpineBounds(proto)), [input]) => {
@@ -236,7 +244,13 @@ impl PhysicalExtensionCodec for HindcastCodec {
                 Ok(Arc::new(SpineBoundsExec::new(Arc::clone(input), bounds)))
             }
             (node, inputs) => internal_err!(
-                "a hindcast node that does not decode: {node:?} with {} inputs",
+                "a hindcast node that does not decode: {} with {} inputs",
+                match node {
+                    Some(NodeProto::AsOfJoin(_)) => "AsOfJoinExec",
+                    Some(NodeProto::KeyTimeSort(_)) => "KeyTimeSortExec",
+                    Some(NodeProto::SpineBounds(_)) => "SpineBoundsExec",
+                    None => "an empty node",
+                },
                 inputs.len()
             ),
         }
@@ -270,7 +284,7 @@ impl Encoder<'_> {
             right_keys,
             left_time: Some(options.left_time),
             right_time: Some(options.right_time),
-            op: options.op.to_string(),
+            op: names::op(options.op),
             domain: names::domain(options.domain),
             ttl: options.ttl,
             tie_breaker: options.tie_breaker,
@@ -361,12 +375,19 @@ impl Decoder<'_> {
         left: &Arc<dyn ExecutionPlan>,
         right: &Arc<dyn ExecutionPlan>,
     ) -> Result<Option<Arc<Narrowing>>> {
-        let Some(bounds) = find_bounds(left, proto.bounds_id) else {
+        // The bounds must be of this join's spine time (and keys, for key sets): narrowing
+        // from another spine's would drop rows.
+        let Some(bounds) = find_bounds(left, proto.bounds_id).filter(|bounds| {
+            bounds.tracks(&options.left_time, options.domain)
+                && (!proto.key_sets
+                    || bounds.tracks_keys(&options.left_keys().cloned().collect::<Vec<_>>()))
+        }) else {
             return Ok(None);
         };
-        let right_keys = match proto.key_sets {
-            true => options.right_keys().cloned().collect(),
-            false => vec![],
+        let right_keys = if proto.key_sets {
+            options.right_keys().cloned().collect()
+        } else {
+            vec![]
         };
         let schema = right.schema();
         let time_filter = self.expr(required(&proto.time_filter, "time filter")?, &schema)?;
@@ -378,7 +399,12 @@ impl Decoder<'_> {
                         TimePartitioning::Date(partitions.names[0].clone())
                     }
                     "calendar" => TimePartitioning::Calendar(partitions.names),
-                    kind => return internal_err!("a partition filter of kind {kind}"),
+                    kind => {
+                        return internal_err!(
+                            "a partition filter of kind {kind:?} on {} columns does not decode",
+                            partitions.names.len()
+                        );
+                    }
                 };
                 // The columns are the scan's table schema's, which decoding does not check.
                 let filter =
@@ -457,15 +483,28 @@ mod names {
             "ms" => TimeDomain::Instant(TimeUnit::Millisecond),
             "us" => TimeDomain::Instant(TimeUnit::Microsecond),
             "ns" => TimeDomain::Instant(TimeUnit::Nanosecond),
-            other => return internal_err!("a time domain {other}"),
+            other => return internal_err!("unknown time domain {other:?}"),
         })
     }
 
+    pub fn op(op: MatchOp) -> String {
+        match op {
+            MatchOp::GtEq => "gt_eq",
+            MatchOp::Gt => "gt",
+            MatchOp::LtEq => "lt_eq",
+            MatchOp::Lt => "lt",
+        }
+        .into()
+    }
+
     pub fn parse_op(name: &str) -> Result<MatchOp> {
-        [MatchOp::GtEq, MatchOp::Gt, MatchOp::LtEq, MatchOp::Lt]
-            .into_iter()
-            .find(|op| op.to_string() == name)
-            .ok_or_else(|| internal_datafusion_err!("a match operator {name}"))
+        Ok(match name {
+            "gt_eq" => MatchOp::GtEq,
+            "gt" => MatchOp::Gt,
+            "lt_eq" => MatchOp::LtEq,
+            "lt" => MatchOp::Lt,
+            other => return internal_err!("unknown match operator {other:?}"),
+        })
     }
 
     pub fn mode<E>(mode: &JoinMode<E>) -> String {
@@ -485,7 +524,7 @@ mod names {
             ("distinct_spine", None) => JoinMode::DistinctSpine,
             ("keep_ties", None) => JoinMode::KeepTies,
             ("latest_visible_by", Some(rank_time)) => JoinMode::LatestVisibleBy { rank_time },
-            (other, _) => return internal_err!("an ASOF join mode {other} that does not decode"),
+            (other, _) => return internal_err!("unknown ASOF join mode {other:?}"),
         })
     }
 }

@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::Session;
-use datafusion::common::{DataFusionError, Result, plan_datafusion_err};
+use datafusion::common::{DataFusionError, Result, plan_datafusion_err, plan_err};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
-use datafusion::execution::memory_pool::{FairSpillPool, MemoryLimit};
+use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
@@ -32,6 +32,7 @@ use datafusion::prelude::{
 };
 use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::dialect::{Dialect, dialect_from_str};
+use url::Url;
 
 use crate::features::FeatureRegistry;
 use crate::logical::{PushDownAsOfFilter, RewriteRowNumberAsOf};
@@ -40,6 +41,7 @@ use crate::sql::{
     HindcastDialect, HindcastRelationPlanner, HindcastStatement, parse_statements,
     prepare_statement,
 };
+use crate::{distributed, runtime};
 use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 
@@ -76,40 +78,23 @@ impl Default for Hindcast {
 impl Hindcast {
     /// A session with DataFusion's default configuration and runtime.
     pub fn new() -> Self {
-        let runtime = crate::storage::runtime_env_builder()
-            .build_arc()
+        let runtime = runtime::runtime_env(None)
             .expect("a runtime without a memory limit or disk settings always builds");
         Self::new_with_config_rt(Self::default_config(None), runtime)
     }
 
-    /// DataFusion's configuration with hindcast's defaults. Without a memory limit:
-    /// 64Ki-row batches and two partitions per core. Under a limit, DataFusion's own
-    /// defaults (8Ki rows, a partition per core), which leave each sort room to spill.
-    ///
-    /// Why: with larger batches every operator has fewer to handle (and DataFusion's sorts
-    /// fewer runs to merge), and with more partitions than cores each sort is smaller and the
-    /// scan of one partition overlaps the sort of another (`docs/benchmarks.md`). Under a
-    /// small memory limit a 64Ki-row batch is a good part of a sort's share of memory, and
-    /// the sort fails instead of spilling.
+    /// DataFusion's configuration with hindcast's defaults (see [`runtime::default_config`]).
     pub fn default_config(memory_limit: Option<usize>) -> SessionConfig {
-        let mut config = if memory_limit.is_some() {
-            SessionConfig::new()
-        } else {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            SessionConfig::new()
-                .with_batch_size(64 * 1024)
-                .with_target_partitions(2 * cores)
-        };
-        // Parquet evaluates pushed-down filters while decoding, so the spine's key set and
-        // time range skip rows before their other columns are decoded: it halved a tiny
-        // spine's query against a large table and did not slow the large workloads
-        // (`docs/benchmarks.md`).
-        config.options_mut().execution.parquet.pushdown_filters = true;
-        config
+        runtime::default_config(memory_limit)
     }
 
     /// A session with the given configuration and runtime (memory pool, disk manager).
-    pub fn new_with_config_rt(mut config: SessionConfig, runtime: Arc<RuntimeEnv>) -> Self {
+    pub fn new_with_config_rt(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> Self {
+        Self::build(config, runtime, vec![])
+    }
+
+    /// With `workers`, queries are planned here and run on them (`distributed`).
+    fn build(mut config: SessionConfig, runtime: Arc<RuntimeEnv>, workers: Vec<Url>) -> Self {
         let registry = FeatureRegistry::default();
         if config
             .options()
@@ -135,7 +120,7 @@ impl Hindcast {
         if matches!(runtime.memory_pool.memory_limit(), MemoryLimit::Infinite) {
             physical_rules.push(Arc::new(UseKeyTimeSort));
         }
-        let state = SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
@@ -144,8 +129,11 @@ impl Hindcast {
                 registry.clone(),
             ))])
             .with_optimizer_rules(rules)
-            .with_physical_optimizer_rules(physical_rules)
-            .build();
+            .with_physical_optimizer_rules(physical_rules);
+        if !workers.is_empty() {
+            state = distributed::coordinate(state, workers);
+        }
+        let state = state.build();
         Self {
             ctx: SessionContext::new_with_state(state),
             registry,
@@ -157,15 +145,12 @@ impl Hindcast {
     /// (rows, bytes, time and pruning; `SET datafusion.explain.analyze_level = dev` shows
     /// every metric), and within `memory_limit` bytes if given.
     pub fn with_defaults(memory_limit: Option<usize>) -> Result<Self> {
-        let mut config = Self::default_config(memory_limit).with_information_schema(true);
-        config.options_mut().explain.analyze_level = MetricType::Summary;
-        match memory_limit {
-            Some(limit) => Self::with_memory_limit(config, limit),
-            None => Ok(Self::new_with_config_rt(
-                config,
-                crate::storage::runtime_env_builder().build_arc()?,
-            )),
-        }
+        Self::builder().memory_limit(memory_limit).build()
+    }
+
+    /// A session to configure: its memory limit, and the workers it runs queries on.
+    pub fn builder() -> HindcastBuilder {
+        HindcastBuilder::default()
     }
 
     /// A session with the feature repository in `dir` loaded (see [`Self::load_repository`]).
@@ -189,18 +174,11 @@ impl Hindcast {
     /// A session whose queries stay within `limit` bytes of memory, spilling to disk (in
     /// the operating system's temporary directory) past it.
     pub fn with_memory_limit(mut config: SessionConfig, limit: usize) -> Result<Self> {
-        // Every sort below a join reserves memory up front to merge its spill files; at
-        // DataFusion's default (10 MB each) two sorts per partition would alone exceed a
-        // small limit, so each gets a share of it instead.
-        let sorts = 2 * config.target_partitions().max(1);
-        let share = (limit / (4 * sorts)).clamp(64 * 1024, 10 * 1024 * 1024);
-        config.options_mut().execution.sort_spill_reservation_bytes = share;
-        // A fair pool splits memory between the sorts feeding each join partition, so all
-        // of them spill in turn instead of the first one starving the others.
-        let runtime = crate::storage::runtime_env_builder()
-            .with_memory_pool(Arc::new(FairSpillPool::new(limit)))
-            .build_arc()?;
-        Ok(Self::new_with_config_rt(config, runtime))
+        runtime::share_spill_reservations(&mut config, limit);
+        Ok(Self::new_with_config_rt(
+            config,
+            runtime::runtime_env(Some(limit))?,
+        ))
     }
 
     /// The underlying DataFusion context, for everything hindcast does not wrap.
@@ -361,6 +339,74 @@ impl QueryPlanner for HindcastQueryPlanner {
         DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(HindcastExtensionPlanner)])
             .create_physical_plan(logical_plan, session)
             .await
+    }
+}
+
+/// `host:port` or `http://host:port`.
+fn worker_url(text: &str) -> Result<Url> {
+    let text = text.trim();
+    let with_scheme = match text.contains("://") {
+        true => text.to_string(),
+        false => format!("http://{text}"),
+    };
+    match Url::parse(&with_scheme) {
+        Ok(url) if url.host().is_some() && url.port_or_known_default().is_some() => Ok(url),
+        _ => plan_err!("the worker address {text:?} is not host:port or http://host:port"),
+    }
+}
+
+/// Configures a [`Hindcast`] session ([`Hindcast::builder`]).
+#[derive(Debug, Default)]
+pub struct HindcastBuilder {
+    config: Option<SessionConfig>,
+    memory_limit: Option<usize>,
+    workers: Vec<String>,
+}
+
+impl HindcastBuilder {
+    /// Start from this configuration instead of hindcast's defaults.
+    pub fn config(mut self, config: SessionConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Keep this process's queries within `limit` bytes, spilling to disk past it.
+    pub fn memory_limit(mut self, limit: Option<usize>) -> Self {
+        self.memory_limit = limit;
+        self
+    }
+
+    /// Run queries on these `hindcast worker`s (`host:port` or `http://host:port`): this
+    /// session plans, they execute (`docs/distributed.md`). None: run here.
+    pub fn workers<S: Into<String>>(mut self, workers: impl IntoIterator<Item = S>) -> Self {
+        self.workers = workers.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The session. Without [`Self::config`], as the shell and the Python package open
+    /// one: hindcast's defaults ([`Hindcast::default_config`]), the information schema,
+    /// `EXPLAIN ANALYZE` at summary level (rows, bytes, time and pruning; `SET
+    /// datafusion.explain.analyze_level = dev` shows every metric).
+    pub fn build(self) -> Result<Hindcast> {
+        let mut config = match self.config {
+            Some(config) => config,
+            None => {
+                let mut config =
+                    runtime::default_config(self.memory_limit).with_information_schema(true);
+                config.options_mut().explain.analyze_level = MetricType::Summary;
+                config
+            }
+        };
+        if let Some(limit) = self.memory_limit {
+            runtime::share_spill_reservations(&mut config, limit);
+        }
+        let runtime = runtime::runtime_env(self.memory_limit)?;
+        let workers = self
+            .workers
+            .iter()
+            .map(|w| worker_url(w))
+            .collect::<Result<_>>()?;
+        Ok(Hindcast::build(config, runtime, workers))
     }
 }
 

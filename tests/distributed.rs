@@ -1,0 +1,135 @@
+//! Distributed execution: hindcast workers on loopback in this process (see
+//! `common::start_workers`), and a coordinator over them. The `.slt` files run on such a
+//! cluster too (`slt`'s `Mode::Cluster`); `cli` runs worker processes.
+
+use std::sync::Arc;
+
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use hindcast::Hindcast;
+use hindcast::distributed::{decode_plan, encode_plan};
+use hindcast::physical::key_time_sort::KeyTimeSortExec;
+
+use crate::common::{cluster_session, repo_root, start_workers};
+
+const TRAINING_SET: &str = "SELECT * FROM historical_features('SELECT user_id, event_timestamp, label FROM labels', \
+     'user_spending_stats:avg_transaction_amount', 'user_spending_stats:transaction_count_30d', \
+     'user_activity:session_count_7d') ORDER BY user_id, event_timestamp, label";
+
+/// Queries whose answers depend on the TTL, a bound and the direction (the example data has
+/// no ties on event time: tie-breaks and modes are checked through the codec by `slt`).
+const QUERIES: [&str; 4] = [
+    TRAINING_SET,
+    // A short bound: most labels get nothing.
+    "SELECT l.user_id, l.event_timestamp, f.avg_transaction_amount FROM labels l \
+     ASOF JOIN user_spending_stats f MATCH_CONDITION (l.event_timestamp >= f.event_timestamp \
+     AND l.event_timestamp - f.event_timestamp <= INTERVAL '2 days') ON l.user_id = f.user_id \
+     ORDER BY 1, 2, 3",
+    // Forward, strict.
+    "SELECT l.user_id, l.event_timestamp, f.avg_transaction_amount, f.event_timestamp FROM labels l \
+     ASOF JOIN user_spending_stats f MATCH_CONDITION (l.event_timestamp < f.event_timestamp) \
+     ON l.user_id = f.user_id ORDER BY 1, 2, 3, 4",
+    // Feast's filter_by_created_timestamp.
+    "SELECT * FROM historical_features('labels', 'user_spending_stats:avg_transaction_amount', \
+     filter_by_created_timestamp => true) ORDER BY user_id, event_timestamp, label",
+];
+
+/// The example repository's queries on three workers: the same rows as in one process,
+/// from plans cut into stages whose joins ran as three tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_queries_on_three_workers() {
+    let repo = repo_root().join("examples/feature_repo");
+    let workers = start_workers(3, None).await;
+    let hc = cluster_session(8192, 4, &workers).await;
+    hc.load_repository(&repo).await.expect("repository");
+    let local = Hindcast::with_defaults(None).expect("session");
+    local.load_repository(&repo).await.expect("repository");
+    for query in QUERIES {
+        let df = hc.sql(query).await.expect("plan");
+        let context = Arc::new(df.task_ctx());
+        let plan = df.create_physical_plan().await.expect("physical plan");
+        let rows = collect(Arc::clone(&plan), context)
+            .await
+            .expect("distributed run");
+        let expected = local
+            .sql(query)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        assert_eq!(
+            pretty_format_batches(&rows).expect("print").to_string(),
+            pretty_format_batches(&expected).expect("print").to_string(),
+            "{query}"
+        );
+        assert_cut_into_stages(&plan);
+    }
+}
+
+fn assert_cut_into_stages(plan: &Arc<dyn ExecutionPlan>) {
+    let stages = datafusion_distributed::display_plan_ascii(plan.as_ref(), false);
+    let stage_count = stages.matches("───── Stage ").count();
+    assert!(stage_count >= 2, "one stage only:\n{stages}");
+    let join_stage = stages
+        .split("───── Stage ")
+        .find(|stage| stage.contains("AsOfJoinExec"))
+        .unwrap_or_else(|| panic!("no stage runs the joins:\n{stages}"));
+    assert!(
+        join_stage.contains("tasks=3"),
+        "the joins did not run as 3 tasks:\n{stages}"
+    );
+}
+
+/// A worker with a memory limit decodes the coordinator's key-time sort as the spilling
+/// sort it replaced; one without keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_time_sort_follows_the_decoding_process_memory_limit() {
+    let hc = Hindcast::with_defaults(None).expect("session");
+    hc.load_repository(repo_root().join("examples/feature_repo"))
+        .await
+        .expect("repository");
+    let plan = hc
+        .sql(TRAINING_SET)
+        .await
+        .expect("plan")
+        .create_physical_plan()
+        .await
+        .expect("plan");
+    let bytes = encode_plan(&plan).expect("encode");
+    let count = |plan: &Arc<dyn ExecutionPlan>| {
+        let (mut key_time, mut sorts) = (0, 0);
+        let mut nodes = vec![Arc::clone(plan)];
+        while let Some(node) = nodes.pop() {
+            key_time += node.downcast_ref::<KeyTimeSortExec>().is_some() as usize;
+            sorts += node.downcast_ref::<SortExec>().is_some() as usize;
+            nodes.extend(node.children().into_iter().cloned());
+        }
+        (key_time, sorts)
+    };
+    let (key_time, sorts) = count(&plan);
+    assert!(
+        key_time >= 3,
+        "the coordinator planned {key_time} key-time sorts"
+    );
+
+    let unlimited = TaskContext::default();
+    assert_eq!(
+        count(&decode_plan(&bytes, &unlimited).expect("decode")),
+        (key_time, sorts)
+    );
+
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(64 << 20)))
+        .build_arc()
+        .expect("runtime");
+    let limited = TaskContext::default().with_runtime(runtime);
+    assert_eq!(
+        count(&decode_plan(&bytes, &limited).expect("decode")),
+        (0, sorts + key_time)
+    );
+}
