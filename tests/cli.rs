@@ -396,11 +396,25 @@ impl WorkerProcesses {
     }
 }
 
+impl WorkerProcesses {
+    fn signal(&self, worker: usize, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.0[worker].id().to_string()])
+            .status()
+            .expect("runs kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+}
+
 impl Drop for WorkerProcesses {
     fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
+        for i in 0..self.0.len() {
+            // A stopped worker must be continued before it can die.
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.0[i].id().to_string()])
+                .status();
+            let _ = self.0[i].kill();
+            let _ = self.0[i].wait();
         }
     }
 }
@@ -489,4 +503,102 @@ fn bad_worker_address_is_a_clear_error() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A worker that stops answering (a frozen process: it still accepts connections) fails
+/// the query within the keep-alive bound, naming it, instead of leaving it waiting.
+#[test]
+fn frozen_worker_fails_the_query_in_bounded_time() {
+    let (workers, addresses) = WorkerProcesses::start(3);
+    workers.signal(1, "-STOP");
+    let started = std::time::Instant::now();
+    let out = hindcast(&[
+        "--repo",
+        "examples/feature_repo",
+        "--workers",
+        &addresses.join(","),
+        "-c",
+        "SET distributed.file_scan_config_bytes_per_partition = 1",
+        "-c",
+        "SELECT count(*) FROM historical_features('labels', 'user_spending_stats:avg_transaction_amount')",
+    ]);
+    let elapsed = started.elapsed();
+    assert!(!out.status.success(), "stdout: {}", stdout(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&addresses[1]),
+        "the error does not name {}: {text}",
+        addresses[1]
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    // The connect timeout (5 s) or the keep-alive bound (15 s), with room for a slow machine.
+    assert!(
+        elapsed < std::time::Duration::from_secs(40),
+        "took {elapsed:?}"
+    );
+}
+
+/// A worker killed in the middle of a `COPY`: the query fails naming it, and nothing is
+/// left where the output was to go.
+#[test]
+fn killed_worker_fails_the_copy_and_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let generated = hindcast(&[
+        "generate",
+        "--out",
+        data.to_str().unwrap(),
+        "--scale",
+        "0.2",
+        "--layout",
+        "file",
+        "--activity-rows",
+        "0",
+    ]);
+    assert!(generated.status.success(), "stderr: {}", stderr(&generated));
+    let output = dir.path().join("training_set.parquet");
+    let script = format!(
+        "SET distributed.file_scan_config_bytes_per_partition = 1;
+         CREATE FEATURE VIEW spend ENTITY (user_id) TIMESTAMP event_timestamp
+           CREATED created_timestamp TTL INTERVAL '90 days'
+           STORED AS PARQUET LOCATION '{data}/user_spending_stats.parquet';
+         CREATE EXTERNAL TABLE labels STORED AS PARQUET LOCATION '{data}/labels.parquet';
+         COPY (SELECT * FROM historical_features('labels', 'spend:avg_transaction_amount'))
+           TO '{output}' STORED AS PARQUET;",
+        data = data.display(),
+        output = output.display()
+    );
+    let (workers, addresses) = WorkerProcesses::start(3);
+    let coordinator = Command::new(env!("CARGO_BIN_EXE_hindcast"))
+        .args(["--workers", &addresses.join(","), "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs hindcast");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    workers.signal(2, "-KILL");
+    let started = std::time::Instant::now();
+    let out = coordinator.wait_with_output().expect("waits for hindcast");
+    assert!(
+        !out.status.success(),
+        "the COPY finished before the worker was killed: make the data larger"
+    );
+    let text = stderr(&out);
+    assert!(
+        text.contains(&addresses[2]),
+        "the error does not name {}: {text}",
+        addresses[2]
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("temp dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "data")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

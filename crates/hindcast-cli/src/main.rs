@@ -63,6 +63,11 @@ fn main() -> ExitCode {
         Some(args::Subcommand::Worker(worker)) => runtime.block_on(serve_worker(worker)),
         _ => runtime.block_on(run(args)),
     };
+    // Every statement has finished or failed, so the runtime is left to end with the
+    // process instead of shutting it down: shutdown cancels the background tasks of a failed
+    // distributed query, and datafusion-distributed's coordinator then panics in one of them
+    // ("task N was cancelled", its `drain_pending_tasks`), after the query's real error.
+    std::mem::forget(runtime);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

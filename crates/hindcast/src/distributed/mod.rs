@@ -8,8 +8,11 @@
 //! to run a cluster.
 //!
 //! - [`codec`]: hindcast's operators as bytes;
-//! - [`worker`]: the worker service (`hindcast worker`).
+//! - [`worker`]: the worker service (`hindcast worker`);
+//! - [`channels`]: how the coordinator connects to the workers (timeouts, errors that
+//!   name the worker).
 
+pub mod channels;
 pub mod codec;
 mod worker;
 
@@ -28,6 +31,7 @@ pub use worker::serve_worker;
 pub fn coordinate(builder: SessionStateBuilder, workers: Vec<Url>) -> SessionStateBuilder {
     builder
         .with_distributed_worker_resolver(Workers(workers))
+        .with_distributed_channel_resolver(channels::WorkerChannels::default())
         .with_distributed_user_codec_arc(Arc::new(HindcastCodec))
         .with_distributed_planner()
 }
