@@ -71,6 +71,27 @@ async fn example_queries_on_three_workers() {
     }
 }
 
+/// `EXPLAIN` on a cluster shows the plan that runs: its stages and their tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_the_stages() {
+    let workers = start_workers(3, None).await;
+    let hc = cluster_session(8192, 4, &workers).await;
+    hc.load_repository(repo_root().join("examples/feature_repo"))
+        .await
+        .expect("repository");
+    let rows = hc
+        .sql(&format!("EXPLAIN {TRAINING_SET}"))
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("explain");
+    let text = pretty_format_batches(&rows).expect("print").to_string();
+    assert!(text.contains("DistributedExec"), "{text}");
+    assert!(text.contains("Stage 1 ── tasks=3"), "{text}");
+    assert!(text.contains("AsOfJoinExec"), "{text}");
+}
+
 fn assert_cut_into_stages(plan: &Arc<dyn ExecutionPlan>) {
     let stages = datafusion_distributed::display_plan_ascii(plan.as_ref(), false);
     let stage_count = stages.matches("───── Stage ").count();

@@ -18,9 +18,18 @@ mod worker;
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
+use datafusion::catalog::Session;
 use datafusion::common::Result;
+use datafusion::common::display::{PlanType, StringifiedPlan};
 use datafusion::execution::SessionStateBuilder;
-use datafusion_distributed::{DistributedExt, SessionStateBuilderExt, WorkerResolver};
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::explain::ExplainExec;
+use datafusion_distributed::{
+    DistributedExt, SessionStateBuilderExt, WorkerResolver, display_plan_ascii,
+};
 use url::Url;
 
 pub use codec::{HindcastCodec, decode_plan, encode_plan};
@@ -29,11 +38,64 @@ pub use worker::serve_worker;
 /// `builder`'s queries, once planned, run on `workers`. Call after the builder has its
 /// query planner (the distributed planner wraps it).
 pub fn coordinate(builder: SessionStateBuilder, workers: Vec<Url>) -> SessionStateBuilder {
-    builder
+    let mut builder = builder
         .with_distributed_worker_resolver(Workers(workers))
         .with_distributed_channel_resolver(channels::WorkerChannels::default())
         .with_distributed_user_codec_arc(Arc::new(HindcastCodec))
-        .with_distributed_planner()
+        .with_distributed_planner();
+    match builder.query_planner().take() {
+        Some(distributed) => builder.with_query_planner(Arc::new(ExplainStages { distributed })),
+        None => builder,
+    }
+}
+
+/// `EXPLAIN` with the plan that runs: its stages and their tasks. DataFusion plans an
+/// `EXPLAIN`'s query itself, without the session's query planner, so the distributed
+/// planner never sees it; this plans the query again through it and puts its stages in
+/// place of the physical plan.
+#[derive(Debug)]
+struct ExplainStages {
+    distributed: Arc<dyn QueryPlanner + Send + Sync>,
+}
+
+#[async_trait]
+impl QueryPlanner for ExplainStages {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = self
+            .distributed
+            .create_physical_plan(logical_plan, session)
+            .await?;
+        let (LogicalPlan::Explain(explain), Some(exec)) =
+            (logical_plan, plan.downcast_ref::<ExplainExec>())
+        else {
+            return Ok(plan);
+        };
+        let query = self
+            .distributed
+            .create_physical_plan(&explain.plan, session)
+            .await?;
+        let stages = Arc::new(display_plan_ascii(query.as_ref(), false));
+        let plans = exec
+            .stringified_plans()
+            .iter()
+            .map(|p| match p.plan_type {
+                PlanType::FinalPhysicalPlan => StringifiedPlan {
+                    plan_type: PlanType::FinalPhysicalPlan,
+                    plan: Arc::clone(&stages),
+                },
+                _ => p.clone(),
+            })
+            .collect();
+        Ok(Arc::new(ExplainExec::new(
+            exec.schema(),
+            plans,
+            exec.verbose(),
+        )))
+    }
 }
 
 /// A fixed list of workers.
