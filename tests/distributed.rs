@@ -9,7 +9,7 @@ use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use hindcast::Hindcast;
 use hindcast::distributed::{decode_plan, encode_plan};
 use hindcast::physical::key_time_sort::KeyTimeSortExec;
@@ -93,7 +93,21 @@ async fn explain_shows_the_stages() {
 }
 
 fn assert_cut_into_stages(plan: &Arc<dyn ExecutionPlan>) {
-    let stages = datafusion_distributed::display_plan_ascii(plan.as_ref(), false);
+    // Under hindcast's `BoundsFirstExec`, if the plan has one.
+    let mut node = plan;
+    while node
+        .downcast_ref::<datafusion_distributed::DistributedExec>()
+        .is_none()
+    {
+        match node.children().first() {
+            Some(child) => node = child,
+            None => panic!(
+                "not distributed:\n{}",
+                displayable(plan.as_ref()).indent(true)
+            ),
+        }
+    }
+    let stages = datafusion_distributed::display_plan_ascii(node.as_ref(), false);
     let stage_count = stages.matches("───── Stage ").count();
     assert!(stage_count >= 2, "one stage only:\n{stages}");
     let join_stage = stages
@@ -152,5 +166,118 @@ async fn key_time_sort_follows_the_decoding_process_memory_limit() {
     assert_eq!(
         count(&decode_plan(&bytes, &limited).expect("decode")),
         (0, sorts + key_time)
+    );
+}
+
+/// The spine's bounds prune the feature scans on the workers as in one process: a spine of
+/// one month against two years of monthly partitions reads one partition either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spine_bounds_prune_the_workers_scans() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let setup = [
+        format!(
+            "COPY (SELECT user_id, ts, CAST(user_id * 1000 + d AS DOUBLE) AS spend, \
+               CAST(date_part('year', ts) AS INT) AS year, CAST(date_part('month', ts) AS INT) AS month \
+             FROM (SELECT d, to_timestamp_seconds(1704110400 + d * 86400) AS ts \
+                   FROM generate_series(0, 730) AS t(d)), \
+                  (SELECT value AS user_id FROM generate_series(1, 20))) \
+             TO '{}/monthly/' STORED AS PARQUET PARTITIONED BY (year, month)",
+            dir.path().display()
+        ),
+        format!(
+            "CREATE FEATURE VIEW monthly ENTITY (user_id) TIMESTAMP ts TTL INTERVAL '7 days' \
+             STORED AS PARQUET PARTITIONED BY (year, month) LOCATION '{}/monthly/'",
+            dir.path().display()
+        ),
+        "CREATE TABLE march AS SELECT value % 20 + 1 AS user_id, \
+           to_timestamp_seconds(1741564800 + (value % 20) * 86400) AS event_timestamp \
+         FROM generate_series(1, 100)"
+            .to_string(),
+    ];
+    let query = "SELECT count(*), count(m.spend), sum(m.spend) FROM march l \
+                 LEFT JOIN monthly FOR SYSTEM_TIME AS OF l.event_timestamp AS m ON m.user_id = l.user_id";
+    let workers = start_workers(3, None).await;
+    let cluster = cluster_session(8192, 4, &workers).await;
+    let local = Hindcast::with_defaults(None).expect("session");
+    let mut figures = vec![];
+    for hc in [&local, &cluster] {
+        for statement in &setup {
+            hc.sql(statement)
+                .await
+                .expect("setup")
+                .collect()
+                .await
+                .expect("setup");
+        }
+        let answer = hc
+            .sql(query)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        assert_eq!(
+            pretty_format_batches(&answer)
+                .expect("print")
+                .to_string()
+                .lines()
+                .nth(3),
+            Some("| 100      | 100            | 1094250.0    |")
+        );
+        let explained = hc
+            .sql(&format!("EXPLAIN ANALYZE {query}"))
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        let text = pretty_format_batches(&explained)
+            .expect("print")
+            .to_string();
+        let pruned: Vec<String> = text
+            .match_indices("files_ranges_pruned_statistics=")
+            .map(|(i, _)| {
+                text[i..]
+                    .split(" matched")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        figures.push((pruned, text));
+    }
+    // `[total, matched]` file ranges of the feature scan (the spine's has no statistics
+    // to prune by, and none are shown for it when nothing is pruned).
+    let ranges = |figures: &[String]| -> Vec<[usize; 2]> {
+        figures
+            .iter()
+            .map(|f| {
+                let numbers: Vec<usize> = f
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|n| n.parse().ok())
+                    .collect();
+                [numbers[0], numbers[1]]
+            })
+            .collect()
+    };
+    let (local, cluster) = (&figures[0], &figures[1]);
+    assert!(
+        cluster.1.contains("DistributedExec"),
+        "not distributed:\n{}",
+        cluster.1
+    );
+    assert_eq!(
+        ranges(&local.0),
+        vec![[24, 1]],
+        "single-node pruning changed"
+    );
+    // The workers' tasks split each file into byte ranges: all but the one month's go.
+    let distributed = ranges(&cluster.0);
+    assert!(
+        distributed.len() == 1
+            && distributed[0][0] > 24
+            && distributed[0][1] * 10 <= distributed[0][0],
+        "the workers read {distributed:?} of the file ranges:\n{}",
+        cluster.1
     );
 }

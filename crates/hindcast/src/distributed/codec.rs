@@ -11,9 +11,10 @@
 //! A join's narrowing names its spine bounds by id ([`SpineBounds::id`]); decoding finds
 //! them in the join's left input, which is decoded first. A plan cut between the two (a
 //! stage boundary) decodes that join without narrowing, which is always correct: the
-//! filters it would set start as `true`. Distributed, that is every join today: the
-//! spine's repartition, a stage boundary, sits above its `SpineBoundsExec`, and the
-//! feature scans are in stages of their own (`docs/distributed.md`).
+//! filters it would set start as `true`. Distributed, that is every join: the spine's
+//! repartition, a stage boundary, sits above its `SpineBoundsExec`, and the feature scans
+//! are in stages of their own; the coordinator sets the filters before the stages are
+//! encoded instead (`bounds_first`), and they travel as their current expressions.
 //!
 //! Expressions nested in these nodes are encoded with this codec, not the caller's
 //! composed one (a codec is handed only the task context): an expression that only another

@@ -10,8 +10,11 @@
 //! - [`codec`]: hindcast's operators as bytes;
 //! - [`worker`]: the worker service (`hindcast worker`);
 //! - [`channels`]: how the coordinator connects to the workers (timeouts, errors that
-//!   name the worker).
+//!   name the worker);
+//! - `bounds_first`: the spine's bounds computed before the stages start, so the workers'
+//!   feature scans are narrowed as a single process's are.
 
+mod bounds_first;
 pub mod channels;
 pub mod codec;
 mod worker;
@@ -25,41 +28,51 @@ use datafusion::common::display::{PlanType, StringifiedPlan};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::explain::ExplainExec;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion_distributed::{
     DistributedExt, SessionStateBuilderExt, WorkerResolver, display_plan_ascii,
 };
 use url::Url;
 
+use bounds_first::{BoundsFirstExec, RememberSpines, SpinePlans, bounds_first};
 pub use codec::{HindcastCodec, decode_plan, encode_plan};
 pub use worker::serve_worker;
 
 /// `builder`'s queries, once planned, run on `workers`. Call after the builder has its
 /// query planner (the distributed planner wraps it).
-pub fn coordinate(builder: SessionStateBuilder, workers: Vec<Url>) -> SessionStateBuilder {
+pub fn coordinate(mut builder: SessionStateBuilder, workers: Vec<Url>) -> SessionStateBuilder {
+    let spines = Arc::new(SpinePlans::default());
+    if let Some(inner) = builder.query_planner().take() {
+        let spines = Arc::clone(&spines);
+        builder = builder.with_query_planner(Arc::new(RememberSpines { inner, spines }));
+    }
     let mut builder = builder
         .with_distributed_worker_resolver(Workers(workers))
         .with_distributed_channel_resolver(channels::WorkerChannels::default())
         .with_distributed_user_codec_arc(Arc::new(HindcastCodec))
         .with_distributed_planner();
     match builder.query_planner().take() {
-        Some(distributed) => builder.with_query_planner(Arc::new(ExplainStages { distributed })),
+        Some(distributed) => builder.with_query_planner(Arc::new(Coordinator {
+            distributed,
+            spines,
+        })),
         None => builder,
     }
 }
 
-/// `EXPLAIN` with the plan that runs: its stages and their tasks. DataFusion plans an
-/// `EXPLAIN`'s query itself, without the session's query planner, so the distributed
-/// planner never sees it; this plans the query again through it and puts its stages in
-/// place of the physical plan.
+/// Plans through datafusion-distributed, then has the spines' bounds computed before the
+/// stages start ([`bounds_first`]). And `EXPLAIN` with the plan that runs: DataFusion plans
+/// an `EXPLAIN`'s query itself, without the session's query planner, so this plans the query
+/// again and puts its stages in place of the physical plan.
 #[derive(Debug)]
-struct ExplainStages {
+struct Coordinator {
     distributed: Arc<dyn QueryPlanner + Send + Sync>,
+    spines: Arc<SpinePlans>,
 }
 
 #[async_trait]
-impl QueryPlanner for ExplainStages {
+impl QueryPlanner for Coordinator {
     async fn create_physical_plan(
         &self,
         logical_plan: &LogicalPlan,
@@ -72,13 +85,21 @@ impl QueryPlanner for ExplainStages {
         let (LogicalPlan::Explain(explain), Some(exec)) =
             (logical_plan, plan.downcast_ref::<ExplainExec>())
         else {
-            return Ok(plan);
+            return Ok(bounds_first(plan, &self.spines));
         };
         let query = self
             .distributed
             .create_physical_plan(&explain.plan, session)
             .await?;
-        let stages = Arc::new(display_plan_ascii(query.as_ref(), false));
+        let query = bounds_first(query, &self.spines);
+        let stages = Arc::new(match query.downcast_ref::<BoundsFirstExec>() {
+            Some(first) => format!(
+                "{}\n{}",
+                displayable(query.as_ref()).one_line(),
+                display_plan_ascii(first.input().as_ref(), false)
+            ),
+            None => display_plan_ascii(query.as_ref(), false),
+        });
         let plans = exec
             .stringified_plans()
             .iter()
