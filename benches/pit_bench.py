@@ -23,6 +23,7 @@ Run through benches/run.sh, which builds hindcast in release mode and installs t
 """
 
 import argparse
+import atexit
 import json
 import math
 import os
@@ -170,9 +171,12 @@ def scan_floor(workload):
     return "SELECT * FROM " + " CROSS JOIN ".join(parts) + ";"
 
 
-def hindcast_command(args, data, workload, query, as_views=True, settings="", binary=None):
+def hindcast_command(args, data, workload, query, as_views=True, settings="", binary=None,
+                     workers=None):
     sql = "\n".join([hindcast_ddl(data, workload, as_views), settings, query])
     command = [binary or args.hindcast, "-q", "--format", "csv", "-c", sql]
+    if workers:
+        command += ["--workers", ",".join(workers)]
     limit = workload.get("memory_limit") or args.memory_limit
     if limit:
         command += ["-m", limit]
@@ -294,17 +298,30 @@ def run_measured(command, timeout=None, cwd=None):
     return wall, usage.ru_maxrss / 1024, out.strip().splitlines()[-1]
 
 
-def pruning(args, data, workload):
-    """Bytes the feature scans read, from EXPLAIN ANALYZE, against the feature files' size."""
-    query = hindcast_temporal(workload)
-    command = hindcast_command(args, data, workload, "EXPLAIN ANALYZE " + query)
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    units = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
+UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
+
+
+def metric(line, name):
+    """The sum of a byte metric's values on one line of EXPLAIN ANALYZE (`1.5 MB`, `12 B`)."""
+    return sum(float(n) * UNITS[u] for n, u in re.findall(name + r"=([\d.]+) ?([KMG]?)", line))
+
+
+def explain_analyze(args, data, workload, workers=None):
+    query = "EXPLAIN ANALYZE " + hindcast_temporal(workload)
+    command = hindcast_command(args, data, workload, query, workers=workers)
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()
+
+
+def pruning(args, data, workload, workers=None):
+    """Bytes the feature scans read, from EXPLAIN ANALYZE, against the feature files' size.
+    Distributed, a scan is a `DistributedLeafExec` whose tasks' files are listed below it."""
+    lines = explain_analyze(args, data, workload, workers)
     read = 0.0
-    for line in out.splitlines():
-        if "DataSourceExec" in line and "labels.parquet" not in line:
-            for number, unit in re.findall(r"bytes_scanned=([\d.]+) ?([KMG]?)", line):
-                read += float(number) * units[unit]
+    for i, line in enumerate(lines):
+        is_scan = "DataSourceExec" in line or "DistributedLeafExec" in line
+        files = line if "DataSourceExec" in line else " ".join(lines[i + 1:i + 2])
+        if is_scan and "labels.parquet" not in files and "bytes_scanned=" in line:
+            read += metric(line, "bytes_scanned")
     total = 0
     for view in workload["views"]:
         root = source(data, view, workload["layout"])
@@ -313,6 +330,37 @@ def pruning(args, data, workload):
         for dirpath, _, files in os.walk(root):
             total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
     return read, total
+
+
+def shuffled(args, data, workload, workers):
+    """(bytes the joins' inputs hold, as Arrow, in one process: what its hash repartitions
+    pass on; bytes sent between processes distributed, compressed, and as Arrow)."""
+    need = sum(metric(l, "output_bytes") for l in explain_analyze(args, data, workload)
+               if "RepartitionExec: partitioning=Hash" in l)
+    lines = explain_analyze(args, data, workload, workers)
+    sent = sum(metric(l, "bytes_transferred") for l in lines if "NetworkShuffleExec" in l)
+    arrived = sum(metric(l, "output_bytes") for l in lines if "NetworkShuffleExec" in l)
+    return need, sent, arrived
+
+
+def start_workers(args, n):
+    """`n` hindcast workers on loopback (ports the system picks), stopped at exit; each
+    gets --memory-limit. Their processes and addresses."""
+    workers, addresses = [], []
+    for _ in range(n):
+        command = [args.hindcast, "worker", "--listen", "127.0.0.1:0"]
+        if args.memory_limit:
+            command += ["-m", args.memory_limit]
+        proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        workers.append(proc)
+        addresses.append(proc.stderr.readline().strip().rsplit(" ", 1)[-1])
+    atexit.register(lambda: [w.kill() for w in workers])
+    return workers, addresses
+
+
+def peak_rss_mib(proc):
+    with open(f"/proc/{proc.pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
 
 
 class Engine:
@@ -329,6 +377,9 @@ def engines_for(args, name, workload, data):
         return hindcast_command(args, data, workload, query, **kw)
 
     engines = {"hindcast feature view (temporal join)": Engine(hindcast(hindcast_temporal(workload)))}
+    if args.worker_addresses:
+        engines[f"hindcast feature view, {len(args.worker_addresses)} workers"] = Engine(
+            hindcast(hindcast_temporal(workload), workers=args.worker_addresses))
     if args.baseline:
         # Another hindcast binary (e.g. the previous commit's) on the same query, to measure
         # a change in the same run.
@@ -419,7 +470,10 @@ def main():
     parser.add_argument("--hindcast-only", action="store_true",
                         help="run hindcast's engines only (with --baseline: a quick before/after)")
     parser.add_argument("--json", help="append the results to this JSON-lines file")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="also run the feature view on this many local `hindcast worker`s")
     args = parser.parse_args()
+    worker_procs, args.worker_addresses = start_workers(args, args.workers) if args.workers else ([], [])
 
     for name in args.workload.split(","):
         workload = WORKLOADS[name]
@@ -432,6 +486,15 @@ def main():
         if name in ("P", "T"):
             read, total = pruning(args, data, workload)
             note = f"; feature bytes read {read / 1e6:.1f} MB of {total / 1e6:.0f} MB ({100 * read / total:.1f}%)"
+            if args.worker_addresses:
+                read, _ = pruning(args, data, workload, args.worker_addresses)
+                note += f"; distributed {read / 1e6:.1f} MB ({100 * read / total:.1f}%)"
+        if args.worker_addresses:
+            need, sent, arrived = shuffled(args, data, workload, args.worker_addresses)
+            note += (f"; the joins' inputs {need / 1e6:.1f} MB as Arrow in one process, "
+                     f"shuffled {sent / 1e6:.1f} MB between processes (compressed), "
+                     f"{arrived / 1e6:.1f} MB as Arrow ({arrived / need:.2f}x); "
+                     f"worker peak RSS so far {', '.join(f'{peak_rss_mib(w):.0f}' for w in worker_procs)} MiB")
         base = next(iter(results.values()))["wall"]
         print(f"\n{workload['title']}; {reps} rep(s), median; answer {answer}{note}\n")
         print("| engine | wall (s) | peak RSS (MiB) | time / hindcast |")
