@@ -17,12 +17,15 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::datasource::MemTable;
-use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
+use datafusion::prelude::ParquetReadOptions;
 use hindcast::Hindcast;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::common::{batch, session};
+use crate::common::{batch, cluster_session, session, start_workers};
 
 const BATCH_SIZES: [usize; 7] = [1, 2, 7, 49, 50, 51, 100];
 const PARTITIONS: [usize; 2] = [1, 4];
@@ -372,6 +375,11 @@ async fn run(
         .expect("register l");
     ctx.register_table("r", table(&case.right_batch(), batch_size, partitions))
         .expect("register r");
+    answer(hc, case).await
+}
+
+/// The case's SQL over the tables `l` and `r` as registered.
+async fn answer(hc: &Hindcast, case: &Case) -> (Vec<(i64, Option<i64>)>, Arc<dyn ExecutionPlan>) {
     let sql = case.sql();
     let df = hc
         .sql(&sql)
@@ -460,6 +468,56 @@ async fn asof_matches_reference_on_random_inputs() {
         }
     }
     eprintln!("differential: {runs} runs of random cases, 0 mismatches");
+}
+
+/// Random cases on three workers. Both sides are Parquet files (memory tables would run in
+/// the coordinator) in row groups of 8 rows, which the coordinator splits across the
+/// workers' tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asof_matches_reference_on_three_workers() {
+    let workers = start_workers(3, None).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = seeds(200, 0);
+    let mut distributed = 0;
+    for &seed in &cases {
+        let case = Case::random(seed, 1);
+        let hc = cluster_session(8192, 4, &workers).await;
+        for (name, batch) in [("l", case.left_batch()), ("r", case.right_batch())] {
+            let path = dir.path().join(format!("{seed}_{name}.parquet"));
+            let file = std::fs::File::create(&path).expect("create");
+            let properties = WriterProperties::builder()
+                .set_max_row_group_row_count(Some(8))
+                .build();
+            let mut writer =
+                ArrowWriter::try_new(file, batch.schema(), Some(properties)).expect("writer");
+            writer.write(&batch).expect("write");
+            writer.close().expect("close");
+            hc.session_context()
+                .register_parquet(
+                    name,
+                    path.to_str().expect("path"),
+                    ParquetReadOptions::default(),
+                )
+                .await
+                .expect("register");
+        }
+        let (actual, plan) = answer(&hc, &case).await;
+        check(&case, &actual, "3 workers");
+        distributed += displayable(plan.as_ref())
+            .indent(false)
+            .to_string()
+            .contains("DistributedExec") as usize;
+    }
+    // A case whose sides are one row group each runs in one task, in the coordinator.
+    assert!(
+        distributed * 2 >= cases.len(),
+        "only {distributed} of {} cases were distributed",
+        cases.len()
+    );
+    eprintln!(
+        "differential: {} cases on 3 workers ({distributed} distributed), 0 mismatches",
+        cases.len()
+    );
 }
 
 /// Larger cases under a memory limit small enough that the sorts below the join spill.
