@@ -419,6 +419,26 @@ impl Drop for WorkerProcesses {
     }
 }
 
+const EXAMPLE_COUNT: &str = "SELECT count(*) FROM historical_features('labels', 'user_spending_stats:avg_transaction_amount')";
+
+/// `query` on the example repository through the workers at `addresses`, every scan split
+/// across them however small its files.
+fn on_workers(addresses: &[String], flags: &[&str], query: &str) -> Output {
+    let workers = addresses.join(",");
+    let mut args = flags.to_vec();
+    args.extend([
+        "--repo",
+        "examples/feature_repo",
+        "--workers",
+        &workers,
+        "-c",
+        "SET distributed.file_scan_config_bytes_per_partition = 1",
+        "-c",
+        query,
+    ]);
+    hindcast(&args)
+}
+
 /// The README's training set through three worker processes: the same CSV as in one
 /// process.
 #[test]
@@ -436,21 +456,7 @@ fn training_set_on_three_worker_processes() {
         query,
     ]);
     assert!(local.status.success(), "stderr: {}", stderr(&local));
-    let workers = addresses.join(",");
-    let distributed = hindcast(&[
-        "-q",
-        "--format",
-        "csv",
-        "--repo",
-        "examples/feature_repo",
-        "--workers",
-        &workers,
-        "-c",
-        // Split the example's small files across the workers.
-        "SET distributed.file_scan_config_bytes_per_partition = 1",
-        "-c",
-        query,
-    ]);
+    let distributed = on_workers(&addresses, &["-q", "--format", "csv"], query);
     assert!(
         distributed.status.success(),
         "stderr: {}",
@@ -471,16 +477,7 @@ fn unreachable_worker_is_a_clear_error() {
         .port();
     addresses.push(format!("127.0.0.1:{port}"));
     let started = std::time::Instant::now();
-    let out = hindcast(&[
-        "--repo",
-        "examples/feature_repo",
-        "--workers",
-        &addresses.join(","),
-        "-c",
-        "SET distributed.file_scan_config_bytes_per_partition = 1",
-        "-c",
-        "SELECT count(*) FROM historical_features('labels', 'user_spending_stats:avg_transaction_amount')",
-    ]);
+    let out = on_workers(&addresses, &[], EXAMPLE_COUNT);
     assert!(!out.status.success(), "stdout: {}", stdout(&out));
     let text = stderr(&out);
     assert!(
@@ -512,16 +509,7 @@ fn frozen_worker_fails_the_query_in_bounded_time() {
     let (workers, addresses) = WorkerProcesses::start(3);
     workers.signal(1, "-STOP");
     let started = std::time::Instant::now();
-    let out = hindcast(&[
-        "--repo",
-        "examples/feature_repo",
-        "--workers",
-        &addresses.join(","),
-        "-c",
-        "SET distributed.file_scan_config_bytes_per_partition = 1",
-        "-c",
-        "SELECT count(*) FROM historical_features('labels', 'user_spending_stats:avg_transaction_amount')",
-    ]);
+    let out = on_workers(&addresses, &[], EXAMPLE_COUNT);
     let elapsed = started.elapsed();
     assert!(!out.status.success(), "stdout: {}", stdout(&out));
     let text = stderr(&out);

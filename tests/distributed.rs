@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::FairSpillPool;
@@ -55,13 +56,7 @@ async fn example_queries_on_three_workers() {
         let rows = collect(Arc::clone(&plan), context)
             .await
             .expect("distributed run");
-        let expected = local
-            .sql(query)
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
+        let expected = run(&local, query).await;
         assert_eq!(
             pretty_format_batches(&rows).expect("print").to_string(),
             pretty_format_batches(&expected).expect("print").to_string(),
@@ -79,17 +74,21 @@ async fn explain_shows_the_stages() {
     hc.load_repository(repo_root().join("examples/feature_repo"))
         .await
         .expect("repository");
-    let rows = hc
-        .sql(&format!("EXPLAIN {TRAINING_SET}"))
-        .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("explain");
+    let rows = run(&hc, &format!("EXPLAIN {TRAINING_SET}")).await;
     let text = pretty_format_batches(&rows).expect("print").to_string();
     assert!(text.contains("DistributedExec"), "{text}");
     assert!(text.contains("Stage 1 ── tasks=3"), "{text}");
     assert!(text.contains("AsOfJoinExec"), "{text}");
+}
+
+async fn run(hc: &Hindcast, sql: &str) -> Vec<RecordBatch> {
+    let df = hc
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("planning {sql}: {e}"));
+    df.collect()
+        .await
+        .unwrap_or_else(|e| panic!("running {sql}: {e}"))
 }
 
 fn assert_cut_into_stages(plan: &Arc<dyn ExecutionPlan>) {
@@ -202,20 +201,9 @@ async fn spine_bounds_prune_the_workers_scans() {
     let mut figures = vec![];
     for hc in [&local, &cluster] {
         for statement in &setup {
-            hc.sql(statement)
-                .await
-                .expect("setup")
-                .collect()
-                .await
-                .expect("setup");
+            run(hc, statement).await;
         }
-        let answer = hc
-            .sql(query)
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
+        let answer = run(hc, query).await;
         assert_eq!(
             pretty_format_batches(&answer)
                 .expect("print")
@@ -224,13 +212,7 @@ async fn spine_bounds_prune_the_workers_scans() {
                 .nth(3),
             Some("| 100      | 100            | 1094250.0    |")
         );
-        let explained = hc
-            .sql(&format!("EXPLAIN ANALYZE {query}"))
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
+        let explained = run(hc, &format!("EXPLAIN ANALYZE {query}")).await;
         let text = pretty_format_batches(&explained)
             .expect("print")
             .to_string();
