@@ -380,6 +380,11 @@ def engines_for(args, name, workload, data):
     if args.worker_addresses:
         engines[f"hindcast feature view, {len(args.worker_addresses)} workers"] = Engine(
             hindcast(hindcast_temporal(workload), workers=args.worker_addresses))
+        if args.worker_settings:
+            engines[f"hindcast feature view, {len(args.worker_addresses)} workers, "
+                    f"{args.worker_settings}"] = Engine(
+                hindcast(hindcast_temporal(workload), workers=args.worker_addresses,
+                         settings=args.worker_settings))
     if args.baseline:
         # Another hindcast binary (e.g. the previous commit's) on the same query, to measure
         # a change in the same run.
@@ -472,6 +477,9 @@ def main():
     parser.add_argument("--json", help="append the results to this JSON-lines file")
     parser.add_argument("--workers", type=int, default=0,
                         help="also run the feature view on this many local `hindcast worker`s")
+    parser.add_argument("--worker-settings", default="",
+                        help="with --workers, also run it distributed after these statements, "
+                             "e.g. \"SET distributed.compression = 'none';\"")
     args = parser.parse_args()
     worker_procs, args.worker_addresses = start_workers(args, args.workers) if args.workers else ([], [])
 

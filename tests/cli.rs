@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use crate::common::repo_root;
+use crate::common::{WorkerProcesses, repo_root};
 
 fn hindcast(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hindcast"))
@@ -364,61 +364,6 @@ fn generate_rejects_days_past_the_last_date() {
     }
 }
 
-/// `hindcast worker` processes on loopback, killed when dropped.
-struct WorkerProcesses(Vec<std::process::Child>);
-
-impl WorkerProcesses {
-    /// Start `n` workers on ports the system picks; their addresses, as they print them.
-    fn start(n: usize) -> (Self, Vec<String>) {
-        use std::io::{BufRead, BufReader};
-        use std::process::Stdio;
-        let mut children = Self(vec![]);
-        let mut addresses = vec![];
-        for _ in 0..n {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_hindcast"))
-                .args(["worker", "--listen", "127.0.0.1:0"])
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("runs hindcast worker");
-            let mut line = String::new();
-            let stderr = child.stderr.take().expect("stderr");
-            children.0.push(child);
-            BufReader::new(stderr)
-                .read_line(&mut line)
-                .expect("reads the worker's first line");
-            let address = line
-                .trim()
-                .strip_prefix("hindcast worker listening on ")
-                .unwrap_or_else(|| panic!("the worker said {line:?}"));
-            addresses.push(address.to_string());
-        }
-        (children, addresses)
-    }
-}
-
-impl WorkerProcesses {
-    fn signal(&self, worker: usize, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.0[worker].id().to_string()])
-            .status()
-            .expect("runs kill");
-        assert!(status.success(), "kill {signal} failed");
-    }
-}
-
-impl Drop for WorkerProcesses {
-    fn drop(&mut self) {
-        for i in 0..self.0.len() {
-            // A stopped worker must be continued before it can die.
-            let _ = Command::new("kill")
-                .args(["-CONT", &self.0[i].id().to_string()])
-                .status();
-            let _ = self.0[i].kill();
-            let _ = self.0[i].wait();
-        }
-    }
-}
-
 const EXAMPLE_COUNT: &str = "SELECT count(*) FROM historical_features('labels', 'user_spending_stats:avg_transaction_amount')";
 
 /// `query` on the example repository through the workers at `addresses`, every scan split
@@ -443,7 +388,7 @@ fn on_workers(addresses: &[String], flags: &[&str], query: &str) -> Output {
 /// process.
 #[test]
 fn training_set_on_three_worker_processes() {
-    let (_workers, addresses) = WorkerProcesses::start(3);
+    let (_workers, addresses) = WorkerProcesses::start(3, &[]);
     let query = "SELECT * FROM historical_features('labels', 'user_spending_stats:avg_transaction_amount', \
                  'user_activity:session_count_7d') ORDER BY user_id, event_timestamp, label";
     let local = hindcast(&[
@@ -469,7 +414,7 @@ fn training_set_on_three_worker_processes() {
 /// One of three workers is not there: the query fails, soon, naming it.
 #[test]
 fn unreachable_worker_is_a_clear_error() {
-    let (_workers, mut addresses) = WorkerProcesses::start(2);
+    let (_workers, mut addresses) = WorkerProcesses::start(2, &[]);
     // A port nobody listens on: bind one, then let it go.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -506,7 +451,7 @@ fn bad_worker_address_is_a_clear_error() {
 /// the query within the keep-alive bound, naming it, instead of leaving it waiting.
 #[test]
 fn frozen_worker_fails_the_query_in_bounded_time() {
-    let (workers, addresses) = WorkerProcesses::start(3);
+    let (workers, addresses) = WorkerProcesses::start(3, &[]);
     workers.signal(1, "-STOP");
     let started = std::time::Instant::now();
     let out = on_workers(&addresses, &[], EXAMPLE_COUNT);
@@ -556,7 +501,7 @@ fn killed_worker_fails_the_copy_and_leaves_nothing() {
         data = data.display(),
         output = output.display()
     );
-    let (workers, addresses) = WorkerProcesses::start(3);
+    let (workers, addresses) = WorkerProcesses::start(3, &[]);
     let coordinator = Command::new(env!("CARGO_BIN_EXE_hindcast"))
         .args(["--workers", &addresses.join(","), "-c", &script])
         .stdout(std::process::Stdio::piped())

@@ -7,6 +7,7 @@ use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::prelude::SessionConfig;
 use hindcast::Hindcast;
 use std::path::PathBuf;
+use std::process::Command;
 
 /// The repository root (tests run from the CLI crate's directory).
 pub fn repo_root() -> PathBuf {
@@ -75,4 +76,67 @@ pub fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
         columns.into_iter().map(|(_, a)| a).collect(),
     )
     .expect("valid batch")
+}
+
+/// `hindcast worker` processes on loopback, killed when dropped.
+pub struct WorkerProcesses(Vec<std::process::Child>);
+
+impl WorkerProcesses {
+    /// Start `n` workers on ports the system picks, with exactly the `AWS_*` variables of
+    /// `env` (none from the caller's); their addresses, as they print them.
+    pub fn start(n: usize, env: &[(&str, &str)]) -> (Self, Vec<String>) {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        let mut children = Self(vec![]);
+        let mut addresses = vec![];
+        for _ in 0..n {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_hindcast"));
+            for (key, _) in std::env::vars() {
+                if key.starts_with("AWS_") {
+                    command.env_remove(key);
+                }
+            }
+            let mut child = command
+                .envs(env.iter().copied())
+                .args(["worker", "--listen", "127.0.0.1:0"])
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("runs hindcast worker");
+            let mut line = String::new();
+            let stderr = child.stderr.take().expect("stderr");
+            children.0.push(child);
+            BufReader::new(stderr)
+                .read_line(&mut line)
+                .expect("reads the worker's first line");
+            let address = line
+                .trim()
+                .strip_prefix("hindcast worker listening on ")
+                .unwrap_or_else(|| panic!("the worker said {line:?}"));
+            addresses.push(address.to_string());
+        }
+        (children, addresses)
+    }
+}
+
+impl WorkerProcesses {
+    pub fn signal(&self, worker: usize, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.0[worker].id().to_string()])
+            .status()
+            .expect("runs kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+}
+
+impl Drop for WorkerProcesses {
+    fn drop(&mut self) {
+        for i in 0..self.0.len() {
+            // A stopped worker must be continued before it can die.
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.0[i].id().to_string()])
+                .status();
+            let _ = self.0[i].kill();
+            let _ = self.0[i].wait();
+        }
+    }
 }

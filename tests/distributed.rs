@@ -81,6 +81,107 @@ async fn explain_shows_the_stages() {
     assert!(text.contains("AsOfJoinExec"), "{text}");
 }
 
+/// `EXPLAIN ANALYZE VERBOSE` on a cluster has each task's rows: the joins ran in three
+/// tasks, one per worker (datafusion-distributed gives a stage's tasks to consecutive
+/// workers of its list), every one of them joined a share of the spine, and the shares add
+/// up to the whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_analyze_shows_every_workers_join_rows() {
+    let workers = start_workers(3, None).await;
+    let hc = cluster_session(8192, 4, &workers).await;
+    hc.load_repository(repo_root().join("examples/feature_repo"))
+        .await
+        .expect("repository");
+    let spine_rows: usize = run(&hc, "SELECT * FROM labels")
+        .await
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    let rows = run(&hc, &format!("EXPLAIN ANALYZE VERBOSE {TRAINING_SET}")).await;
+    let text = pretty_format_batches(&rows).expect("print").to_string();
+    let per_task = text
+        .split("Plan with Full Metrics")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no per-task metrics:\n{text}"));
+    let joins: Vec<Vec<usize>> = per_task
+        .lines()
+        .filter(|line| line.contains("AsOfJoinExec"))
+        .map(|line| {
+            let counts = line
+                .split("output_rows={")
+                .nth(1)
+                .and_then(|rest| rest.split('}').next())
+                .unwrap_or_else(|| panic!("no rows per task in {line}"));
+            counts
+                .split(", ")
+                .map(|task| {
+                    let (_, rows) = task.split_once(':').expect("task:rows");
+                    rows.parse().unwrap_or_else(|_| panic!("rows in {task}"))
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(joins.len(), 2, "{per_task}");
+    for tasks in joins {
+        assert_eq!(tasks.len(), workers.len(), "{per_task}");
+        assert!(tasks.iter().all(|&rows| rows > 0), "{tasks:?}");
+        assert_eq!(tasks.iter().sum::<usize>(), spine_rows, "{tasks:?}");
+    }
+}
+
+/// The workers can come from a repository's settings (`SET hindcast.workers` in one of its
+/// files), and a session goes back to running in-process with an empty list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_from_a_repositorys_settings() {
+    let workers = start_workers(3, None).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let example = repo_root().join("examples/feature_repo");
+    for entry in std::fs::read_dir(&example).expect("example repository") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "sql") {
+            std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+    std::os::unix::fs::symlink(example.join("data"), dir.path().join("data")).expect("link");
+    std::fs::write(
+        dir.path().join("settings.sql"),
+        format!(
+            "SET hindcast.workers = '{}';\n\
+             SET distributed.file_scan_config_bytes_per_partition = 1;\n",
+            workers.join(",")
+        ),
+    )
+    .expect("settings");
+    let hc = Hindcast::open(dir.path()).await.expect("repository");
+    let explain = |hc: Hindcast| async move {
+        let rows = run(&hc, &format!("EXPLAIN {TRAINING_SET}")).await;
+        pretty_format_batches(&rows).expect("print").to_string()
+    };
+    let text = explain(hc.clone()).await;
+    assert!(text.contains("Stage 1 ── tasks=3"), "{text}");
+    let local = Hindcast::open(&example).await.expect("repository");
+    assert_eq!(
+        pretty_format_batches(&run(&hc, TRAINING_SET).await)
+            .expect("print")
+            .to_string(),
+        pretty_format_batches(&run(&local, TRAINING_SET).await)
+            .expect("print")
+            .to_string()
+    );
+
+    let error = hc
+        .sql("SET hindcast.workers = 'host:port'")
+        .await
+        .expect_err("a bad address");
+    assert!(
+        error.to_string().contains("\"host:port\" is not host:port"),
+        "{error}"
+    );
+    run(&hc, "SET hindcast.workers = ''").await;
+    let text = explain(hc.clone()).await;
+    assert!(!text.contains("DistributedExec"), "{text}");
+}
+
 async fn run(hc: &Hindcast, sql: &str) -> Vec<RecordBatch> {
     let df = hc
         .sql(sql)

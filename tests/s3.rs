@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 
-use crate::common::repo_root;
+use crate::common::{WorkerProcesses, repo_root};
 
 /// A running moto server; stopped when dropped.
 struct Moto {
@@ -89,7 +89,10 @@ fn ok(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).to_string()
 }
 
-const JOIN: &str = "SELECT count(*), count(s.avg_transaction_amount), sum(s.total_spend_90d) \
+// The sum in integer cents: a sum of doubles depends on the order rows arrive in, which
+// differs between one process and workers.
+const JOIN: &str = "SELECT count(*), count(s.avg_transaction_amount), \
+    sum(CAST(round(s.total_spend_90d * 100) AS BIGINT)) \
     FROM labels l LEFT JOIN VIEW FOR SYSTEM_TIME AS OF l.event_timestamp AS s \
     ON s.user_id = l.user_id";
 
@@ -140,6 +143,73 @@ fn feature_views_on_s3() {
         .concat(),
     ));
     assert_eq!(from_env, expected);
+
+    // The same on three worker processes, each reading S3 with its own environment's
+    // credentials: the same answer, from a plan whose scans ran on the workers.
+    let (_workers, addresses) = WorkerProcesses::start(3, &env);
+    let workers = addresses.join(",");
+    let on_workers = ok(&hindcast(
+        &env,
+        &[
+            &repo[..],
+            &[
+                "--workers",
+                &workers,
+                "-c",
+                "SET distributed.file_scan_config_bytes_per_partition = 1",
+                "-c",
+                &view("remote", ""),
+                "-c",
+                &JOIN.replace("VIEW", "remote"),
+                "-c",
+                &format!("EXPLAIN {}", JOIN.replace("VIEW", "remote")),
+            ],
+        ]
+        .concat(),
+    ));
+    assert!(on_workers.starts_with(&expected), "{on_workers}");
+    let stages = on_workers.split("physical_plan").nth(1).unwrap_or_default();
+    let remote_scans = stages
+        .lines()
+        // An object's path within its bucket; the local files' are absolute.
+        .filter(|l| l.contains("DataSourceExec") && l.contains("[[user_spending_stats/"))
+        .count();
+    assert!(
+        stages.contains("DistributedExec") && remote_scans >= 3,
+        "the S3 scan was not split across the workers: {on_workers}"
+    );
+    // Workers whose environment has no credentials cannot read it, whatever the
+    // coordinator's has.
+    let (_anonymous, addresses) = WorkerProcesses::start(
+        3,
+        &[
+            ("AWS_ENDPOINT", moto.endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+        ],
+    );
+    let failed = hindcast(
+        &env,
+        &[
+            &repo[..],
+            &[
+                "--workers",
+                &addresses.join(","),
+                "-c",
+                "SET distributed.file_scan_config_bytes_per_partition = 1",
+                "-c",
+                &view("remote", ""),
+                "-c",
+                &JOIN.replace("VIEW", "remote"),
+            ],
+        ]
+        .concat(),
+    );
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "anonymous workers read S3");
+    assert!(
+        stderr.contains("worker http://127.0.0.1:") && stderr.contains("user_spending_stats/"),
+        "the error names neither the worker nor the object: {stderr}"
+    );
 
     // Credentials in OPTIONS, none in the environment; the secret shows up nowhere.
     let options = format!(

@@ -126,9 +126,13 @@ class Session:
     them. Open one with `hindcast.connect`."""
 
     def __init__(self, repo: Union[str, os.PathLike, None] = None,
-                 memory_limit: Union[int, str, None] = None):
+                 memory_limit: Union[int, str, None] = None,
+                 workers: Union[str, Sequence[str], None] = None):
+        if isinstance(workers, str):
+            workers = [workers]
         self._native = _hindcast.Session(
-            None if repo is None else os.fspath(repo), _memory_limit(memory_limit)
+            None if repo is None else os.fspath(repo), _memory_limit(memory_limit),
+            None if workers is None else list(workers),
         )
 
     def sql(self, query: str) -> Result:
@@ -177,11 +181,14 @@ class Session:
 
 
 def connect(repo: Union[str, os.PathLike, None] = None,
-            memory_limit: Union[int, str, None] = None) -> Session:
+            memory_limit: Union[int, str, None] = None,
+            workers: Union[str, Sequence[str], None] = None) -> Session:
     """Open a session.
 
     `repo` is a feature repository: a directory of `.sql` files with feature views, feature
     services and tables, loaded in order. `memory_limit` (bytes, or '512M', '2G') keeps
-    queries within that much memory, spilling to disk past it.
+    queries within that much memory, spilling to disk past it. `workers` ('host:port', a
+    list of them, or one comma-separated string) runs queries on `hindcast worker`s: this
+    process plans, they execute; it wins over a `SET hindcast.workers` in the repository.
     """
-    return Session(repo, memory_limit)
+    return Session(repo, memory_limit, workers)

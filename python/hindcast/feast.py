@@ -19,6 +19,7 @@ entity timestamp is UTC. `docs/feast.md` has the details and how Feast's own sto
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -62,6 +63,14 @@ class HindcastOfflineStoreConfig(FeastConfigBaseModel):
     memory_limit: Optional[StrictStr] = None
     """Keep each query within this much memory ('512M', '4G'), spilling to disk past it."""
 
+    workers: Optional[List[StrictStr]] = None
+    """Run each query on these `hindcast worker`s ('host:port'): this process plans, they
+    execute (docs/distributed.md). None: in this process."""
+
+    settings: Optional[Dict[StrictStr, StrictStr]] = None
+    """Session settings, each run as `SET name = 'value'` before a query (as Feast's Spark
+    store takes `spark_conf`), e.g. `distributed.file_scan_config_bytes_per_partition`."""
+
 
 # ---------------------------------------------------------------- SQL text
 
@@ -102,7 +111,15 @@ def _naive_utc(column: str) -> str:
 def _session(config: RepoConfig) -> hindcast.Session:
     store = config.offline_store
     limit = getattr(store, "memory_limit", None)
-    return hindcast.connect(memory_limit=limit)
+    workers = getattr(store, "workers", None)
+    session = hindcast.connect(memory_limit=limit, workers=workers)
+    for name, value in (getattr(store, "settings", None) or {}).items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+", name):
+            raise hindcast.PlanningError(
+                f"offline_store.settings: {name!r} is not a setting name such as "
+                f"distributed.file_scan_config_bytes_per_partition")
+        session.sql(f"SET {name} = {_string(value)}")
+    return session
 
 
 def _file_source(data_source: Optional[DataSource], what: str) -> FileSource:

@@ -13,4 +13,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r python/tests/requirements.txt
 VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" "$VENV/bin/maturin" develop --quiet
+# The distributed tests start the CLI's `hindcast worker`s.
+cargo build --quiet -p hindcast-cli
+export HINDCAST_BIN="$CARGO_TARGET_DIR/debug/hindcast"
 exec "$VENV/bin/python" -m pytest python/tests -q "$@"

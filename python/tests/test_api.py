@@ -254,3 +254,22 @@ def test_the_gil_is_released_while_a_query_runs():
     thread.join()
     gaps = [b - a for a, b in zip(ticks, ticks[1:])]
     assert len(ticks) > 20 and max(gaps) < 0.5, f"{len(ticks)} ticks, longest gap {max(gaps):.2f} s"
+
+
+def test_queries_run_on_workers(workers):
+    """`connect(workers=...)`: this process plans, the workers run the plan's stages; the
+    training set is the one a single process builds."""
+    local = hindcast.connect(EXAMPLE)
+    cluster = hindcast.connect(EXAMPLE, workers=workers)
+    cluster.sql("SET distributed.file_scan_config_bytes_per_partition = 1")
+    query = ("SELECT * FROM historical_features('labels', 'churn_model') "
+             "ORDER BY user_id, event_timestamp, label")
+    plan = "\n".join(cluster.sql(f"EXPLAIN {query}").to_pandas()["plan"])
+    assert "Stage 1 ── tasks=3" in plan, plan
+    expected = local.sql(query).to_arrow()
+    assert len(expected) == 2000
+    assert cluster.sql(query).to_arrow().equals(expected)
+    # One comma-separated string works too; a bad address is refused at once.
+    hindcast.connect(workers=",".join(workers))
+    with pytest.raises(hindcast.PlanningError, match="is not host:port"):
+        hindcast.connect(workers=["not an address"])

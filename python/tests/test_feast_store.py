@@ -132,3 +132,34 @@ def test_a_missing_entity_column_is_an_error_that_names_it(store):
                           "event_timestamp": [pd.Timestamp("2025-02-01", tz="UTC")]})
     with pytest.raises(hindcast.PlanningError, match="the spine has no column user_id"):
         store.get_historical_features(entity_df=frame, features=[SPENDING]).to_df()
+
+
+def _with_store_options(store, options: str) -> FeatureStore:
+    """The store's repository with these lines added under `offline_store:`."""
+    repo = Path(store.repo_path)
+    config = repo / "feature_store.yaml"
+    text = config.read_text()
+    line = "  type: hindcast.feast.HindcastOfflineStore\n"
+    assert line in text
+    config.write_text(text.replace(line, line + options))
+    return FeatureStore(repo_path=str(repo))
+
+
+def test_workers_and_settings_in_the_store_config(store, workers):
+    """`workers:` and `settings:` under `offline_store:` run retrievals on the workers, with
+    the same answer; a worker that is not there fails the retrieval, named."""
+    entity = pd.DataFrame({"user_id": [1000, 1001, 1002, 4242],
+                           "event_timestamp": pd.to_datetime(["2025-02-01"] * 4, utc=True)})
+    features = [SPENDING, "user_activity:session_count_7d"]
+    local = store.get_historical_features(entity_df=entity, features=features).to_df()
+    listed = "".join(f"    - {w}\n" for w in workers)
+    settings = "  settings:\n    distributed.file_scan_config_bytes_per_partition: '1'\n"
+    cluster = _with_store_options(store, "  workers:\n" + listed + settings)
+    distributed = cluster.get_historical_features(entity_df=entity, features=features).to_df()
+    pd.testing.assert_frame_equal(_sorted(distributed), _sorted(local), check_dtype=False)
+
+    config = Path(store.repo_path) / "feature_store.yaml"
+    config.write_text(config.read_text().replace(f"    - {workers[0]}\n", "    - 127.0.0.1:1\n"))
+    missing = FeatureStore(repo_path=str(store.repo_path))
+    with pytest.raises(hindcast.ExecutionError, match="127.0.0.1:1"):
+        missing.get_historical_features(entity_df=entity, features=features).to_df()

@@ -89,6 +89,10 @@ async fn run(args: Args) -> Result<()> {
             Err(e) => return Err(e),
         }
     }
+    // After the repository, so the command line wins over a `SET hindcast.workers` in it.
+    if !args.workers.is_empty() {
+        hc.set_workers(&args.workers)?;
+    }
     let mut printer = Printer::new(args.format, args.maxrows, args.quiet);
     // An explicit rc file always runs first; ~/.hindcastrc only for the shell.
     let rc = args.rc.clone().or_else(|| {
@@ -120,10 +124,7 @@ async fn run(args: Args) -> Result<()> {
 
 /// A session configured from the command line.
 fn session(args: &Args) -> Result<Hindcast> {
-    Hindcast::builder()
-        .memory_limit(args.memory_limit)
-        .workers(args.workers.iter().cloned())
-        .build()
+    Hindcast::builder().memory_limit(args.memory_limit).build()
 }
 
 /// `hindcast worker`: serve until killed.

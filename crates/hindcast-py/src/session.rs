@@ -47,11 +47,20 @@ impl Session {
 #[pymethods]
 impl Session {
     #[new]
-    #[pyo3(signature = (repo=None, memory_limit=None))]
-    fn new(py: Python<'_>, repo: Option<String>, memory_limit: Option<usize>) -> PyResult<Self> {
+    #[pyo3(signature = (repo=None, memory_limit=None, workers=None))]
+    fn new(
+        py: Python<'_>,
+        repo: Option<String>,
+        memory_limit: Option<usize>,
+        workers: Option<Vec<String>>,
+    ) -> PyResult<Self> {
         let hc = Hindcast::with_defaults(memory_limit).py_err()?;
         if let Some(repo) = repo {
             wait(py, hc.load_repository(&repo))?.py_err()?;
+        }
+        // After the repository, so the argument wins over a `SET hindcast.workers` in it.
+        if let Some(workers) = workers {
+            hc.set_workers(workers).py_err()?;
         }
         Ok(Self { hc })
     }

@@ -30,5 +30,6 @@ pub mod storage;
 pub mod time;
 
 pub use session::{
-    Hindcast, HindcastBuilder, HindcastOptions, RetrievalOptions, error_message, parse_memory_limit,
+    Hindcast, HindcastBuilder, HindcastOptions, RetrievalOptions, WorkerList, error_message,
+    parse_memory_limit,
 };

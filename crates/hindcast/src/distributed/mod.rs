@@ -19,11 +19,12 @@ pub mod channels;
 pub mod codec;
 mod worker;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::Result;
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::display::{PlanType, StringifiedPlan};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
@@ -39,36 +40,51 @@ use bounds_first::{BoundsFirstExec, RememberSpines, SpinePlans, bounds_first};
 pub use codec::{HindcastCodec, decode_plan, encode_plan};
 pub use worker::serve_worker;
 
-/// `builder`'s queries, once planned, run on `workers`. Call after the builder has its
+/// `builder`'s queries, once planned, run on the workers that `workers_of` reads from the
+/// session's options when it names any, else as planned. Call after the builder has its
 /// query planner (the distributed planner wraps it).
-pub fn coordinate(mut builder: SessionStateBuilder, workers: Vec<Url>) -> SessionStateBuilder {
+pub fn coordinate(
+    mut builder: SessionStateBuilder,
+    workers_of: fn(&ConfigOptions) -> Vec<Url>,
+) -> SessionStateBuilder {
+    let Some(local) = builder.query_planner().clone() else {
+        return builder;
+    };
     let spines = Arc::new(SpinePlans::default());
-    if let Some(inner) = builder.query_planner().take() {
-        let spines = Arc::clone(&spines);
-        builder = builder.with_query_planner(Arc::new(RememberSpines { inner, spines }));
-    }
+    let workers = Arc::new(Workers::default());
     let mut builder = builder
-        .with_distributed_worker_resolver(Workers(workers))
+        .with_query_planner(Arc::new(RememberSpines {
+            inner: Arc::clone(&local),
+            spines: Arc::clone(&spines),
+        }))
+        .with_distributed_worker_resolver(Arc::clone(&workers) as Arc<dyn WorkerResolver>)
         .with_distributed_channel_resolver(channels::WorkerChannels::default())
         .with_distributed_user_codec_arc(Arc::new(HindcastCodec))
         .with_distributed_planner();
     match builder.query_planner().take() {
         Some(distributed) => builder.with_query_planner(Arc::new(Coordinator {
+            local,
             distributed,
             spines,
+            workers,
+            workers_of,
         })),
         None => builder,
     }
 }
 
-/// Plans through datafusion-distributed, then has the spines' bounds computed before the
-/// stages start ([`bounds_first`]). And `EXPLAIN` with the plan that runs: DataFusion plans
-/// an `EXPLAIN`'s query itself, without the session's query planner, so this plans the query
-/// again and puts its stages in place of the physical plan.
+/// Plans through datafusion-distributed when the session has workers, then has the spines'
+/// bounds computed before the stages start ([`bounds_first`]). And `EXPLAIN` with the plan
+/// that runs: DataFusion plans an `EXPLAIN`'s query itself, without the session's query
+/// planner, so this plans the query again and puts its stages in place of the physical
+/// plan.
 #[derive(Debug)]
 struct Coordinator {
+    local: Arc<dyn QueryPlanner + Send + Sync>,
     distributed: Arc<dyn QueryPlanner + Send + Sync>,
     spines: Arc<SpinePlans>,
+    workers: Arc<Workers>,
+    workers_of: fn(&ConfigOptions) -> Vec<Url>,
 }
 
 #[async_trait]
@@ -78,6 +94,11 @@ impl QueryPlanner for Coordinator {
         logical_plan: &LogicalPlan,
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let workers = (self.workers_of)(session.config_options());
+        if workers.is_empty() {
+            return self.local.create_physical_plan(logical_plan, session).await;
+        }
+        self.workers.set(workers);
         let plan = self
             .distributed
             .create_physical_plan(logical_plan, session)
@@ -119,11 +140,20 @@ impl QueryPlanner for Coordinator {
     }
 }
 
-/// A fixed list of workers.
-struct Workers(Vec<Url>);
+/// The session's workers as of its latest query's planning. datafusion-distributed asks
+/// its resolver (which cannot see the session's options) when it plans and again when it
+/// sends tasks, so the coordinator leaves the session's `hindcast.workers` here first.
+#[derive(Debug, Default)]
+struct Workers(RwLock<Vec<Url>>);
+
+impl Workers {
+    fn set(&self, urls: Vec<Url>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = urls;
+    }
+}
 
 impl WorkerResolver for Workers {
     fn get_urls(&self) -> Result<Vec<Url>> {
-        Ok(self.0.clone())
+        Ok(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
     }
 }

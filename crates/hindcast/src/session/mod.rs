@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::Session;
-use datafusion::common::{DataFusionError, Result, plan_datafusion_err, plan_err};
+use datafusion::common::{DataFusionError, Result, plan_datafusion_err};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
@@ -32,7 +32,6 @@ use datafusion::prelude::{
 };
 use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::dialect::{Dialect, dialect_from_str};
-use url::Url;
 
 use crate::features::FeatureRegistry;
 use crate::logical::{PushDownAsOfFilter, RewriteRowNumberAsOf};
@@ -47,7 +46,7 @@ use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 
 use copy::TempOutput;
 use ddl::{execute_ddl, resolve_location};
-pub use options::{HindcastOptions, parse_memory_limit};
+pub use options::{HindcastOptions, WorkerList, parse_memory_limit};
 
 /// A DataFusion [`SessionContext`] that understands hindcast's SQL.
 ///
@@ -90,11 +89,12 @@ impl Hindcast {
 
     /// A session with the given configuration and runtime (memory pool, disk manager).
     pub fn new_with_config_rt(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> Self {
-        Self::build(config, runtime, vec![])
+        Self::build(config, runtime)
     }
 
-    /// With `workers`, queries are planned here and run on them (`distributed`).
-    fn build(mut config: SessionConfig, runtime: Arc<RuntimeEnv>, workers: Vec<Url>) -> Self {
+    /// Queries are planned here and run on the workers of `hindcast.workers`, if any
+    /// (`distributed`).
+    fn build(mut config: SessionConfig, runtime: Arc<RuntimeEnv>) -> Self {
         let registry = FeatureRegistry::default();
         if config
             .options()
@@ -120,7 +120,7 @@ impl Hindcast {
         if matches!(runtime.memory_pool.memory_limit(), MemoryLimit::Infinite) {
             physical_rules.push(Arc::new(UseKeyTimeSort));
         }
-        let mut state = SessionStateBuilder::new()
+        let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
@@ -130,10 +130,7 @@ impl Hindcast {
             ))])
             .with_optimizer_rules(rules)
             .with_physical_optimizer_rules(physical_rules);
-        if !workers.is_empty() {
-            state = distributed::coordinate(state, workers);
-        }
-        let state = state.build();
+        let state = distributed::coordinate(state, HindcastOptions::workers).build();
         Self {
             ctx: SessionContext::new_with_state(state),
             registry,
@@ -164,6 +161,23 @@ impl Hindcast {
     /// tables. Relative `LOCATION`s resolve against `dir`.
     pub async fn load_repository(&self, dir: impl AsRef<Path>) -> Result<()> {
         repository::load_repository(self, dir.as_ref()).await
+    }
+
+    /// Run this session's queries on these workers from now on, as `SET hindcast.workers`
+    /// does (none: in this process).
+    pub fn set_workers<S: AsRef<str>>(&self, workers: impl IntoIterator<Item = S>) -> Result<()> {
+        let workers = WorkerList::parse(workers)?;
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        let extensions = &mut state.config_mut().options_mut().extensions;
+        match extensions.get_mut::<HindcastOptions>() {
+            Some(options) => options.workers = workers,
+            None => extensions.insert(HindcastOptions {
+                workers,
+                ..Default::default()
+            }),
+        }
+        Ok(())
     }
 
     /// The session's feature services.
@@ -342,25 +356,12 @@ impl QueryPlanner for HindcastQueryPlanner {
     }
 }
 
-/// `host:port` or `http://host:port`.
-fn worker_url(text: &str) -> Result<Url> {
-    let text = text.trim();
-    let with_scheme = match text.contains("://") {
-        true => text.to_string(),
-        false => format!("http://{text}"),
-    };
-    match Url::parse(&with_scheme) {
-        Ok(url) if url.host().is_some() && url.port_or_known_default().is_some() => Ok(url),
-        _ => plan_err!("the worker address {text:?} is not host:port or http://host:port"),
-    }
-}
-
 /// Configures a [`Hindcast`] session ([`Hindcast::builder`]).
 #[derive(Debug, Default)]
 pub struct HindcastBuilder {
     config: Option<SessionConfig>,
     memory_limit: Option<usize>,
-    workers: Vec<String>,
+    workers: Option<Vec<String>>,
 }
 
 impl HindcastBuilder {
@@ -377,9 +378,10 @@ impl HindcastBuilder {
     }
 
     /// Run queries on these `hindcast worker`s (`host:port` or `http://host:port`): this
-    /// session plans, they execute (`docs/distributed.md`). None: run here.
+    /// session plans, they execute (`docs/distributed.md`). The same as `SET
+    /// hindcast.workers`; none: run here.
     pub fn workers<S: Into<String>>(mut self, workers: impl IntoIterator<Item = S>) -> Self {
-        self.workers = workers.into_iter().map(Into::into).collect();
+        self.workers = Some(workers.into_iter().map(Into::into).collect());
         self
     }
 
@@ -400,13 +402,17 @@ impl HindcastBuilder {
         if let Some(limit) = self.memory_limit {
             runtime::share_spill_reservations(&mut config, limit);
         }
+        if let Some(workers) = self.workers {
+            let extensions = &mut config.options_mut().extensions;
+            if extensions.get::<HindcastOptions>().is_none() {
+                extensions.insert(HindcastOptions::default());
+            }
+            if let Some(options) = extensions.get_mut::<HindcastOptions>() {
+                options.workers = WorkerList::parse(workers)?;
+            }
+        }
         let runtime = runtime::runtime_env(self.memory_limit)?;
-        let workers = self
-            .workers
-            .iter()
-            .map(|w| worker_url(w))
-            .collect::<Result<_>>()?;
-        Ok(Hindcast::build(config, runtime, workers))
+        Ok(Hindcast::build(config, runtime))
     }
 }
 

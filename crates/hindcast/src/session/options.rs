@@ -1,12 +1,19 @@
 //! hindcast's session options, set with `SET hindcast.<name> = ...`.
 
-use datafusion::common::config::{ConfigExtension, ConfigOptions};
+use std::fmt;
+
+use datafusion::common::config::{ConfigExtension, ConfigField, ConfigOptions, Visit};
+use datafusion::common::{Result, config_err, plan_err};
+use url::Url;
 
 datafusion::common::extensions_options! {
     /// hindcast's session options (`SET hindcast.<name> = ...`).
     pub struct HindcastOptions {
         /// Run `ROW_NUMBER() ... = 1` point-in-time SQL with the ASOF operator.
         pub rewrite_row_number: bool, default = true
+        /// The `hindcast worker`s queries run on (`host:port,host:port,...`); empty: in
+        /// this process.
+        pub workers: WorkerList, default = WorkerList::default()
     }
 }
 
@@ -21,6 +28,77 @@ impl HindcastOptions {
             .extensions
             .get::<HindcastOptions>()
             .is_none_or(|o| o.rewrite_row_number)
+    }
+
+    /// The workers `config` runs queries on (none: this process).
+    pub fn workers(config: &ConfigOptions) -> Vec<Url> {
+        config
+            .extensions
+            .get::<HindcastOptions>()
+            .map(|o| o.workers.urls().to_vec())
+            .unwrap_or_default()
+    }
+}
+
+/// The workers of `hindcast.workers`: `host:port` or `http://host:port`, comma-separated.
+/// Checked when set, so a `SET` with a bad address fails there, not at the next query.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerList(Vec<Url>);
+
+impl WorkerList {
+    /// Parse addresses as `--workers` and `SET hindcast.workers` take them.
+    pub fn parse<S: AsRef<str>>(addresses: impl IntoIterator<Item = S>) -> Result<Self> {
+        let mut urls = vec![];
+        for address in addresses {
+            for part in address.as_ref().split(',') {
+                if !part.trim().is_empty() {
+                    urls.push(worker_url(part)?);
+                }
+            }
+        }
+        Ok(Self(urls))
+    }
+
+    pub fn urls(&self) -> &[Url] {
+        &self.0
+    }
+}
+
+impl fmt::Display for WorkerList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown: Vec<&str> = self.0.iter().map(|u| u.as_str()).collect();
+        f.write_str(&shown.join(","))
+    }
+}
+
+impl ConfigField for WorkerList {
+    fn visit<V: Visit>(&self, v: &mut V, key: &str, description: &'static str) {
+        v.some(key, self, description)
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        if !key.is_empty() {
+            return config_err!("hindcast.workers has no setting {key:?}");
+        }
+        *self = Self::parse([value])?;
+        Ok(())
+    }
+
+    fn reset(&mut self, key: &str) -> Result<()> {
+        self.set(key, "")
+    }
+}
+
+/// `host:port` or `http://host:port`.
+fn worker_url(text: &str) -> Result<Url> {
+    let text = text.trim();
+    let with_scheme = match text.contains("://") {
+        true => text.to_string(),
+        false => format!("http://{text}"),
+    };
+    match Url::parse(&with_scheme) {
+        Ok(url) if url.host().is_some() && url.port_or_known_default().is_some() => Ok(url),
+        _ => plan_err!("the worker address {text:?} is not host:port or http://host:port"),
     }
 }
 
