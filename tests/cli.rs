@@ -436,6 +436,53 @@ fn unreachable_worker_is_a_clear_error() {
     );
 }
 
+/// A repository naming its workers (`SET hindcast.workers` in one of its files) runs on
+/// them; `--workers` wins over it.
+#[test]
+fn workers_from_the_repository_and_the_command_line() {
+    let (_workers, addresses) = WorkerProcesses::start(3, &[]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let example = repo_root().join("examples/feature_repo");
+    for entry in std::fs::read_dir(&example).expect("example repository") {
+        let path = entry.expect("entry").path();
+        let link = dir.path().join(path.file_name().expect("name"));
+        std::os::unix::fs::symlink(&path, link).expect("link");
+    }
+    let settings = |workers: &str| {
+        std::fs::write(
+            dir.path().join("settings.sql"),
+            format!(
+                "SET hindcast.workers = '{workers}';\n\
+                 SET distributed.file_scan_config_bytes_per_partition = 1;\n"
+            ),
+        )
+        .expect("settings")
+    };
+    let repo = dir.path().to_str().expect("utf-8 path");
+    let count = |extra: &[&str]| {
+        let mut args = vec!["-q", "--format", "csv", "--repo", repo];
+        args.extend(extra);
+        args.extend(["-c", EXAMPLE_COUNT]);
+        hindcast(&args)
+    };
+    settings(&addresses.join(","));
+    let out = count(&[]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert!(stdout(&out).contains("2000"), "{}", stdout(&out));
+
+    // The repository names a worker that is not there: it is used (the query fails,
+    // naming it) unless the command line names others. (With one worker, a query runs
+    // in-process: two live ones go with it.)
+    settings(&format!("{},{},127.0.0.1:1", addresses[0], addresses[1]));
+    let out = count(&[]);
+    assert!(!out.status.success(), "stdout: {}", stdout(&out));
+    assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
+    let workers = addresses.join(",");
+    let out = count(&["--workers", &workers]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert!(stdout(&out).contains("2000"), "{}", stdout(&out));
+}
+
 #[test]
 fn bad_worker_address_is_a_clear_error() {
     let out = hindcast(&["--workers", "not a host", "-c", "SELECT 1"]);

@@ -179,12 +179,13 @@ fn feature_views_on_s3() {
         "the S3 scan was not split across the workers: {on_workers}"
     );
     // Workers whose environment has no credentials cannot read it, whatever the
-    // coordinator's has.
+    // coordinator's has (and no instance metadata service answers in their place).
     let (_anonymous, addresses) = WorkerProcesses::start(
         3,
         &[
             ("AWS_ENDPOINT", moto.endpoint.as_str()),
             ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_METADATA_ENDPOINT", "http://127.0.0.1:1"),
         ],
     );
     let failed = hindcast(

@@ -118,6 +118,10 @@ def _session(config: RepoConfig) -> hindcast.Session:
             raise hindcast.PlanningError(
                 f"offline_store.settings: {name!r} is not a setting name such as "
                 f"distributed.file_scan_config_bytes_per_partition")
+        if name.lower() == "hindcast.workers":
+            raise hindcast.PlanningError(
+                "offline_store.settings: list the workers under offline_store.workers, "
+                "not as hindcast.workers")
         session.sql(f"SET {name} = {_string(value)}")
     return session
 

@@ -79,6 +79,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<()> {
     let hc = session(&args)?;
+    let workers = hindcast::WorkerList::parse(&args.workers)?;
     let interactive = (args.command.is_empty() && args.file.is_empty()) || args.interactive;
     if let Some(repo) = &args.repo {
         match hc.load_repository(repo).await {
@@ -89,9 +90,10 @@ async fn run(args: Args) -> Result<()> {
             Err(e) => return Err(e),
         }
     }
-    // After the repository, so the command line wins over a `SET hindcast.workers` in it.
-    if !args.workers.is_empty() {
-        hc.set_workers(&args.workers)?;
+    // After the repository, so the command line wins over a `SET hindcast.workers` in it
+    // (and before the rc file and the commands, which win over the command line's).
+    if !workers.urls().is_empty() {
+        hc.set_workers(workers);
     }
     let mut printer = Printer::new(args.format, args.maxrows, args.quiet);
     // An explicit rc file always runs first; ~/.hindcastrc only for the shell.

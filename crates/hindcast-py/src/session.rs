@@ -7,7 +7,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::error::ArrowError;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::DataFrame;
-use hindcast::{Hindcast, RetrievalOptions};
+use hindcast::{Hindcast, RetrievalOptions, WorkerList};
 use pyo3::prelude::*;
 use pyo3_arrow::input::AnyRecordBatch;
 
@@ -55,12 +55,13 @@ impl Session {
         workers: Option<Vec<String>>,
     ) -> PyResult<Self> {
         let hc = Hindcast::with_defaults(memory_limit).py_err()?;
+        let workers = workers.map(WorkerList::parse).transpose().py_err()?;
         if let Some(repo) = repo {
             wait(py, hc.load_repository(&repo))?.py_err()?;
         }
         // After the repository, so the argument wins over a `SET hindcast.workers` in it.
         if let Some(workers) = workers {
-            hc.set_workers(workers).py_err()?;
+            hc.set_workers(workers);
         }
         Ok(Self { hc })
     }

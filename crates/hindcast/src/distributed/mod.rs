@@ -50,6 +50,11 @@ pub fn coordinate(
     let Some(local) = builder.query_planner().clone() else {
         return builder;
     };
+    let scalar_subqueries = builder.config().as_ref().map(|c| {
+        c.options()
+            .optimizer
+            .enable_physical_uncorrelated_scalar_subquery
+    });
     let spines = Arc::new(SpinePlans::default());
     let workers = Arc::new(Workers::default());
     let mut builder = builder
@@ -61,6 +66,15 @@ pub fn coordinate(
         .with_distributed_channel_resolver(channels::WorkerChannels::default())
         .with_distributed_user_codec_arc(Arc::new(HindcastCodec))
         .with_distributed_planner();
+    // datafusion-distributed turns this off for every session it is installed in; here it
+    // follows the session's workers instead ([`follow_workers`]), so a session without
+    // workers plans exactly as DataFusion does.
+    if let (Some(value), Some(config)) = (scalar_subqueries, builder.config().as_mut()) {
+        config
+            .options_mut()
+            .optimizer
+            .enable_physical_uncorrelated_scalar_subquery = value;
+    }
     match builder.query_planner().take() {
         Some(distributed) => builder.with_query_planner(Arc::new(Coordinator {
             local,
@@ -71,6 +85,17 @@ pub fn coordinate(
         })),
         None => builder,
     }
+}
+
+/// The optimizer settings a session needs once its workers change (`has_workers`): a
+/// distributed plan cannot carry DataFusion's physical uncorrelated scalar subqueries (a
+/// subquery's result is shared by operators that may land in different stages), so with
+/// workers they are planned as joins, as datafusion-distributed sets up; without, as
+/// DataFusion's default.
+pub fn follow_workers(options: &mut ConfigOptions, has_workers: bool) {
+    options
+        .optimizer
+        .enable_physical_uncorrelated_scalar_subquery = !has_workers;
 }
 
 /// Plans through datafusion-distributed when the session has workers, then has the spines'
@@ -142,7 +167,9 @@ impl QueryPlanner for Coordinator {
 
 /// The session's workers as of its latest query's planning. datafusion-distributed asks
 /// its resolver (which cannot see the session's options) when it plans and again when it
-/// sends tasks, so the coordinator leaves the session's `hindcast.workers` here first.
+/// sends tasks, so the coordinator leaves the session's `hindcast.workers` here first. A
+/// query planned while another of the same session is starting with a different list can
+/// send that one's tasks to its workers: the answer is the same, the machines are not.
 #[derive(Debug, Default)]
 struct Workers(RwLock<Vec<Url>>);
 

@@ -17,13 +17,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::Session;
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::{DataFusionError, Result, plan_datafusion_err};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{LogicalPlan, Statement as LogicalStatement};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::MetricType;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
@@ -164,20 +165,11 @@ impl Hindcast {
     }
 
     /// Run this session's queries on these workers from now on, as `SET hindcast.workers`
-    /// does (none: in this process).
-    pub fn set_workers<S: AsRef<str>>(&self, workers: impl IntoIterator<Item = S>) -> Result<()> {
-        let workers = WorkerList::parse(workers)?;
+    /// does (an empty list: in this process).
+    pub fn set_workers(&self, workers: WorkerList) {
         let state = self.ctx.state_ref();
         let mut state = state.write();
-        let extensions = &mut state.config_mut().options_mut().extensions;
-        match extensions.get_mut::<HindcastOptions>() {
-            Some(options) => options.workers = workers,
-            None => extensions.insert(HindcastOptions {
-                workers,
-                ..Default::default()
-            }),
-        }
-        Ok(())
+        set_workers(state.config_mut().options_mut(), workers);
     }
 
     /// The session's feature services.
@@ -280,7 +272,17 @@ impl Hindcast {
             return self.ctx.read_batches(batches);
         }
         let plan = self.ctx.state().statement_to_plan(statement).await?;
-        self.ctx.execute_logical_plan(plan).await
+        let sets_workers = matches!(&plan, LogicalPlan::Statement(LogicalStatement::SetVariable(set))
+            if set.variable.eq_ignore_ascii_case("hindcast.workers"));
+        let frame = self.ctx.execute_logical_plan(plan).await?;
+        if sets_workers {
+            let state = self.ctx.state_ref();
+            let mut state = state.write();
+            let options = state.config_mut().options_mut();
+            let has_workers = !HindcastOptions::workers(options).is_empty();
+            distributed::follow_workers(options, has_workers);
+        }
+        Ok(frame)
     }
 
     /// Feast's `get_historical_features`: for every row of `spine`, the requested features
@@ -356,6 +358,20 @@ impl QueryPlanner for HindcastQueryPlanner {
     }
 }
 
+/// `workers` as the session's `hindcast.workers`, and the optimizer settings that go with
+/// them.
+fn set_workers(options: &mut ConfigOptions, workers: WorkerList) {
+    distributed::follow_workers(options, !workers.urls().is_empty());
+    let extensions = &mut options.extensions;
+    match extensions.get_mut::<HindcastOptions>() {
+        Some(options) => options.workers = workers,
+        None => extensions.insert(HindcastOptions {
+            workers,
+            ..Default::default()
+        }),
+    }
+}
+
 /// Configures a [`Hindcast`] session ([`Hindcast::builder`]).
 #[derive(Debug, Default)]
 pub struct HindcastBuilder {
@@ -403,13 +419,7 @@ impl HindcastBuilder {
             runtime::share_spill_reservations(&mut config, limit);
         }
         if let Some(workers) = self.workers {
-            let extensions = &mut config.options_mut().extensions;
-            if extensions.get::<HindcastOptions>().is_none() {
-                extensions.insert(HindcastOptions::default());
-            }
-            if let Some(options) = extensions.get_mut::<HindcastOptions>() {
-                options.workers = WorkerList::parse(workers)?;
-            }
+            set_workers(config.options_mut(), WorkerList::parse(workers)?);
         }
         let runtime = runtime::runtime_env(self.memory_limit)?;
         Ok(Hindcast::build(config, runtime))

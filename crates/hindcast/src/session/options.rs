@@ -51,8 +51,13 @@ impl WorkerList {
         let mut urls = vec![];
         for address in addresses {
             for part in address.as_ref().split(',') {
-                if !part.trim().is_empty() {
-                    urls.push(worker_url(part)?);
+                if part.trim().is_empty() {
+                    continue;
+                }
+                let url = worker_url(part)?;
+                // A worker listed twice would get two tasks of a stage.
+                if !urls.contains(&url) {
+                    urls.push(url);
                 }
             }
         }
@@ -76,6 +81,8 @@ impl ConfigField for WorkerList {
         v.some(key, self, description)
     }
 
+    // No `reset`: DataFusion's `RESET` only knows its own options; `SET hindcast.workers =
+    // ''` is the way back to one process.
     fn set(&mut self, key: &str, value: &str) -> Result<()> {
         if !key.is_empty() {
             return config_err!("hindcast.workers has no setting {key:?}");
@@ -83,13 +90,9 @@ impl ConfigField for WorkerList {
         *self = Self::parse([value])?;
         Ok(())
     }
-
-    fn reset(&mut self, key: &str) -> Result<()> {
-        self.set(key, "")
-    }
 }
 
-/// `host:port` or `http://host:port`.
+/// `host:port` or `http://host:port` (workers serve plain HTTP/2; no path).
 fn worker_url(text: &str) -> Result<Url> {
     let text = text.trim();
     let with_scheme = match text.contains("://") {
@@ -97,7 +100,15 @@ fn worker_url(text: &str) -> Result<Url> {
         false => format!("http://{text}"),
     };
     match Url::parse(&with_scheme) {
-        Ok(url) if url.host().is_some() && url.port_or_known_default().is_some() => Ok(url),
+        Ok(url)
+            if url.scheme() == "http"
+                && url.host().is_some()
+                && url.port().is_some()
+                && url.path() == "/"
+                && url.query().is_none() =>
+        {
+            Ok(url)
+        }
         _ => plan_err!("the worker address {text:?} is not host:port or http://host:port"),
     }
 }
