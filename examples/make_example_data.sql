@@ -1,4 +1,5 @@
--- Regenerates examples/feature_repo/data/*.parquet (deterministic: no random()).
+-- Regenerates examples/feature_repo/data/*.parquet and the Delta table data/user_plan/
+-- (deterministic: no random(); delete data/user_plan/ first, which is created anew).
 -- Run from the repository root: cargo run -p hindcast-cli -- -q -f examples/make_example_data.sql
 -- 500 users, 60 days from 2025-01-01. Timestamps are UTC, in microseconds: Parquet has no
 -- unit of seconds, and other readers (pyarrow, DuckDB, Feast) see a seconds column as int64.
@@ -43,3 +44,21 @@ COPY (
     CAST((value * 3) % 50 AS BIGINT) AS session_count_7d
   FROM generate_series(0, 9999)
 ) TO 'examples/feature_repo/data/user_activity.parquet' STORED AS PARQUET;
+
+-- A Delta table that a nightly job appends to: each user's plan, from sign-up (December
+-- 2024), then in a second commit the changes of January and February 2025 (a third of the
+-- users move to another plan). Two INSERTs, so two commits after the one that creates it.
+CREATE EXTERNAL TABLE user_plan_table (user_id BIGINT, changed_at TIMESTAMP, month VARCHAR, plan VARCHAR)
+  STORED AS DELTA PARTITIONED BY (month) LOCATION 'examples/feature_repo/data/user_plan/';
+INSERT INTO user_plan_table
+  SELECT value AS user_id,
+         to_timestamp_seconds(1733011200 + (value * 7919) % (86400 * 30)) AS changed_at,
+         '2024-12' AS month,
+         CASE value % 3 WHEN 0 THEN 'free' WHEN 1 THEN 'plus' ELSE 'pro' END AS plan
+  FROM generate_series(1000, 1499);
+INSERT INTO user_plan_table
+  SELECT value AS user_id,
+         to_timestamp_seconds(1735689600 + (value * 104723) % (86400 * 59)) AS changed_at,
+         CASE WHEN (value * 104723) % (86400 * 59) < 86400 * 31 THEN '2025-01' ELSE '2025-02' END AS month,
+         CASE value % 3 WHEN 0 THEN 'plus' WHEN 1 THEN 'pro' ELSE 'free' END AS plan
+  FROM generate_series(1000, 1499) WHERE value % 3 = 1 OR value % 7 = 0;

@@ -11,11 +11,13 @@ COPY (SELECT * FROM historical_features('labels', 'churn_model'))
 -- A look at the first rows, written the SQL way: a temporal join per feature view.
 SELECT l.user_id, l.event_timestamp, l.label,
        s.avg_transaction_amount, s.total_spend_90d, s.preferred_category,
-       a.session_count_7d
+       a.session_count_7d, p.plan
 FROM labels l
 LEFT JOIN user_spending_stats FOR SYSTEM_TIME AS OF l.event_timestamp AS s
   ON s.user_id = l.user_id
 LEFT JOIN user_activity FOR SYSTEM_TIME AS OF l.event_timestamp AS a
   ON a.user_id = l.user_id
+LEFT JOIN user_plan FOR SYSTEM_TIME AS OF l.event_timestamp AS p
+  ON p.user_id = l.user_id
 ORDER BY l.event_timestamp, l.user_id
 LIMIT 10;

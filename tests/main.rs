@@ -2,6 +2,8 @@
 //!
 //! - `slt`: the SQL behaviour in `sql/*.slt`, each file under several batch sizes and
 //!   partition counts, through the plan codec and on a cluster;
+//! - `delta`: Delta Lake tables and feature views, each pinned version against the rows
+//!   its commits hold;
 //! - `differential`: the operator against a brute-force reference on random inputs;
 //! - `distributed`: queries on three workers in this process against one process, and
 //!   the plan codec under a worker's memory limit;
@@ -16,6 +18,7 @@
 
 mod cli;
 mod common;
+mod delta;
 mod differential;
 mod distributed;
 mod feast_reference;

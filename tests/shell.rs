@@ -95,7 +95,7 @@ impl Drop for Terminal {
 fn shell_in_a_terminal() {
     let data_home = tempfile::tempdir().expect("temp dir");
     let t = Terminal::start("--repo examples/feature_repo", data_home.path());
-    t.wait_for("2 feature views, 1 feature service.", 1);
+    t.wait_for("3 feature views, 1 feature service.", 1);
     t.wait_for("hindcast>", 1);
 
     // A statement over three lines runs once the `;` arrives. (tmux reads a trailing `;`
@@ -108,7 +108,7 @@ fn shell_in_a_terminal() {
 
     // Meta-commands, and a hint for an unknown one.
     t.keys(&["\\dv", "Enter"]);
-    let screen = t.wait_for("2 rows in set", 1);
+    let screen = t.wait_for("DELTA 'examples/feature_repo/data/user_plan/'", 1);
     assert!(screen.contains("user_spending_stats"), "{screen}");
     t.keys(&["\\nope", "Enter"]);
     t.wait_for("Unknown command \\nope: \\? lists the commands.", 1);

@@ -26,7 +26,7 @@ def hc():
 
 
 def test_connect_loads_a_repository(hc):
-    assert hc.tables() == ["labels", "user_activity", "user_spending_stats"]
+    assert hc.tables() == ["labels", "user_activity", "user_plan", "user_spending_stats"]
     services = hc.sql("SHOW FEATURE SERVICES").to_arrow()
     assert set(services.column("name").to_pylist()) == {"churn_model"}
 

@@ -5,7 +5,7 @@
 //! this order:
 //!
 //! - [`time`]: how time columns of different types are compared (and [`storage`]: object
-//!   stores);
+//!   stores; [`delta`]: Delta Lake tables over them);
 //! - [`features`]: feature views, feature services, time-partitioned views (the model);
 //! - [`logical`]: the [`logical::AsOfJoin`] node, its [`logical::AsOfJoinOptions`], the
 //!   reader of point-in-time conditions, and the optimizer rules;
@@ -19,6 +19,7 @@
 //! - [`Hindcast`] (`session`): the session that wires these into DataFusion, runs the
 //!   feature DDL and loads repositories.
 
+pub mod delta;
 pub mod distributed;
 pub mod features;
 pub mod logical;

@@ -15,6 +15,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::TimePartitioning;
+use crate::delta::DELTA;
 use crate::time::TimeDomain;
 
 /// The definition of a feature view, as `DESCRIBE` and the planner see it.
@@ -160,6 +161,11 @@ impl FeatureViewTable {
         &self.view
     }
 
+    /// The table the view reads.
+    pub fn source(&self) -> &Arc<dyn TableProvider> {
+        &self.source
+    }
+
     /// The definition, if `provider` is a feature view.
     pub fn of(provider: &dyn TableProvider) -> Option<&FeatureView> {
         provider
@@ -203,15 +209,26 @@ impl TableProvider for FeatureViewTable {
         self.source.supports_filters_pushdown(filters)
     }
 
+    /// Rows appended to the view's table, where its format can take them atomically (a
+    /// Delta table: one commit).
     async fn insert_into(
         &self,
-        _state: &dyn Session,
-        _input: Arc<dyn ExecutionPlan>,
-        _insert_op: InsertOp,
+        state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan_err!(
-            "feature view {} is read-only: write new files to its location instead",
-            self.view.name
-        )
+        match &self.view.source {
+            FeatureSource::Query(_) => plan_err!(
+                "feature view {} is defined AS SELECT: insert into the tables it reads instead",
+                self.view.name
+            ),
+            FeatureSource::Files { format, .. } if format == DELTA => {
+                self.source.insert_into(state, input, insert_op).await
+            }
+            FeatureSource::Files { format, .. } => plan_err!(
+                "feature view {} reads {format} files, which take no INSERT yet: write new files to its location instead",
+                self.view.name
+            ),
+        }
     }
 }

@@ -20,6 +20,7 @@ use datafusion::sql::sqlparser::ast::{ObjectName, Statement as SQLStatement};
 
 use url::Url;
 
+use crate::delta::{DELTA, DeltaSource};
 use crate::features::{
     FeatureRegistry, FeatureService, FeatureSource, FeatureView, FeatureViewTable,
 };
@@ -124,13 +125,18 @@ async fn create_view(
             partitions,
             options,
         } => {
-            if format != "PARQUET" && format != "CSV" {
+            if format != "PARQUET" && format != "CSV" && format != DELTA {
                 return plan_err!(
-                    "feature view {reference}: STORED AS {format} is not supported; use PARQUET or CSV"
+                    "feature view {reference}: STORED AS {format} is not supported; use PARQUET, CSV or DELTA"
                 );
             }
             let location = resolve_location(location, base);
-            let partitions: Vec<String> = partitions.iter().map(normalize).collect();
+            let mut partitions: Vec<String> = partitions.iter().map(normalize).collect();
+            if format == DELTA && !partitions.is_empty() {
+                return plan_err!(
+                    "feature view {reference}: a Delta table's partition columns come from its log: drop PARTITIONED BY"
+                );
+            }
             // DataFusion's option names are `format.<key>`; accept the short form too.
             let (s3_options, options): (HashMap<String, String>, HashMap<String, String>) = options
                 .iter()
@@ -176,6 +182,9 @@ async fn create_view(
                     "feature view {reference}: cannot read {format} files at '{location}'{hint}"
                 ))
             })?;
+            if let Some(delta) = DeltaSource::of(provider.as_ref()) {
+                partitions = delta.partitions();
+            }
             let source = FeatureSource::Files {
                 format: format.clone(),
                 location,
@@ -474,6 +483,16 @@ async fn describe(
             vec!["source".into(), view.source.to_string()],
             vec!["partitions".into(), partitions],
         ];
+        if let Some(delta) = provider
+            .downcast_ref::<FeatureViewTable>()
+            .and_then(|table| DeltaSource::of(table.source().as_ref()))
+        {
+            let version = match delta.is_pinned() {
+                true => format!("{} (pinned)", delta.version()),
+                false => format!("{} (the newest)", delta.current_version().await?),
+            };
+            rows.push(vec!["delta version".into(), version]);
+        }
         let features = view.features(&schema);
         for field in schema.fields() {
             let name = field.name();

@@ -34,6 +34,7 @@ use datafusion::prelude::{
 use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::dialect::{Dialect, dialect_from_str};
 
+use crate::delta::{DELTA, DeltaTableFactory};
 use crate::features::FeatureRegistry;
 use crate::logical::{PushDownAsOfFilter, RewriteRowNumberAsOf};
 use crate::physical::{HindcastExtensionPlanner, UseKeyTimeSort};
@@ -125,6 +126,7 @@ impl Hindcast {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_table_factory(DELTA.to_string(), Arc::new(DeltaTableFactory))
             .with_query_planner(Arc::new(HindcastQueryPlanner))
             .with_relation_planners(vec![Arc::new(HindcastRelationPlanner::new(
                 registry.clone(),

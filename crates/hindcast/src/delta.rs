@@ -1,0 +1,380 @@
+//! Delta Lake tables: `STORED AS DELTA LOCATION '...' [OPTIONS ('version' 'N' |
+//! 'timestamp' '...')]`, for tables and feature views alike.
+//!
+//! [`DeltaTableFactory`] loads the table's log with deltalake-core (the latest snapshot, or
+//! the one pinned by `version` or `timestamp`) and reads it through deltalake-core's own
+//! DataFusion scan, so deletion vectors, column mapping and schema evolution are read as
+//! Delta defines them. Files are reached through the session's object stores: an `s3://`
+//! table uses the same clients and credentials as a Parquet view (`storage`).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
+use datafusion::common::{DataFusionError, Result, plan_datafusion_err, plan_err};
+use datafusion::datasource::TableType;
+use datafusion::execution::SessionState;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{
+    CreateExternalTable, Expr, LogicalPlan, TableProviderFilterPushDown,
+};
+use datafusion::physical_plan::ExecutionPlan;
+use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use url::Url;
+
+/// The format name in `STORED AS DELTA`.
+pub const DELTA: &str = "DELTA";
+
+/// Which snapshot of a Delta table to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaPin {
+    /// The newest version when the table is opened.
+    Latest,
+    /// Exactly this version (`OPTIONS ('version' 'N')`).
+    Version(u64),
+    /// The newest version committed at or before this instant (`OPTIONS ('timestamp' '...')`).
+    Timestamp(DateTime<Utc>),
+}
+
+impl DeltaPin {
+    /// The pin in a table's `OPTIONS`: `version` or `timestamp` (also as `format.version`,
+    /// `format.timestamp`), not both; any other option is an error naming it.
+    pub fn from_options(options: &HashMap<String, String>) -> Result<Self> {
+        let mut pin = Self::Latest;
+        for (key, value) in options {
+            let key = key.to_lowercase();
+            let name = key.strip_prefix("format.").unwrap_or(&key);
+            let next = match name {
+                "version" => match value.trim().parse::<u64>() {
+                    Ok(version) => Self::Version(version),
+                    Err(_) => {
+                        return plan_err!(
+                            "Delta option 'version' must be a table version such as '12', not '{value}'"
+                        );
+                    }
+                },
+                "timestamp" => match DateTime::parse_from_rfc3339(value.trim()) {
+                    Ok(instant) => Self::Timestamp(instant.with_timezone(&Utc)),
+                    Err(_) => {
+                        return plan_err!(
+                            "Delta option 'timestamp' must be an RFC 3339 instant such as '2025-03-01T00:00:00Z', not '{value}'"
+                        );
+                    }
+                },
+                _ => {
+                    return plan_err!(
+                        "unknown option '{key}' for a Delta table: use 'version' or 'timestamp'"
+                    );
+                }
+            };
+            if pin != Self::Latest {
+                return plan_err!("a Delta table takes 'version' or 'timestamp', not both");
+            }
+            pin = next;
+        }
+        Ok(pin)
+    }
+}
+
+/// `CREATE EXTERNAL TABLE ... STORED AS DELTA` (and feature views `STORED AS DELTA`).
+#[derive(Debug, Default)]
+pub struct DeltaTableFactory;
+
+#[async_trait]
+impl TableProviderFactory for DeltaTableFactory {
+    async fn create(
+        &self,
+        state: &dyn Session,
+        cmd: &CreateExternalTable,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let [location] = cmd.locations.as_slice() else {
+            return plan_err!("a Delta table has one LOCATION, its directory");
+        };
+        let pin = DeltaPin::from_options(&cmd.options)?;
+        if !cmd.schema.fields().is_empty() {
+            // A column list creates the table; an existing one has its columns in its log.
+            create(state, location, cmd).await?;
+        } else if !cmd.table_partition_cols.is_empty() {
+            return plan_err!(
+                "a Delta table's partition columns come from its log: drop PARTITIONED BY for '{location}'"
+            );
+        }
+        Ok(Arc::new(DeltaSource::open(state, location, pin).await?))
+    }
+}
+
+/// A Delta table as a DataFusion table: the pinned snapshot, or, unpinned, the newest
+/// version each time a query reads it (as a Parquet table lists its files each time).
+#[derive(Debug)]
+pub struct DeltaSource {
+    table: DeltaTable,
+    pin: DeltaPin,
+    location: String,
+    /// The snapshot read when the table was opened, and its scan.
+    opened: Snapshot,
+}
+
+#[derive(Debug, Clone)]
+struct Snapshot {
+    version: u64,
+    scan: Arc<dyn TableProvider>,
+}
+
+impl DeltaSource {
+    /// Load the table at `location` (a directory or an `s3://` URL) as of `pin`.
+    pub async fn open(state: &dyn Session, location: &str, pin: DeltaPin) -> Result<Self> {
+        let mut builder = builder(state, location)?;
+        builder = match pin {
+            DeltaPin::Latest => builder,
+            DeltaPin::Version(version) => builder.with_version(version),
+            DeltaPin::Timestamp(instant) => builder.with_timestamp(instant),
+        };
+        let table = builder.load().await.map_err(|e| load_error(location, e))?;
+        let snapshot = table.snapshot().map_err(|e| load_error(location, e))?;
+        let version = snapshot.version();
+        // deltalake-core reads the first version for an instant before the table existed.
+        if let DeltaPin::Timestamp(instant) = pin
+            && let Some(committed) = snapshot.version_timestamp(version)
+            && committed > instant.timestamp_millis()
+        {
+            return plan_err!(
+                "cannot read the Delta table at '{location}': it has no version as of {}; its first was committed at {}",
+                instant.to_rfc3339(),
+                DateTime::from_timestamp_millis(committed)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| committed.to_string())
+            );
+        }
+        let scan = scan_of(&table, state, location).await?;
+        Ok(Self {
+            table,
+            pin,
+            location: location.to_string(),
+            opened: Snapshot { version, scan },
+        })
+    }
+
+    /// The version read when the table was opened (for an unpinned table, later queries
+    /// read newer ones: see [`Self::latest_version`]).
+    pub fn version(&self) -> u64 {
+        self.opened.version
+    }
+
+    /// Whether a `version` or `timestamp` option pins the snapshot.
+    pub fn is_pinned(&self) -> bool {
+        self.pin != DeltaPin::Latest
+    }
+
+    /// The version a query reads now.
+    pub async fn current_version(&self) -> Result<u64> {
+        if self.is_pinned() {
+            return Ok(self.opened.version);
+        }
+        let mut table = self.table.clone();
+        table
+            .update_incremental(None)
+            .await
+            .map_err(|e| load_error(&self.location, e))?;
+        Ok(table.version().unwrap_or(self.opened.version))
+    }
+
+    /// The table's partition columns, from its log.
+    pub fn partitions(&self) -> Vec<String> {
+        self.table
+            .snapshot()
+            .map(|s| s.metadata().partition_columns().to_vec())
+            .unwrap_or_default()
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// `provider` as a Delta table, if it is one.
+    pub fn of(provider: &dyn TableProvider) -> Option<&Self> {
+        provider.downcast_ref::<Self>()
+    }
+
+    /// The snapshot a query reads: the pinned one, or the newest (whose columns must still
+    /// be the ones the session planned with).
+    async fn current(&self, state: &dyn Session) -> Result<Snapshot> {
+        if self.is_pinned() {
+            return Ok(self.opened.clone());
+        }
+        let mut table = self.table.clone();
+        table
+            .update_incremental(None)
+            .await
+            .map_err(|e| load_error(&self.location, e))?;
+        let version = table.version().unwrap_or(self.opened.version);
+        if version == self.opened.version {
+            return Ok(self.opened.clone());
+        }
+        let scan = scan_of(&table, state, &self.location).await?;
+        if scan.schema() != self.opened.scan.schema() {
+            return plan_err!(
+                "the Delta table at '{}' changed its columns in version {version}: create the table or view again to read them",
+                self.location
+            );
+        }
+        Ok(Snapshot { version, scan })
+    }
+}
+
+/// deltalake-core's scan of `table`'s loaded snapshot, with the session's Parquet settings
+/// (view types, pushdown).
+async fn scan_of(
+    table: &DeltaTable,
+    state: &dyn Session,
+    location: &str,
+) -> Result<Arc<dyn TableProvider>> {
+    let mut scan = table.table_provider();
+    if let Some(session) = state.as_any().downcast_ref::<SessionState>() {
+        scan = scan.with_session(Arc::new(session.clone()));
+    }
+    scan.await
+        .map_err(|e| e.context(format!("cannot read the Delta table at '{location}'")))
+}
+
+/// A load failure as the user's problem: not a Delta table, a version it lacks, or the
+/// storage's own error.
+fn load_error(location: &str, e: DeltaTableError) -> DataFusionError {
+    let reason = match &e {
+        DeltaTableError::NotATable(_) => "it has no _delta_log (is it a Delta table?)".to_string(),
+        DeltaTableError::InvalidVersion(v) => format!("it has no version {v}"),
+        _ => e.to_string(),
+    };
+    plan_datafusion_err!("cannot read the Delta table at '{location}': {reason}")
+}
+
+/// A new, empty Delta table at `location` with `cmd`'s columns and partition columns: its
+/// first commit. Timestamps are stored in microseconds (Delta has no finer unit).
+async fn create(state: &dyn Session, location: &str, cmd: &CreateExternalTable) -> Result<()> {
+    if let Ok(path) = table_url(location)?.to_file_path() {
+        std::fs::create_dir_all(&path).map_err(|e| {
+            DataFusionError::from(e).context(format!("cannot create directory '{location}'"))
+        })?;
+    }
+    let mut table = builder(state, location)?
+        .build()
+        .map_err(|e| load_error(location, e))?;
+    match table.load().await {
+        Err(DeltaTableError::NotATable(_)) => {}
+        Ok(()) => {
+            return plan_err!(
+                "a Delta table already exists at '{location}': its columns come from its log, so drop the column list"
+            );
+        }
+        Err(e) => return Err(load_error(location, e)),
+    }
+    let fields: Vec<Field> = cmd
+        .schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Timestamp(_, zone) => f
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::Timestamp(TimeUnit::Microsecond, zone.clone())),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    for column in &cmd.table_partition_cols {
+        if !fields.iter().any(|f| f.name() == column) {
+            return plan_err!(
+                "partition column {column} of the new Delta table at '{location}' is not in its column list"
+            );
+        }
+    }
+    let empty = RecordBatch::new_empty(Arc::new(Schema::new(fields)));
+    table
+        .write(vec![empty])
+        .with_partition_columns(cmd.table_partition_cols.clone())
+        .await
+        .map_err(|e| plan_datafusion_err!("cannot create the Delta table at '{location}': {e}"))?;
+    Ok(())
+}
+
+/// A table builder for `location` over the session's object store for it.
+fn builder(state: &dyn Session, location: &str) -> Result<DeltaTableBuilder> {
+    let url = table_url(location)?;
+    let root = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
+    let store = state.runtime_env().object_store(&root)?;
+    Ok(DeltaTableBuilder::from_url(url.clone())
+        .map_err(|e| load_error(location, e))?
+        .with_storage_backend(store, url))
+}
+
+/// A local directory (relative paths from the current directory) or a URL, as a URL.
+fn table_url(location: &str) -> Result<Url> {
+    if location.contains("://") {
+        return Url::parse(location)
+            .map_err(|e| plan_datafusion_err!("'{location}' is not a valid URL: {e}"));
+    }
+    let path = std::path::absolute(location)
+        .map_err(|e| DataFusionError::from(e).context(format!("cannot resolve '{location}'")))?;
+    Url::from_directory_path(&path)
+        .map_err(|_| plan_datafusion_err!("'{location}' is not a directory path"))
+}
+
+#[async_trait]
+impl TableProvider for DeltaSource {
+    fn schema(&self) -> SchemaRef {
+        self.opened.scan.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.opened.scan.table_type()
+    }
+
+    fn get_logical_plan(&self) -> Option<Cow<'_, LogicalPlan>> {
+        self.opened.scan.get_logical_plan()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let snapshot = self.current(state).await?;
+        snapshot.scan.scan(state, projection, filters, limit).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        self.opened.scan.supports_filters_pushdown(filters)
+    }
+
+    /// One Delta commit with every row, or none: deltalake-core's sink writes the files,
+    /// then commits them (a concurrent append is retried through Delta's conditional
+    /// commit).
+    async fn insert_into(
+        &self,
+        state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if self.is_pinned() {
+            return plan_err!(
+                "the Delta table at '{}' is read at a pinned version ({}): rows are appended to the newest, so open it without 'version' or 'timestamp' to insert",
+                self.location,
+                self.opened.version
+            );
+        }
+        if insert_op != InsertOp::Append {
+            return plan_err!("only INSERT INTO (appending) is supported for Delta tables");
+        }
+        let snapshot = self.current(state).await?;
+        snapshot.scan.insert_into(state, input, insert_op).await
+    }
+}
