@@ -313,4 +313,15 @@ async fn each_version_reads_exactly_its_commits() {
     );
     let message = error(&hc, &again).await;
     assert!(message.contains("already exists"), "{message}");
+    let pinned_new = format!(
+        "CREATE EXTERNAL TABLE fresh (user_id BIGINT) STORED AS DELTA LOCATION '{}' \
+         OPTIONS ('version' '0')",
+        dir.path().join("fresh").display()
+    );
+    let message = error(&hc, &pinned_new).await;
+    assert!(message.contains("has no earlier version"), "{message}");
+    assert!(
+        !dir.path().join("fresh").exists(),
+        "a refused CREATE wrote a table"
+    );
 }

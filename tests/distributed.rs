@@ -375,3 +375,29 @@ async fn spine_bounds_prune_the_workers_scans() {
         cluster.1
     );
 }
+
+/// A Delta view in a distributed query: a clear error saying to run it in one process
+/// (deltalake-core has no codec for its scan yet), not a failure deep in the codec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_view_is_refused_on_workers() {
+    let workers = start_workers(3, None).await;
+    let hc = cluster_session(8192, 4, &workers).await;
+    hc.load_repository(repo_root().join("examples/feature_repo"))
+        .await
+        .expect("repository");
+    let query = "SELECT count(p.plan) FROM labels l \
+                 LEFT JOIN user_plan FOR SYSTEM_TIME AS OF l.event_timestamp AS p \
+                 ON p.user_id = l.user_id";
+    let result = match hc.sql(query).await {
+        Ok(frame) => frame.collect().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let message = hindcast::error_message(&result.expect_err("a Delta view on workers"));
+    assert!(
+        message.contains("a Delta table cannot be read by workers yet"),
+        "{message}"
+    );
+    run(&hc, "SET hindcast.workers = ''").await;
+    let rows = run(&hc, query).await;
+    assert_eq!(rows[0].num_rows(), 1);
+}

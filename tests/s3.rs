@@ -212,6 +212,57 @@ fn feature_views_on_s3() {
         "the error names neither the worker nor the object: {stderr}"
     );
 
+    // A Delta table on S3, made and appended to by hindcast (commits through S3's
+    // conditional writes), read as a feature view: the same answer.
+    let delta = format!("s3://{}/delta_spending_stats/", moto.bucket);
+    ok(&hindcast(
+        &env,
+        &[
+            &repo[..],
+            &[
+                "-c",
+                &format!(
+                    "CREATE EXTERNAL TABLE stats_delta (user_id BIGINT, event_timestamp TIMESTAMP, \
+                     created_timestamp TIMESTAMP, avg_transaction_amount DOUBLE, total_spend_90d DOUBLE) \
+                     STORED AS DELTA LOCATION '{delta}'"
+                ),
+                "-c",
+                "INSERT INTO stats_delta SELECT user_id, event_timestamp, created_timestamp, \
+                 avg_transaction_amount, total_spend_90d FROM user_spending_stats \
+                 WHERE event_timestamp < TIMESTAMP '2025-02-01 00:00:00'",
+                "-c",
+                "INSERT INTO stats_delta SELECT user_id, event_timestamp, created_timestamp, \
+                 avg_transaction_amount, total_spend_90d FROM user_spending_stats \
+                 WHERE event_timestamp >= TIMESTAMP '2025-02-01 00:00:00'",
+            ],
+        ]
+        .concat(),
+    ));
+    let delta_view = format!(
+        "CREATE FEATURE VIEW remote ENTITY (user_id) TIMESTAMP event_timestamp \
+         CREATED created_timestamp TTL INTERVAL '90 days' STORED AS DELTA LOCATION '{delta}'"
+    );
+    let from_delta = ok(&hindcast(
+        &env,
+        &[
+            &repo[..],
+            &[
+                "-c",
+                &delta_view,
+                "-c",
+                &JOIN.replace("VIEW", "remote"),
+                "-c",
+                "DESCRIBE remote",
+            ],
+        ]
+        .concat(),
+    ));
+    assert!(from_delta.starts_with(&expected), "{from_delta}");
+    assert!(
+        from_delta.contains("delta version,2 (the newest)"),
+        "{from_delta}"
+    );
+
     // Credentials in OPTIONS, none in the environment; the secret shows up nowhere.
     let options = format!(
         "OPTIONS ('aws.access_key_id' '{}', 'aws.secret_access_key' '{}', \

@@ -71,3 +71,17 @@ def test_hindcast_reads_each_version_deltalake_wrote(tmp_path):
     count = hc.sql(f"CREATE EXTERNAL TABLE t STORED AS DELTA LOCATION '{location}'; "
                    f"SELECT count(*) AS n FROM t").to_arrow()
     assert count.column("n").to_pylist() == [45]
+
+
+def test_insert_refuses_a_table_with_a_check_constraint(tmp_path):
+    """deltalake-core's DataFusion sink does not check constraints: hindcast refuses to
+    write rather than write rows that break one."""
+    location = str(tmp_path / "checked")
+    write_deltalake(location, pa.table({"user_id": pa.array([1], pa.int64()),
+                                        "spend": pa.array([1.0], pa.float64())}))
+    DeltaTable(location).alter.add_constraint({"positive_spend": "spend > 0"})
+    hc = hindcast.connect()
+    hc.sql(f"CREATE EXTERNAL TABLE checked STORED AS DELTA LOCATION '{location}'")
+    with pytest.raises(hindcast.PlanningError, match="CHECK constraint"):
+        hc.sql("INSERT INTO checked SELECT 2, -5.0").to_arrow()
+    assert DeltaTable(location).version() == 1

@@ -25,6 +25,9 @@ use datafusion::logical_expr::{
     CreateExternalTable, Expr, LogicalPlan, TableProviderFilterPushDown,
 };
 use datafusion::physical_plan::ExecutionPlan;
+use deltalake_core::logstore::{
+    LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig, default_logstore, logstore_factories,
+};
 use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use url::Url;
 
@@ -97,6 +100,11 @@ impl TableProviderFactory for DeltaTableFactory {
             return plan_err!("a Delta table has one LOCATION, its directory");
         };
         let pin = DeltaPin::from_options(&cmd.options)?;
+        if !cmd.schema.fields().is_empty() && pin != DeltaPin::Latest {
+            return plan_err!(
+                "a column list creates a new Delta table, which has no earlier version: drop 'version' or 'timestamp' for '{location}'"
+            );
+        }
         if !cmd.schema.fields().is_empty() {
             // A column list creates the table; an existing one has its columns in its log.
             create(state, location, cmd).await?;
@@ -196,6 +204,33 @@ impl DeltaSource {
         &self.location
     }
 
+    /// A rule of the table's that deltalake-core's DataFusion sink does not check (its own
+    /// writer does): CHECK constraints (table properties `delta.constraints.*`), column
+    /// invariants, generated and identity columns (column metadata).
+    fn unenforced_rule(&self, snapshot: &Snapshot) -> Option<String> {
+        let constraint = self.table.snapshot().ok().and_then(|s| {
+            s.metadata()
+                .configuration()
+                .keys()
+                .find(|k| k.starts_with("delta.constraints."))
+                .cloned()
+        });
+        if let Some(key) = constraint {
+            return Some(format!("a CHECK constraint ({key})"));
+        }
+        let schema = snapshot.scan.schema();
+        schema.fields().iter().find_map(|f| {
+            f.metadata()
+                .keys()
+                .find(|k| {
+                    k.starts_with("delta.invariants")
+                        || k.starts_with("delta.generationExpression")
+                        || k.starts_with("delta.identity")
+                })
+                .map(|k| format!("a rule on column {} ({k})", f.name()))
+        })
+    }
+
     /// `provider` as a Delta table, if it is one.
     pub fn of(provider: &dyn TableProvider) -> Option<&Self> {
         provider.downcast_ref::<Self>()
@@ -217,9 +252,24 @@ impl DeltaSource {
             return Ok(self.opened.clone());
         }
         let scan = scan_of(&table, state, &self.location).await?;
-        if scan.schema() != self.opened.scan.schema() {
+        let partitions = table
+            .snapshot()
+            .map(|s| s.metadata().partition_columns().to_vec())
+            .unwrap_or_default();
+        // Field metadata (comments) may change; names, types and partitioning may not: the
+        // session planned with them, and a filter on a partition column is exact.
+        let shape = |schema: &SchemaRef| -> Vec<(String, DataType, bool)> {
+            schema
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
+                .collect()
+        };
+        if shape(&scan.schema()) != shape(&self.opened.scan.schema())
+            || partitions != self.partitions()
+        {
             return plan_err!(
-                "the Delta table at '{}' changed its columns in version {version}: create the table or view again to read them",
+                "the Delta table at '{}' changed its columns or partitioning in version {version}: create the table or view again to read them",
                 self.location
             );
         }
@@ -304,11 +354,49 @@ async fn create(state: &dyn Session, location: &str, cmd: &CreateExternalTable) 
 /// A table builder for `location` over the session's object store for it.
 fn builder(state: &dyn Session, location: &str) -> Result<DeltaTableBuilder> {
     let url = table_url(location)?;
+    if url.scheme() == "s3" {
+        commit_to_s3_with_conditional_writes();
+    }
     let root = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
     let store = state.runtime_env().object_store(&root)?;
     Ok(DeltaTableBuilder::from_url(url.clone())
         .map_err(|e| load_error(location, e))?
         .with_storage_backend(store, url))
+}
+
+/// deltalake-core commits only to local files and memory by itself (its S3 log store is
+/// another crate, built around a DynamoDB lock). S3 has had conditional writes since 2024,
+/// and deltalake-core's default log store commits with them (a `PUT` with `If-None-Match`
+/// that fails if the version exists), so `s3://` tables commit with it, through the
+/// session's own S3 client.
+fn commit_to_s3_with_conditional_writes() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        let s3 = Url::parse("s3://").expect("a URL");
+        logstore_factories()
+            .entry(s3)
+            .or_insert_with(|| Arc::new(ConditionalWrites));
+    });
+}
+
+#[derive(Debug)]
+struct ConditionalWrites;
+
+impl LogStoreFactory for ConditionalWrites {
+    fn with_options(
+        &self,
+        prefixed_store: ObjectStoreRef,
+        root_store: ObjectStoreRef,
+        location: &Url,
+        options: &StorageConfig,
+    ) -> deltalake_core::DeltaResult<Arc<dyn LogStore>> {
+        Ok(default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
 }
 
 /// A local directory (relative paths from the current directory) or a URL, as a URL.
@@ -375,6 +463,12 @@ impl TableProvider for DeltaSource {
             return plan_err!("only INSERT INTO (appending) is supported for Delta tables");
         }
         let snapshot = self.current(state).await?;
+        if let Some(rule) = self.unenforced_rule(&snapshot) {
+            return plan_err!(
+                "the Delta table at '{}' has {rule}, which hindcast's INSERT does not enforce yet: write to it with a Delta writer that does",
+                self.location
+            );
+        }
         snapshot.scan.insert_into(state, input, insert_op).await
     }
 }

@@ -23,9 +23,9 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::Result;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::display::{PlanType, StringifiedPlan};
+use datafusion::common::{Result, not_impl_err};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::LogicalPlan;
@@ -128,6 +128,7 @@ impl QueryPlanner for Coordinator {
             .distributed
             .create_physical_plan(logical_plan, session)
             .await?;
+        refuse_delta_scans(&plan)?;
         let (LogicalPlan::Explain(explain), Some(exec)) =
             (logical_plan, plan.downcast_ref::<ExplainExec>())
         else {
@@ -163,6 +164,22 @@ impl QueryPlanner for Coordinator {
             exec.verbose(),
         )))
     }
+}
+
+/// deltalake-core 1.1 has no codec for its scan (`DeltaScanExec`), so a Delta table cannot
+/// travel to a worker; found here, the query fails at once with what to do, instead of the
+/// coordinator failing to encode its stage while the workers wait for it.
+fn refuse_delta_scans(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
+    let mut nodes = vec![Arc::clone(plan)];
+    while let Some(node) = nodes.pop() {
+        if node.name() == "DeltaScanExec" {
+            return not_impl_err!(
+                "a Delta table cannot be read by workers yet: run this query in one process (SET hindcast.workers = '')"
+            );
+        }
+        nodes.extend(node.children().into_iter().cloned());
+    }
+    Ok(())
 }
 
 /// The session's workers as of its latest query's planning. datafusion-distributed asks
