@@ -83,20 +83,36 @@ def numeric(feature):
 
 
 def source(data, view, layout):
+    if layout == "delta":
+        return f"{data}/delta/{view}/"
     return f"{data}/{view}.parquet" if layout == "file" else f"{data}/{view}/"
+
+
+def delta_copy(data, workload):
+    """The workload's hive-partitioned feature tables as Delta tables partitioned the same
+    way, written once by delta-rs (the `deltalake` package) under data/delta/."""
+    import pyarrow.dataset as ds
+    from deltalake import write_deltalake
+    for view in workload["views"]:
+        target = source(data, view, "delta")
+        if os.path.exists(os.path.join(target, "_delta_log")):
+            continue
+        dataset = ds.dataset(source(data, view, "hive"), format="parquet", partitioning="hive")
+        write_deltalake(target, dataset.scanner().to_reader(), partition_by=["date"])
 
 
 # ---------------------------------------------------------------- hindcast
 def hindcast_ddl(data, workload, as_views=True):
     statements = [f"CREATE EXTERNAL TABLE labels STORED AS PARQUET LOCATION '{data}/labels.parquet';"]
     partitioned = "PARTITIONED BY (date)" if workload["layout"] == "hive" else ""
+    stored = "DELTA" if workload["layout"] == "delta" else "PARQUET"
     for view in workload["views"]:
         spec = VIEWS[view]
         if as_views:
             created = f"CREATED {spec['created']}" if spec["created"] else ""
             statements.append(
                 f"CREATE FEATURE VIEW {view} ENTITY (user_id) TIMESTAMP {spec['time']} {created} "
-                f"TTL INTERVAL '{spec['ttl']} days' STORED AS PARQUET {partitioned} "
+                f"TTL INTERVAL '{spec['ttl']} days' STORED AS {stored} {partitioned} "
                 f"LOCATION '{source(data, view, workload['layout'])}';")
         else:
             statements.append(
@@ -373,7 +389,7 @@ class Engine:
 
 
 def engines_for(args, name, workload, data):
-    def hindcast(query, **kw):
+    def hindcast(query, workload=workload, **kw):
         return hindcast_command(args, data, workload, query, **kw)
 
     engines = {"hindcast feature view (temporal join)": Engine(hindcast(hindcast_temporal(workload)))}
@@ -385,6 +401,9 @@ def engines_for(args, name, workload, data):
                     f"{args.worker_settings}"] = Engine(
                 hindcast(hindcast_temporal(workload), workers=args.worker_addresses,
                          settings=args.worker_settings))
+    if args.delta and workload["layout"] == "hive":
+        engines["hindcast feature view on Delta"] = Engine(
+            hindcast(hindcast_temporal(workload), workload=dict(workload, layout="delta")))
     if args.baseline:
         # Another hindcast binary (e.g. the previous commit's) on the same query, to measure
         # a change in the same run.
@@ -477,6 +496,9 @@ def main():
     parser.add_argument("--json", help="append the results to this JSON-lines file")
     parser.add_argument("--workers", type=int, default=0,
                         help="also run the feature view on this many local `hindcast worker`s")
+    parser.add_argument("--delta", action="store_true",
+                        help="also run hive-partitioned workloads' feature views over the same "
+                             "rows as Delta tables (written once by delta-rs)")
     parser.add_argument("--worker-settings", default="",
                         help="with --workers, also run it distributed after these statements, "
                              "e.g. \"SET distributed.compression = 'none';\"")
@@ -486,6 +508,8 @@ def main():
     for name in args.workload.split(","):
         workload = WORKLOADS[name]
         data = generate(args, name, workload)
+        if args.delta and workload["layout"] == "hive":
+            delta_copy(data, workload)
         labels = int(re.search(r"--labels (\d+)", workload["generate"]).group(1))
         reps = 1 if name == "O" else args.reps
         warmup = 0 if name == "O" else args.warmup
@@ -497,6 +521,10 @@ def main():
             if args.worker_addresses:
                 read, _ = pruning(args, data, workload, args.worker_addresses)
                 note += f"; distributed {read / 1e6:.1f} MB ({100 * read / total:.1f}%)"
+            if args.delta:
+                read, total = pruning(args, data, dict(workload, layout="delta"))
+                note += (f"; on Delta {read / 1e6:.1f} MB of {total / 1e6:.0f} MB "
+                         f"({100 * read / total:.1f}%)")
         if args.worker_addresses:
             need, sent, arrived = shuffled(args, data, workload, args.worker_addresses)
             note += (f"; the joins' inputs {need / 1e6:.1f} MB as Arrow in one process, "

@@ -10,6 +10,7 @@
 //! - `feast_reference`: feature views against a brute-force Feast on random inputs;
 //! - `out_of_core`: a join whose right side is larger than the memory limit, and the
 //!   operator's own memory;
+//! - `inserts`: `INSERT INTO` a Parquet feature view (new files moved into place);
 //! - `helpers`: pure helpers (the key-time sort's radix sort, the shell's statement end);
 //! - `cli`: the `hindcast` binary as a user runs it (worker processes included);
 //! - `s3`: feature views on a local S3-compatible server (moto);
@@ -23,6 +24,7 @@ mod differential;
 mod distributed;
 mod feast_reference;
 mod helpers;
+mod inserts;
 mod out_of_core;
 mod s3;
 mod shell;

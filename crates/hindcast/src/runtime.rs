@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use datafusion::common::Result;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionConfig;
@@ -54,7 +55,11 @@ pub fn share_spill_reservations(config: &mut SessionConfig, limit: usize) {
 /// A runtime with hindcast's object stores, within `memory_limit` bytes if given (spilling
 /// to the operating system's temporary directory past it).
 pub fn runtime_env(memory_limit: Option<usize>) -> Result<Arc<RuntimeEnv>> {
-    let builder = runtime_env_builder();
+    // DataFusion keeps a table's file listing for the session's lifetime; a feature view's
+    // directory gains files from `INSERT` and from the jobs that write it, and a query must
+    // see the rows there are when it runs, so each query lists (as DuckDB and Feast do).
+    let builder = runtime_env_builder()
+        .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0));
     match memory_limit {
         // A fair pool splits memory between the sorts feeding each join partition, so all
         // of them spill in turn instead of the first one starving the others.

@@ -225,8 +225,10 @@ impl TableProvider for FeatureViewTable {
             FeatureSource::Files { format, .. } if format == DELTA => {
                 self.source.insert_into(state, input, insert_op).await
             }
+            // Parquet views are written by the session (`session/insert.rs`), which moves
+            // whole files into place; reaching here is a CSV view.
             FeatureSource::Files { format, .. } => plan_err!(
-                "feature view {} reads {format} files, which take no INSERT yet: write new files to its location instead",
+                "feature view {} reads {format} files, which take no INSERT: write new files to its location instead",
                 self.view.name
             ),
         }

@@ -3,10 +3,12 @@
 //! - [`ddl`]: running the feature-store statements;
 //! - [`repository`]: loading a feature repository (a directory of `.sql` files);
 //! - [`options`]: hindcast's session options (`SET hindcast.*`);
-//! - [`copy`]: `COPY ... TO` written atomically.
+//! - [`copy`]: `COPY ... TO` written atomically;
+//! - [`insert`]: `INSERT INTO` a Parquet feature view, as new files moved into place.
 
 mod copy;
 mod ddl;
+mod insert;
 mod options;
 mod repository;
 
@@ -274,6 +276,12 @@ impl Hindcast {
             return self.ctx.read_batches(batches);
         }
         let plan = self.ctx.state().statement_to_plan(statement).await?;
+        if let Some(insert) = insert::into_parquet_view(&plan)? {
+            let frame = self.ctx.execute_logical_plan(insert.copy).await?;
+            let batches = frame.collect().await?;
+            insert.output.commit()?;
+            return self.ctx.read_batches(batches);
+        }
         let sets_workers = matches!(&plan, LogicalPlan::Statement(LogicalStatement::SetVariable(set))
             if set.variable.eq_ignore_ascii_case("hindcast.workers"));
         let frame = self.ctx.execute_logical_plan(plan).await?;
