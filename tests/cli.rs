@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use crate::common::{WorkerProcesses, repo_root};
+use crate::common::{WorkerProcesses, link_example_repository, repo_root};
 
 fn hindcast(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hindcast"))
@@ -442,12 +442,7 @@ fn unreachable_worker_is_a_clear_error() {
 fn workers_from_the_repository_and_the_command_line() {
     let (_workers, addresses) = WorkerProcesses::start(3, &[]);
     let dir = tempfile::tempdir().expect("temp dir");
-    let example = repo_root().join("examples/feature_repo");
-    for entry in std::fs::read_dir(&example).expect("example repository") {
-        let path = entry.expect("entry").path();
-        let link = dir.path().join(path.file_name().expect("name"));
-        std::os::unix::fs::symlink(&path, link).expect("link");
-    }
+    link_example_repository(dir.path());
     let settings = |workers: &str| {
         std::fs::write(
             dir.path().join("settings.sql"),

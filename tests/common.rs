@@ -17,6 +17,43 @@ pub fn repo_root() -> PathBuf {
         .expect("the repository root exists")
 }
 
+/// A copy of the example repository in `dir`, its entries linked, to add files to (its
+/// `LOCATION`s resolve against `dir`, so its data is the example's).
+pub fn link_example_repository(dir: &std::path::Path) {
+    let example = repo_root().join("examples/feature_repo");
+    for entry in std::fs::read_dir(&example).expect("example repository") {
+        let path = entry.expect("entry").path();
+        let link = dir.join(path.file_name().expect("name"));
+        std::os::unix::fs::symlink(&path, link).expect("link");
+    }
+}
+
+/// Run `sql` to the end, panicking with it on an error.
+pub async fn collect(hc: &Hindcast, sql: &str) -> Vec<RecordBatch> {
+    hc.sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("planning {sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("running {sql}: {e}"))
+}
+
+/// `sql`'s result as a table.
+pub async fn shown(hc: &Hindcast, sql: &str) -> String {
+    datafusion::arrow::util::pretty::pretty_format_batches(&collect(hc, sql).await)
+        .expect("print")
+        .to_string()
+}
+
+/// The error of `sql`, planning or running it, as the shell shows it.
+pub async fn error(hc: &Hindcast, sql: &str) -> String {
+    let result = match hc.sql(sql).await {
+        Ok(frame) => frame.collect().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    hindcast::error_message(&result.expect_err(sql))
+}
+
 /// A session with the given batch size, partition count and optional memory limit.
 pub fn session(batch_size: usize, partitions: usize, memory_limit: Option<usize>) -> Hindcast {
     let config = SessionConfig::new()

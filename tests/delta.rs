@@ -1,13 +1,14 @@
-//! Delta Lake tables and feature views (`STORED AS DELTA`): a table of three commits
-//! written with deltalake-core, read at each version and at instants between the commits
+//! Delta Lake tables and feature views (`STORED AS DELTA`): a table created and given three
+//! commits by hindcast's `INSERT`, read at each version and at instants between the commits
 //! against the same rows held in memory, and joined as a feature view.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::datasource::MemTable;
 use hindcast::Hindcast;
+
+use crate::common::{collect, error, shown};
 
 /// One commit's feature rows: users 1..=20, one row a day for days `first..=last` after
 /// 2025-01-01, created `commit` hours after its event time, partitioned by its date.
@@ -20,29 +21,6 @@ fn commit_sql(commit: usize, first: usize, last: usize) -> String {
            CAST({commit} * 1000 + u.value * 10 + d.value AS DOUBLE) AS spend \
          FROM generate_series(1, 20) u, generate_series({first}, {last}) d"
     )
-}
-
-async fn collect(hc: &Hindcast, sql: &str) -> Vec<RecordBatch> {
-    hc.sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("planning {sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("running {sql}: {e}"))
-}
-
-async fn shown(hc: &Hindcast, sql: &str) -> String {
-    pretty_format_batches(&collect(hc, sql).await)
-        .expect("print")
-        .to_string()
-}
-
-async fn error(hc: &Hindcast, sql: &str) -> String {
-    let result = match hc.sql(sql).await {
-        Ok(frame) => frame.collect().await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    hindcast::error_message(&result.expect_err(sql))
 }
 
 /// The `delta version` row of a `DESCRIBE`.

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::FairSpillPool;
@@ -15,7 +14,8 @@ use hindcast::Hindcast;
 use hindcast::distributed::{decode_plan, encode_plan};
 use hindcast::physical::key_time_sort::KeyTimeSortExec;
 
-use crate::common::{cluster_session, repo_root, start_workers};
+use crate::common::collect as run;
+use crate::common::{cluster_session, error, link_example_repository, repo_root, start_workers};
 
 const TRAINING_SET: &str = "SELECT * FROM historical_features('SELECT user_id, event_timestamp, label FROM labels', \
      'user_spending_stats:avg_transaction_amount', 'user_spending_stats:transaction_count_30d', \
@@ -135,12 +135,8 @@ async fn explain_analyze_shows_every_workers_join_rows() {
 async fn workers_from_a_repositorys_settings() {
     let workers = start_workers(3, None).await;
     let dir = tempfile::tempdir().expect("temp dir");
+    link_example_repository(dir.path());
     let example = repo_root().join("examples/feature_repo");
-    for entry in std::fs::read_dir(&example).expect("example repository") {
-        let path = entry.expect("entry").path();
-        let link = dir.path().join(path.file_name().expect("name"));
-        std::os::unix::fs::symlink(&path, link).expect("link");
-    }
     std::fs::write(
         dir.path().join("settings.sql"),
         format!(
@@ -191,16 +187,6 @@ async fn workers_from_a_repositorys_settings() {
             .expect_err("a scalar subquery of many rows");
         assert!(error.to_string().contains("more than one row"), "{error}");
     }
-}
-
-async fn run(hc: &Hindcast, sql: &str) -> Vec<RecordBatch> {
-    let df = hc
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("planning {sql}: {e}"));
-    df.collect()
-        .await
-        .unwrap_or_else(|e| panic!("running {sql}: {e}"))
 }
 
 fn assert_cut_into_stages(plan: &Arc<dyn ExecutionPlan>) {
@@ -388,11 +374,7 @@ async fn a_delta_view_is_refused_on_workers() {
     let query = "SELECT count(p.plan) FROM labels l \
                  LEFT JOIN user_plan FOR SYSTEM_TIME AS OF l.event_timestamp AS p \
                  ON p.user_id = l.user_id";
-    let result = match hc.sql(query).await {
-        Ok(frame) => frame.collect().await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    let message = hindcast::error_message(&result.expect_err("a Delta view on workers"));
+    let message = error(&hc, query).await;
     assert!(
         message.contains("a Delta table cannot be read by workers yet"),
         "{message}"

@@ -2,32 +2,9 @@
 //! partitions, moved into place only once written; refused inserts write nothing.
 //! (Delta views: `delta`.)
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::util::pretty::pretty_format_batches;
 use hindcast::Hindcast;
 
-async fn collect(hc: &Hindcast, sql: &str) -> Vec<RecordBatch> {
-    hc.sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("planning {sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("running {sql}: {e}"))
-}
-
-async fn shown(hc: &Hindcast, sql: &str) -> String {
-    pretty_format_batches(&collect(hc, sql).await)
-        .expect("print")
-        .to_string()
-}
-
-async fn error(hc: &Hindcast, sql: &str) -> String {
-    let result = match hc.sql(sql).await {
-        Ok(frame) => frame.collect().await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    hindcast::error_message(&result.expect_err(sql))
-}
+use crate::common::{collect, error, shown};
 
 /// Every file under `dir`, relative, sorted.
 fn files(dir: &std::path::Path) -> Vec<String> {

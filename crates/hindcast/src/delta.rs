@@ -121,17 +121,55 @@ impl TableProviderFactory for DeltaTableFactory {
 /// version each time a query reads it (as a Parquet table lists its files each time).
 #[derive(Debug)]
 pub struct DeltaSource {
-    table: DeltaTable,
     pin: DeltaPin,
     location: String,
-    /// The snapshot read when the table was opened, and its scan.
-    opened: Snapshot,
+    /// The snapshot read when the table was opened.
+    opened: Arc<Snapshot>,
 }
 
-#[derive(Debug, Clone)]
+/// A loaded version of the table, and its scan.
+#[derive(Debug)]
 struct Snapshot {
+    table: DeltaTable,
     version: u64,
     scan: Arc<dyn TableProvider>,
+}
+
+impl Snapshot {
+    /// The partition columns, from the log.
+    fn partitions(&self) -> Vec<String> {
+        self.table
+            .snapshot()
+            .map(|s| s.metadata().partition_columns().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// A rule of the table's that deltalake-core's DataFusion sink does not check (its own
+    /// writer does): CHECK constraints (table properties `delta.constraints.*`), column
+    /// invariants, generated and identity columns (column metadata).
+    fn unenforced_rule(&self) -> Option<String> {
+        let constraint = self.table.snapshot().ok().and_then(|s| {
+            s.metadata()
+                .configuration()
+                .keys()
+                .find(|k| k.starts_with("delta.constraints."))
+                .cloned()
+        });
+        if let Some(key) = constraint {
+            return Some(format!("a CHECK constraint ({key})"));
+        }
+        let schema = self.scan.schema();
+        schema.fields().iter().find_map(|f| {
+            f.metadata()
+                .keys()
+                .find(|k| {
+                    k.starts_with("delta.invariants")
+                        || k.starts_with("delta.generationExpression")
+                        || k.starts_with("delta.identity")
+                })
+                .map(|k| format!("a rule on column {} ({k})", f.name()))
+        })
+    }
 }
 
 impl DeltaSource {
@@ -161,15 +199,18 @@ impl DeltaSource {
         }
         let scan = scan_of(&table, state, location).await?;
         Ok(Self {
-            table,
             pin,
             location: location.to_string(),
-            opened: Snapshot { version, scan },
+            opened: Arc::new(Snapshot {
+                table,
+                version,
+                scan,
+            }),
         })
     }
 
     /// The version read when the table was opened (for an unpinned table, later queries
-    /// read newer ones: see [`Self::latest_version`]).
+    /// read newer ones: see [`Self::current_version`]).
     pub fn version(&self) -> u64 {
         self.opened.version
     }
@@ -181,54 +222,12 @@ impl DeltaSource {
 
     /// The version a query reads now.
     pub async fn current_version(&self) -> Result<u64> {
-        if self.is_pinned() {
-            return Ok(self.opened.version);
-        }
-        let mut table = self.table.clone();
-        table
-            .update_incremental(None)
-            .await
-            .map_err(|e| load_error(&self.location, e))?;
-        Ok(table.version().unwrap_or(self.opened.version))
+        Ok(self.newest().await?.0)
     }
 
     /// The table's partition columns, from its log.
     pub fn partitions(&self) -> Vec<String> {
-        self.table
-            .snapshot()
-            .map(|s| s.metadata().partition_columns().to_vec())
-            .unwrap_or_default()
-    }
-
-    pub fn location(&self) -> &str {
-        &self.location
-    }
-
-    /// A rule of the table's that deltalake-core's DataFusion sink does not check (its own
-    /// writer does): CHECK constraints (table properties `delta.constraints.*`), column
-    /// invariants, generated and identity columns (column metadata).
-    fn unenforced_rule(&self, snapshot: &Snapshot) -> Option<String> {
-        let constraint = self.table.snapshot().ok().and_then(|s| {
-            s.metadata()
-                .configuration()
-                .keys()
-                .find(|k| k.starts_with("delta.constraints."))
-                .cloned()
-        });
-        if let Some(key) = constraint {
-            return Some(format!("a CHECK constraint ({key})"));
-        }
-        let schema = snapshot.scan.schema();
-        schema.fields().iter().find_map(|f| {
-            f.metadata()
-                .keys()
-                .find(|k| {
-                    k.starts_with("delta.invariants")
-                        || k.starts_with("delta.generationExpression")
-                        || k.starts_with("delta.identity")
-                })
-                .map(|k| format!("a rule on column {} ({k})", f.name()))
-        })
+        self.opened.partitions()
     }
 
     /// `provider` as a Delta table, if it is one.
@@ -236,26 +235,35 @@ impl DeltaSource {
         provider.downcast_ref::<Self>()
     }
 
+    /// The version a query reads and the table loaded at it: the pinned one, or the
+    /// newest.
+    async fn newest(&self) -> Result<(u64, DeltaTable)> {
+        let mut table = self.opened.table.clone();
+        if !self.is_pinned() {
+            table
+                .update_incremental(None)
+                .await
+                .map_err(|e| load_error(&self.location, e))?;
+        }
+        Ok((table.version().unwrap_or(self.opened.version), table))
+    }
+
     /// The snapshot a query reads: the pinned one, or the newest (whose columns must still
     /// be the ones the session planned with).
-    async fn current(&self, state: &dyn Session) -> Result<Snapshot> {
+    async fn current(&self, state: &dyn Session) -> Result<Arc<Snapshot>> {
         if self.is_pinned() {
-            return Ok(self.opened.clone());
+            return Ok(Arc::clone(&self.opened));
         }
-        let mut table = self.table.clone();
-        table
-            .update_incremental(None)
-            .await
-            .map_err(|e| load_error(&self.location, e))?;
-        let version = table.version().unwrap_or(self.opened.version);
+        let (version, table) = self.newest().await?;
         if version == self.opened.version {
-            return Ok(self.opened.clone());
+            return Ok(Arc::clone(&self.opened));
         }
         let scan = scan_of(&table, state, &self.location).await?;
-        let partitions = table
-            .snapshot()
-            .map(|s| s.metadata().partition_columns().to_vec())
-            .unwrap_or_default();
+        let snapshot = Snapshot {
+            table,
+            version,
+            scan,
+        };
         // Field metadata (comments) may change; names, types and partitioning may not: the
         // session planned with them, and a filter on a partition column is exact.
         let shape = |schema: &SchemaRef| -> Vec<(String, DataType, bool)> {
@@ -265,15 +273,15 @@ impl DeltaSource {
                 .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
                 .collect()
         };
-        if shape(&scan.schema()) != shape(&self.opened.scan.schema())
-            || partitions != self.partitions()
+        if shape(&snapshot.scan.schema()) != shape(&self.opened.scan.schema())
+            || snapshot.partitions() != self.opened.partitions()
         {
             return plan_err!(
                 "the Delta table at '{}' changed its columns or partitioning in version {version}: create the table or view again to read them",
                 self.location
             );
         }
-        Ok(Snapshot { version, scan })
+        Ok(Arc::new(snapshot))
     }
 }
 
@@ -463,7 +471,7 @@ impl TableProvider for DeltaSource {
             return plan_err!("only INSERT INTO (appending) is supported for Delta tables");
         }
         let snapshot = self.current(state).await?;
-        if let Some(rule) = self.unenforced_rule(&snapshot) {
+        if let Some(rule) = snapshot.unenforced_rule() {
             return plan_err!(
                 "the Delta table at '{}' has {rule}, which hindcast's INSERT does not enforce yet: write to it with a Delta writer that does",
                 self.location
