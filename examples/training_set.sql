@@ -1,12 +1,17 @@
 -- Point-in-time training rows for the churn model: for every label, the features of the
--- `churn_model` service as known at the label's timestamp, never later, within each view's
--- TTL. The feature views and the service are defined in examples/feature_repo/.
+-- `churn_model` service and the user's plan (a Delta table) as known at the label's
+-- timestamp, never later, within each view's TTL. The feature views and the service are
+-- defined in examples/feature_repo/.
 -- Run from the repository root:
 --   cargo run -p hindcast-cli -- --repo examples/feature_repo -f examples/training_set.sql
+-- then check it (leakage, files, nulls) against the manifest written with it:
+--   cargo run -p hindcast-cli -- validate target/training_set --max-null-fraction 0.2
 
--- The whole training set, written atomically (a failed write leaves nothing behind).
-COPY (SELECT * FROM historical_features('labels', 'churn_model'))
-  TO 'target/training_set.parquet' STORED AS PARQUET;
+-- The whole training set, written atomically (a failed write leaves nothing behind), with
+-- its manifest (target/training_set/_hindcast.json: the query, the views and the versions
+-- it read, row and null counts, and the joins' leakage check).
+COPY (SELECT * FROM historical_features('labels', 'churn_model', 'user_plan:plan'))
+  TO 'target/training_set/' STORED AS PARQUET;
 
 -- A look at the first rows, written the SQL way: a temporal join per feature view.
 SELECT l.user_id, l.event_timestamp, l.label,

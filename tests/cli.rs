@@ -47,12 +47,36 @@ fn readme_main_job_writes_the_training_set_and_prints_rows() {
         "--format",
         "csv",
         "-c",
-        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'target/training_set.parquet'",
+        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'target/training_set/'",
         "-c",
         "SELECT count(*), count(DISTINCT user_id), max(session_count_7d) FROM t",
     ]);
     assert!(check.status.success(), "stderr: {}", stderr(&check));
     assert_eq!(stdout(&check).lines().last(), Some("2000,500,49"));
+
+    // The README's check of it passes; a stricter null threshold fails, naming the column.
+    let valid = hindcast(&[
+        "validate",
+        "target/training_set",
+        "--max-null-fraction",
+        "0.2",
+    ]);
+    let text = stdout(&valid);
+    assert!(valid.status.success(), "{text}{}", stderr(&valid));
+    assert!(text.contains("ok   no leakage: 3 joins, "), "{text}");
+    assert!(text.ends_with("target/training_set: valid\n"), "{text}");
+    let strict = hindcast(&[
+        "validate",
+        "target/training_set",
+        "--max-null-fraction",
+        "0",
+    ]);
+    let text = stdout(&strict);
+    assert!(!strict.status.success(), "{text}");
+    assert!(
+        text.contains("FAIL feature avg_transaction_amount: null fraction"),
+        "{text}"
+    );
 }
 
 #[test]

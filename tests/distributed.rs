@@ -10,9 +10,9 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
-use hindcast::Hindcast;
 use hindcast::distributed::{decode_plan, encode_plan};
 use hindcast::physical::key_time_sort::KeyTimeSortExec;
+use hindcast::{Hindcast, manifest};
 
 use crate::common::collect as run;
 use crate::common::{cluster_session, error, link_example_repository, repo_root, start_workers};
@@ -382,4 +382,47 @@ async fn a_delta_view_is_refused_on_workers() {
     run(&hc, "SET hindcast.workers = ''").await;
     let rows = run(&hc, query).await;
     assert_eq!(rows[0].num_rows(), 1);
+}
+
+/// A training set written by a coordinator: the same rows and checksum as in one process,
+/// and the joins' counts from the workers' metrics (the time figures, a custom metric,
+/// do not travel and are left unset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_training_sets_manifest_counts_the_workers_joins() {
+    let repo = repo_root().join("examples/feature_repo");
+    let workers = start_workers(3, None).await;
+    let hc = cluster_session(8192, 4, &workers).await;
+    hc.load_repository(&repo).await.expect("repository");
+    let local = Hindcast::with_defaults(None).expect("session");
+    local.load_repository(&repo).await.expect("repository");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = |out: &std::path::Path| {
+        format!(
+            "COPY (SELECT * FROM historical_features('labels', 'churn_model')) TO '{}/' STORED AS PARQUET",
+            out.display()
+        )
+    };
+    run(&hc, &copy(&dir.path().join("cluster"))).await;
+    run(&local, &copy(&dir.path().join("local"))).await;
+    let cluster = manifest::read(&dir.path().join("cluster")).expect("manifest");
+    let single = manifest::read(&dir.path().join("local")).expect("manifest");
+    assert_eq!(cluster.checksum, single.checksum);
+    let (c, s) = (&cluster.point_in_time, &single.point_in_time);
+    assert_eq!(
+        (c.joins, c.matched_rows, c.future_matches),
+        (s.joins, s.matched_rows, 0)
+    );
+    assert_eq!(c.joins, 2);
+    assert!(
+        s.max_feature_lead.is_some() && s.spine_time_min.is_some(),
+        "{s:?}"
+    );
+    assert_eq!((&c.max_feature_lead, &c.spine_time_min), (&None, &None));
+    assert!(
+        manifest::validate(&dir.path().join("cluster"), 1.0)
+            .await
+            .expect("validate")
+            .iter()
+            .all(|check| check.passed)
+    );
 }

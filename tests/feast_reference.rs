@@ -465,6 +465,7 @@ async fn a_zero_ttl_view_built_in_code_has_no_ttl() {
         created: None,
         ttl: Some(ScalarValue::new_interval_mdn(0, 0, 0)),
         source: FeatureSource::Query("built in code".into()),
+        definition: None,
     };
     let table = FeatureViewTable::try_new(view, Arc::new(source)).expect("view");
     hc.session_context()

@@ -11,6 +11,7 @@
 //! - `out_of_core`: a join whose right side is larger than the memory limit, and the
 //!   operator's own memory;
 //! - `inserts`: `INSERT INTO` a Parquet feature view (new files moved into place);
+//! - `training_sets`: a training set's manifest, `validate` and `reproduce`;
 //! - `helpers`: pure helpers (the key-time sort's radix sort, the shell's statement end);
 //! - `cli`: the `hindcast` binary as a user runs it (worker processes included);
 //! - `s3`: feature views on a local S3-compatible server (moto);
@@ -30,3 +31,4 @@ mod s3;
 mod shell;
 mod slt;
 mod snapshots;
+mod training_sets;

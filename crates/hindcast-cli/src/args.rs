@@ -65,6 +65,35 @@ pub enum Subcommand {
     /// Serve as a worker of distributed queries: run the stages that coordinators
     /// (`hindcast --workers ...`) send, within this process's memory limit
     Worker(WorkerArgs),
+    /// Check a training set written by `COPY (...) TO 'dir/' STORED AS PARQUET` against its
+    /// manifest: its files and rows, leakage, null fractions, and its sources
+    Validate(ValidateArgs),
+    /// Run a training set's recorded query again (Delta tables at the recorded versions)
+    /// into a new directory, and compare checksums
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// The training set's directory
+    pub dir: PathBuf,
+
+    /// Fail when a feature column has more nulls than this fraction of rows (0 to 1)
+    #[arg(long, default_value_t = 1.0)]
+    pub max_null_fraction: f64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReproduceArgs {
+    /// The training set's directory
+    pub dir: PathBuf,
+
+    /// The directory to write the reproduced training set to (new or empty)
+    pub out: PathBuf,
+
+    /// Memory limit for the query, e.g. 2G; past it operators spill to disk
+    #[arg(short = 'm', long = "memory-limit", value_parser = hindcast::parse_memory_limit)]
+    pub memory_limit: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -61,6 +61,14 @@ fn main() -> ExitCode {
     };
     let result = match &args.subcommand {
         Some(args::Subcommand::Worker(worker)) => runtime.block_on(serve_worker(worker)),
+        Some(args::Subcommand::Validate(validate)) => {
+            match runtime.block_on(validate_set(validate)) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            }
+        }
+        Some(args::Subcommand::Reproduce(reproduce)) => runtime.block_on(reproduce_set(reproduce)),
         _ => runtime.block_on(run(args)),
     };
     // Every statement has finished or failed, so the runtime is left to end with the
@@ -127,6 +135,57 @@ async fn run(args: Args) -> Result<()> {
 /// A session configured from the command line.
 fn session(args: &Args) -> Result<Hindcast> {
     Hindcast::builder().memory_limit(args.memory_limit).build()
+}
+
+/// `hindcast validate`: each check on a line; whether all passed.
+async fn validate_set(args: &args::ValidateArgs) -> Result<bool> {
+    if !(0.0..=1.0).contains(&args.max_null_fraction) {
+        return Err(DataFusionError::Plan(format!(
+            "--max-null-fraction is a fraction of rows, from 0 to 1, not {}",
+            args.max_null_fraction
+        )));
+    }
+    let checks = hindcast::manifest::validate(&args.dir, args.max_null_fraction).await?;
+    let failed = checks.iter().filter(|c| !c.passed).count();
+    for check in &checks {
+        println!(
+            "{} {}",
+            if check.passed { "ok  " } else { "FAIL" },
+            check.what
+        );
+    }
+    if failed == 0 {
+        println!("{}: valid", args.dir.display());
+    } else {
+        println!(
+            "{}: {failed} of {} checks failed",
+            args.dir.display(),
+            checks.len()
+        );
+    }
+    Ok(failed == 0)
+}
+
+/// `hindcast reproduce`: the recorded query again, into `out`, and the checksums compared.
+async fn reproduce_set(args: &args::ReproduceArgs) -> Result<()> {
+    let hc = Hindcast::builder()
+        .memory_limit(args.memory_limit)
+        .build()?;
+    let out = args.out.to_string_lossy();
+    let reproduced = hindcast::manifest::reproduce(&hc, &args.dir, &out).await?;
+    if !reproduced.matches() {
+        return Err(DataFusionError::Execution(format!(
+            "the reproduced training set in {out} differs: checksum {} against the recorded {}",
+            reproduced.checksum, reproduced.recorded
+        )));
+    }
+    println!(
+        "{out}: {} rows, checksum {} as recorded in {}",
+        reproduced.rows,
+        reproduced.checksum,
+        args.dir.display()
+    );
+    Ok(())
 }
 
 /// `hindcast worker`: serve until killed.

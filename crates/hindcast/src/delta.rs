@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -125,6 +125,10 @@ pub struct DeltaSource {
     location: String,
     /// The snapshot read when the table was opened.
     opened: Arc<Snapshot>,
+    /// The version the last scan read: what a training set written by the query that
+    /// planned it records (a session planning two queries over the table at once may see
+    /// the other's).
+    scanned: Mutex<Option<u64>>,
 }
 
 /// A loaded version of the table, and its scan.
@@ -206,6 +210,7 @@ impl DeltaSource {
                 version,
                 scan,
             }),
+            scanned: Mutex::new(None),
         })
     }
 
@@ -213,6 +218,19 @@ impl DeltaSource {
     /// read newer ones: see [`Self::current_version`]).
     pub fn version(&self) -> u64 {
         self.opened.version
+    }
+
+    /// The version the last query planned over the table reads.
+    pub fn scanned_version(&self) -> u64 {
+        self.scanned
+            .lock()
+            .expect("not poisoned")
+            .unwrap_or(self.opened.version)
+    }
+
+    /// The table's directory or URL.
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
     /// Whether a `version` or `timestamp` option pins the snapshot.
@@ -441,6 +459,7 @@ impl TableProvider for DeltaSource {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = self.current(state).await?;
+        *self.scanned.lock().expect("not poisoned") = Some(snapshot.version);
         snapshot.scan.scan(state, projection, filters, limit).await
     }
 

@@ -17,7 +17,8 @@
 //! - [`sql`]: the SQL front end (`ASOF JOIN ... MATCH_CONDITION`, `FOR SYSTEM_TIME AS OF`,
 //!   `historical_features`, the feature DDL's parser) over DataFusion's parser;
 //! - [`Hindcast`] (`session`): the session that wires these into DataFusion, runs the
-//!   feature DDL and loads repositories.
+//!   feature DDL and loads repositories; [`manifest`]: a training set's manifest, and
+//!   validating and reproducing it.
 
 pub mod delta;
 pub mod distributed;
@@ -32,5 +33,5 @@ pub mod time;
 
 pub use session::{
     Hindcast, HindcastBuilder, HindcastOptions, RetrievalOptions, WorkerList, error_message,
-    parse_memory_limit,
+    manifest, parse_memory_limit,
 };

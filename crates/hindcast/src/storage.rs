@@ -22,6 +22,18 @@ use url::Url;
 /// The prefix of the S3 options a feature view's `OPTIONS` may hold.
 pub const S3_OPTION_PREFIX: &str = "aws.";
 
+/// Whether an option holds a credential, which nothing hindcast writes or shows may repeat.
+pub fn is_credential(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "aws.access_key_id",
+        "aws.secret_access_key",
+        "aws.session_token",
+    ]
+    .iter()
+    .any(|c| key.ends_with(c))
+}
+
 /// A runtime builder whose object store registry understands `s3://`.
 pub fn runtime_env_builder() -> RuntimeEnvBuilder {
     RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(HindcastObjectStores::default()))

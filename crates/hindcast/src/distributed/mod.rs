@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::display::{PlanType, StringifiedPlan};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, not_impl_err};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
@@ -32,7 +33,8 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::explain::ExplainExec;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion_distributed::{
-    DistributedExt, SessionStateBuilderExt, WorkerResolver, display_plan_ascii,
+    DistributedExt, DistributedMetricsFormat, SessionStateBuilderExt, WorkerResolver,
+    display_plan_ascii, rewrite_distributed_plan_with_metrics,
 };
 use url::Url;
 
@@ -96,6 +98,31 @@ pub fn follow_workers(options: &mut ConfigOptions, has_workers: bool) {
     options
         .optimizer
         .enable_physical_uncorrelated_scalar_subquery = !has_workers;
+}
+
+/// The plans to read an executed plan's metrics from: `executed` itself (whose
+/// `DistributedExec`s a reader skips: the coordinator's copies of their operators never
+/// ran), and the plan under each `DistributedExec` with the figures its workers sent back.
+/// Metrics of hindcast's own kind (custom metrics) do not travel; counts do.
+pub async fn with_worker_metrics(
+    executed: &Arc<dyn ExecutionPlan>,
+) -> Result<Vec<Arc<dyn ExecutionPlan>>> {
+    let mut distributed = vec![];
+    executed.apply(|node| {
+        if node.name() == "DistributedExec" {
+            distributed.push(Arc::clone(node));
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let mut plans = vec![Arc::clone(executed)];
+    for part in distributed {
+        let part =
+            rewrite_distributed_plan_with_metrics(part, DistributedMetricsFormat::Aggregated)
+                .await?;
+        plans.extend(part.children().into_iter().cloned());
+    }
+    Ok(plans)
 }
 
 /// Plans through datafusion-distributed when the session has workers, then has the spines'

@@ -29,6 +29,10 @@ pub struct FeatureView {
     /// reading zero as no TTL.
     pub ttl: Option<ScalarValue>,
     pub source: FeatureSource,
+    /// The statement that defined the view, as SQL that recreates it anywhere (its location
+    /// absolute, no credentials), which a training set's manifest records; `None` for a
+    /// view built in code.
+    pub definition: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -15,6 +15,8 @@ pub(super) struct TempOutput {
     target: PathBuf,
     /// Whether the target was written as a directory (`'out/'`).
     is_dir: bool,
+    /// Whether the commit replaces the target directory instead of adding to it.
+    replace: bool,
     committed: bool,
 }
 
@@ -36,6 +38,7 @@ impl TempOutput {
             temp,
             target,
             is_dir: local.ends_with('/'),
+            replace: false,
             committed: false,
         })
     }
@@ -50,13 +53,39 @@ impl TempOutput {
         path
     }
 
+    /// The temporary directory (or file) written in place of the target.
+    pub fn temp_dir(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Whether the target already exists and is not an empty directory.
+    pub fn target_has_files(&self) -> bool {
+        match std::fs::read_dir(&self.target) {
+            Ok(mut entries) => entries.next().is_some(),
+            Err(_) => self.target.exists(),
+        }
+    }
+
+    /// The target directory, if it exists.
+    pub fn target_dir(&self) -> Option<&Path> {
+        self.target.is_dir().then_some(self.target.as_path())
+    }
+
+    /// Commit by replacing the target directory as a whole (a training set written again),
+    /// not by adding files to it.
+    pub fn replace_target(&mut self) {
+        self.replace = true;
+    }
+
     pub fn commit(mut self) -> Result<()> {
         if !self.temp.exists() {
             // Nothing was written (e.g. an empty result into a directory).
             self.committed = true;
             return Ok(());
         }
-        let result = if self.target.is_dir() {
+        let result = if self.replace && self.target.is_dir() {
+            replace(&self.temp, &self.target)
+        } else if self.target.is_dir() {
             merge_into(&self.temp, &self.target)
         } else {
             std::fs::rename(&self.temp, &self.target)
@@ -71,6 +100,19 @@ impl TempOutput {
         self.committed = true;
         Ok(())
     }
+}
+
+/// Put `from` in the place of the directory `target`: the old one is moved aside first, so
+/// a reader sees the old directory or the new one, each whole, and removed after.
+fn replace(from: &Path, target: &Path) -> std::io::Result<()> {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let old = target.with_file_name(format!(".hindcast-old-{}-{name}", std::process::id()));
+    std::fs::rename(target, &old)?;
+    if let Err(e) = std::fs::rename(from, target) {
+        let _ = std::fs::rename(&old, target);
+        return Err(e);
+    }
+    std::fs::remove_dir_all(&old)
 }
 
 /// Move every file under `from` to the same relative path under `into` (DataFusion's COPY

@@ -28,7 +28,7 @@ use crate::sql::{
     CreateFeatureService, CreateFeatureView, FeatureObject, FeatureViewSource, HindcastStatement,
     prepare_statement,
 };
-use crate::storage::{S3_OPTION_PREFIX, s3_store};
+use crate::storage::{S3_OPTION_PREFIX, is_credential, s3_store};
 use crate::time::{DisplayTtl, TimeDomain};
 
 /// Run a feature-store statement. `base` is the directory relative `LOCATION`s resolve
@@ -209,11 +209,44 @@ async fn create_view(
         created: create.created.as_ref().map(normalize),
         ttl,
         source,
+        definition: Some(definition(create, base)),
     };
     let table = FeatureViewTable::try_new(view, provider)?;
     ctx.deregister_table(reference.clone())?;
     ctx.register_table(reference, Arc::new(table))?;
     Ok(())
+}
+
+/// `create` as SQL that recreates the view from any directory: its location absolute and
+/// its credentials left out (they come from the environment, as for any view).
+fn definition(create: &CreateFeatureView, base: Option<&Path>) -> String {
+    let mut create = create.clone();
+    create.or_replace = false;
+    create.if_not_exists = false;
+    if let FeatureViewSource::Files {
+        location, options, ..
+    } = &mut create.source
+    {
+        *location = absolute_location(&resolve_location(location, base));
+        options.retain(|(key, _)| !is_credential(key));
+    }
+    create.to_string()
+}
+
+/// A relative local path made absolute against the working directory, keeping a trailing
+/// slash; URLs are left alone.
+pub(crate) fn absolute_location(location: &str) -> String {
+    if location.contains("://") {
+        return location.to_string();
+    }
+    let Ok(path) = std::path::absolute(location) else {
+        return location.to_string();
+    };
+    let mut path = path.to_string_lossy().into_owned();
+    if location.ends_with('/') && !path.ends_with('/') {
+        path.push('/');
+    }
+    path
 }
 
 /// A relative local path resolves against the repository directory; URLs and absolute

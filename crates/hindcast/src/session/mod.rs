@@ -4,11 +4,13 @@
 //! - [`repository`]: loading a feature repository (a directory of `.sql` files);
 //! - [`options`]: hindcast's session options (`SET hindcast.*`);
 //! - [`copy`]: `COPY ... TO` written atomically;
-//! - [`insert`]: `INSERT INTO` a Parquet feature view, as new files moved into place.
+//! - [`insert`]: `INSERT INTO` a Parquet feature view, as new files moved into place;
+//! - [`manifest`]: a training set's `_hindcast.json`, `validate` and `reproduce`.
 
 mod copy;
 mod ddl;
 mod insert;
+pub mod manifest;
 mod options;
 mod repository;
 
@@ -20,15 +22,15 @@ use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::Session;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::{DataFusionError, Result, plan_datafusion_err};
+use datafusion::common::{DataFusionError, Result, plan_datafusion_err, plan_err};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::logical_expr::{LogicalPlan, Statement as LogicalStatement};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement as LogicalStatement};
 use datafusion::physical_plan::metrics::MetricType;
+use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::{
     CsvReadOptions, DataFrame, ParquetReadOptions, SessionConfig, SessionContext,
@@ -265,17 +267,61 @@ impl Hindcast {
                 *location = resolve_location(location, Some(base));
             }
         }
+        // A training set's manifest records the COPY as written, before the rewrite.
+        let written = match &statement {
+            Statement::CopyTo(copy) => manifest::wanted(copy),
+            _ => None,
+        };
+        // Its definition as a training set's manifest records it.
+        let definition = match &statement {
+            Statement::CreateExternalTable(create) => Some(manifest::external_table_sql(create)),
+            _ => None,
+        };
         prepare_statement(&mut statement, &self.registry);
         if let Statement::CopyTo(copy) = &mut statement
-            && let Some(output) = TempOutput::for_target(&copy.target)
+            && let Some(mut output) = TempOutput::for_target(&copy.target)
         {
+            // A training set written again replaces the old one whole; other files in the
+            // directory are the user's, and a manifest could not describe them.
+            if written.is_some() && output.target_has_files() {
+                match output.target_dir() {
+                    Some(dir) if dir.join(manifest::MANIFEST).is_file() => output.replace_target(),
+                    _ => {
+                        return plan_err!(
+                            "COPY TO '{}' writes a training set with its manifest ({}), and that path already has other files: write to a new or empty directory",
+                            copy.target,
+                            manifest::MANIFEST
+                        );
+                    }
+                }
+            }
             copy.target = output.temp_target();
             let plan = self.ctx.state().statement_to_plan(statement).await?;
-            let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+            let mut recorder = written
+                .map(|sql| manifest::Recorder::new(sql, &plan, &self.registry))
+                .transpose()?;
+            let frame = self.ctx.execute_logical_plan(plan).await?;
+            let task = Arc::new(frame.task_ctx());
+            let physical = frame.create_physical_plan().await?;
+            if let Some(recorder) = &mut recorder {
+                recorder.read_sources(self).await?;
+            }
+            let batches = collect(Arc::clone(&physical), task).await?;
+            if let Some(recorder) = recorder {
+                let dir = output.temp_dir();
+                std::fs::create_dir_all(dir)?;
+                let manifest = recorder.finish(&physical, dir).await?;
+                manifest::write(&manifest, dir)?;
+            }
             output.commit()?;
             return self.ctx.read_batches(batches);
         }
-        let plan = self.ctx.state().statement_to_plan(statement).await?;
+        let mut plan = self.ctx.state().statement_to_plan(statement).await?;
+        if let (LogicalPlan::Ddl(DdlStatement::CreateExternalTable(create)), Some(definition)) =
+            (&mut plan, definition)
+        {
+            create.definition = Some(definition);
+        }
         if let Some(insert) = insert::into_parquet_view(&plan)? {
             let frame = self.ctx.execute_logical_plan(insert.copy).await?;
             let batches = frame.collect().await?;

@@ -84,6 +84,68 @@ pub enum FeatureViewSource {
     Query(Box<Query>),
 }
 
+/// The statement as SQL this parser reads back (what a training set's manifest records).
+impl fmt::Display for CreateFeatureView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |idents: &[Ident]| {
+            idents
+                .iter()
+                .map(Ident::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        write!(f, "CREATE ")?;
+        if self.or_replace {
+            write!(f, "OR REPLACE ")?;
+        }
+        write!(f, "FEATURE VIEW ")?;
+        if self.if_not_exists {
+            write!(f, "IF NOT EXISTS ")?;
+        }
+        write!(
+            f,
+            "{} ENTITY ({}) TIMESTAMP {}",
+            self.name,
+            list(&self.entities),
+            self.timestamp
+        )?;
+        if let Some(created) = &self.created {
+            write!(f, " CREATED {created}")?;
+        }
+        if let Some(ttl) = &self.ttl {
+            write!(f, " TTL {ttl}")?;
+        }
+        match &self.source {
+            FeatureViewSource::Files {
+                format,
+                location,
+                partitions,
+                options,
+            } => {
+                write!(f, " STORED AS {format}")?;
+                if !partitions.is_empty() {
+                    write!(f, " PARTITIONED BY ({})", list(partitions))?;
+                }
+                write!(f, " LOCATION {}", quoted(location))?;
+                if !options.is_empty() {
+                    let pairs: Vec<String> = options
+                        .iter()
+                        .map(|(k, v)| format!("{} {}", quoted(k), quoted(v)))
+                        .collect();
+                    write!(f, " OPTIONS ({})", pairs.join(", "))?;
+                }
+                Ok(())
+            }
+            FeatureViewSource::Query(query) => write!(f, " AS {query}"),
+        }
+    }
+}
+
+/// `s` as a single-quoted SQL string.
+fn quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// `CREATE FEATURE SERVICE name AS view (f1, f2), view2 (*)`.
 #[derive(Debug, Clone)]
 pub struct CreateFeatureService {

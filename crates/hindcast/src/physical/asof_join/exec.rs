@@ -348,7 +348,7 @@ impl ExecutionPlan for AsOfJoinExec {
             left,
             right,
             reservation,
-            AsOfJoinMetrics::new(&self.metrics, partition),
+            AsOfJoinMetrics::new(&self.metrics, partition, self.options.domain),
             self.narrowing.clone(),
         )
         .map(|s| Box::pin(s) as SendableRecordBatchStream)

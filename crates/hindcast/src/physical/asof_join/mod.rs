@@ -24,4 +24,5 @@ mod right_buffer;
 mod stream;
 
 pub use exec::AsOfJoinExec;
+pub use metrics::TickRange;
 pub use stream::MAX_PINNED_RIGHT_BATCHES;

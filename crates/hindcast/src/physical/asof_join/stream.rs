@@ -134,6 +134,10 @@ pub(super) struct AsOfJoinStream {
     group: Option<Group>,
 
     metrics: AsOfJoinMetrics,
+    /// `spine_times` and `feature_lead` of the left batch being merged, added to the
+    /// metrics once it is done (a lock per batch, not per row).
+    spine_times: Option<(i64, i64)>,
+    feature_lead: Option<(i64, i64)>,
     /// Until the right side's filters are set.
     narrowing: Option<Arc<Narrowing>>,
 }
@@ -191,6 +195,8 @@ impl AsOfJoinStream {
             candidate_start: None,
             group: None,
             metrics,
+            spine_times: None,
+            feature_lead: None,
             narrowing,
         })
     }
@@ -314,6 +320,7 @@ impl AsOfJoinStream {
                 continue;
             }
             let left_time = self.left().time(i);
+            widen(&mut self.spine_times, left_time);
             let found = match self.nearest(i) {
                 Some(Resolved::NeedRight) => return self.need_right(),
                 Some(Resolved::Winner(r)) => Some(r),
@@ -327,8 +334,13 @@ impl AsOfJoinStream {
                 }
                 fresh
             });
-            if pick.is_some() {
+            if let Some(best) = pick {
                 self.metrics.matched_rows.add(1);
+                let lead = self.right.event_time(best).saturating_sub(left_time);
+                widen(&mut self.feature_lead, lead);
+                if lead > 0 {
+                    self.metrics.future_matches.add(1);
+                }
             }
             match pick {
                 Some(best) if self.options.keep_ties() => {
@@ -340,6 +352,8 @@ impl AsOfJoinStream {
             }
             self.left_row += 1;
         }
+        self.metrics.spine_times.include(self.spine_times.take());
+        self.metrics.feature_lead.include(self.feature_lead.take());
         let output = self.emit()?;
         self.release_right(false);
         Ok(Step::LeftDone(output))
@@ -527,4 +541,12 @@ impl RecordBatchStream for AsOfJoinStream {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
+}
+
+/// Widen `range` to include `value`.
+fn widen(range: &mut Option<(i64, i64)>, value: i64) {
+    *range = Some(match *range {
+        Some((lo, hi)) => (lo.min(value), hi.max(value)),
+        None => (value, value),
+    });
 }
