@@ -233,6 +233,13 @@ async fn each_version_reads_exactly_its_commits() {
     std::fs::create_dir(&plain).expect("dir");
     let cases = [
         (
+            format!(
+                "STORED AS DELTA LOCATION '{}'",
+                dir.path().join("absent").display()
+            ),
+            "there is no such directory",
+        ),
+        (
             format!("STORED AS DELTA LOCATION '{}'", plain.display()),
             "no _delta_log",
         ),
@@ -241,7 +248,7 @@ async fn each_version_reads_exactly_its_commits() {
                 "STORED AS DELTA LOCATION '{}' OPTIONS ('version' '7')",
                 location.display()
             ),
-            "version 7",
+            "it has no version 7; its newest is 6",
         ),
         (
             format!(

@@ -185,7 +185,17 @@ impl DeltaSource {
             DeltaPin::Version(version) => builder.with_version(version),
             DeltaPin::Timestamp(instant) => builder.with_timestamp(instant),
         };
-        let table = builder.load().await.map_err(|e| load_error(location, e))?;
+        if let Ok(path) = table_url(location)?.to_file_path()
+            && !path.is_dir()
+        {
+            return plan_err!(
+                "cannot read the Delta table at '{location}': there is no such directory"
+            );
+        }
+        let table = match builder.load().await {
+            Ok(table) => table,
+            Err(e) => return Err(self::version_error(state, location, pin, e).await),
+        };
         let snapshot = table.snapshot().map_err(|e| load_error(location, e))?;
         let version = snapshot.version();
         // deltalake-core reads the first version for an instant before the table existed.
@@ -316,6 +326,27 @@ async fn scan_of(
     }
     scan.await
         .map_err(|e| e.context(format!("cannot read the Delta table at '{location}'")))
+}
+
+/// A failure to load a pinned version: when the table loads unpinned and ends before the
+/// version, that (deltalake-core's kernel reports it as a log segment mismatch).
+async fn version_error(
+    state: &dyn Session,
+    location: &str,
+    pin: DeltaPin,
+    e: DeltaTableError,
+) -> DataFusionError {
+    if let DeltaPin::Version(version) = pin
+        && let Ok(builder) = builder(state, location)
+        && let Ok(table) = builder.load().await
+        && let Some(newest) = table.version()
+        && newest < version
+    {
+        return plan_datafusion_err!(
+            "cannot read the Delta table at '{location}': it has no version {version}; its newest is {newest}"
+        );
+    }
+    load_error(location, e)
 }
 
 /// A load failure as the user's problem: not a Delta table, a version it lacks, or the

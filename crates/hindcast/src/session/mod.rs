@@ -314,6 +314,7 @@ impl Hindcast {
                 manifest::write(&manifest, dir)?;
             }
             output.commit()?;
+            self.forget_file_listings();
             return self.ctx.read_batches(batches);
         }
         let mut plan = self.ctx.state().statement_to_plan(statement).await?;
@@ -326,6 +327,7 @@ impl Hindcast {
             let frame = self.ctx.execute_logical_plan(insert.copy).await?;
             let batches = frame.collect().await?;
             insert.output.commit()?;
+            self.forget_file_listings();
             return self.ctx.read_batches(batches);
         }
         let sets_workers = matches!(&plan, LogicalPlan::Statement(LogicalStatement::SetVariable(set))
@@ -339,6 +341,15 @@ impl Hindcast {
             distributed::follow_workers(options, has_workers);
         }
         Ok(frame)
+    }
+
+    /// Files were moved into place: a runtime that caches file listings (hindcast's own
+    /// does not, `runtime.rs`; one handed to [`Self::new_with_config_rt`] may) would not
+    /// show them to the next query.
+    fn forget_file_listings(&self) {
+        if let Some(cache) = self.ctx.runtime_env().cache_manager.get_list_files_cache() {
+            cache.clear();
+        }
     }
 
     /// Feast's `get_historical_features`: for every row of `spine`, the requested features
