@@ -142,11 +142,11 @@ async fn each_version_reads_exactly_its_commits() {
     let narrow = "SELECT count(*), count(f.spend) FROM labels l \
         LEFT JOIN latest FOR SYSTEM_TIME AS OF l.event_timestamp AS f ON f.user_id = l.user_id \
         WHERE l.event_timestamp < TIMESTAMP '2025-01-03 00:00:00'";
-    // The spine's bounds reach the Parquet scan under Delta's: the row groups of the
-    // later days go unread.
+    // The spine's bounds reach the Parquet scan under Delta's: the files of the later
+    // days are skipped by the log's statistics.
     let analyzed = shown(&hc, &format!("EXPLAIN ANALYZE {narrow}")).await;
     let figures = analyzed
-        .split("row_groups_pruned_statistics=")
+        .split("files_ranges_pruned_statistics=")
         .nth(1)
         .and_then(|rest| rest.split(" matched").next())
         .unwrap_or_else(|| panic!("no row group figures: {analyzed}"));
@@ -156,7 +156,7 @@ async fn each_version_reads_exactly_its_commits() {
         .collect();
     assert!(
         numbers.len() == 2 && numbers[1] < numbers[0] / 4,
-        "row groups {figures}: {analyzed}"
+        "files {figures}: {analyzed}"
     );
 
     // INSERT INTO the unpinned view appends one commit, which its next query reads; a

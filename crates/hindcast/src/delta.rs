@@ -313,6 +313,37 @@ impl DeltaSource {
     }
 }
 
+/// A filter that holds for every row (`c IS NULL OR c IS NOT NULL`) on each data column
+/// that can be a key or a time (integers, strings, timestamps, dates): deltalake-core's
+/// scan attaches the log's per-file statistics to its Parquet files only for the columns
+/// of its predicate, and with them the join's time range and keys, which arrive as a
+/// dynamic filter while the query runs, skip whole files before their footers are read.
+/// (Its own file skipping at run time is not public.)
+fn stats_wanted(schema: &SchemaRef, partitions: &[String]) -> Vec<Expr> {
+    use datafusion::prelude::col;
+    let key_or_time = |t: &DataType| {
+        t.is_integer()
+            || matches!(
+                t,
+                DataType::Utf8
+                    | DataType::LargeUtf8
+                    | DataType::Utf8View
+                    | DataType::Timestamp(..)
+                    | DataType::Date32
+                    | DataType::Date64
+            )
+    };
+    schema
+        .fields()
+        .iter()
+        .filter(|f| !partitions.contains(f.name()) && key_or_time(f.data_type()))
+        .map(|f| {
+            let c = col(datafusion::common::Column::from_name(f.name()));
+            c.clone().is_null().or(c.is_not_null())
+        })
+        .collect()
+}
+
 /// deltalake-core's scan of `table`'s loaded snapshot, with the session's Parquet settings
 /// (view types, pushdown).
 async fn scan_of(
@@ -491,7 +522,9 @@ impl TableProvider for DeltaSource {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = self.current(state).await?;
         *self.scanned.lock().expect("not poisoned") = Some(snapshot.version);
-        snapshot.scan.scan(state, projection, filters, limit).await
+        let mut filters = filters.to_vec();
+        filters.extend(stats_wanted(&snapshot.scan.schema(), &snapshot.partitions()));
+        snapshot.scan.scan(state, projection, &filters, limit).await
     }
 
     fn supports_filters_pushdown(
