@@ -77,6 +77,20 @@ fn readme_main_job_writes_the_training_set_and_prints_rows() {
         text.contains("FAIL feature avg_transaction_amount: null fraction"),
         "{text}"
     );
+
+    // The README's reproduction: the same rows from the manifest's sources.
+    let again = hindcast(&[
+        "reproduce",
+        "target/training_set",
+        "target/training_set_again",
+    ]);
+    let text = stdout(&again);
+    assert!(again.status.success(), "{text}{}", stderr(&again));
+    assert!(text.contains("2000 rows, checksum 2000:"), "{text}");
+    assert!(
+        text.contains("as recorded in target/training_set"),
+        "{text}"
+    );
 }
 
 #[test]

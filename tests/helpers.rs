@@ -143,3 +143,37 @@ fn ends_statement_matches_a_reference_on_random_input() {
         code.trim_end().ends_with(';')
     }
 }
+
+/// A feature view's definition as a manifest records it reads back as the same statement:
+/// quoted names, every clause, options with quotes in them, and a query with an ASOF join.
+#[test]
+fn feature_view_definitions_read_back_as_written() {
+    use hindcast::sql::{HindcastDialect, HindcastStatement, parse_statements};
+    let parse = |sql: &str| -> String {
+        let mut statements =
+            parse_statements(sql, &HindcastDialect::default(), 50).expect("parses");
+        let Some((HindcastStatement::CreateFeatureView(create), _)) = statements.pop() else {
+            panic!("not a feature view: {sql}");
+        };
+        create.to_string()
+    };
+    for sql in [
+        "CREATE FEATURE VIEW \"Stats\" ENTITY (user_id, \"Region\") TIMESTAMP ts CREATED created_at \
+         TTL INTERVAL '90 days' STORED AS PARQUET PARTITIONED BY (year, month) \
+         LOCATION '/data/it''s here/' OPTIONS ('format.has_header' 'true', 'aws.region' 'eu')",
+        "CREATE FEATURE VIEW plan ENTITY (user_id) TIMESTAMP changed_at STORED AS DELTA \
+         LOCATION 's3://bucket/plan/' OPTIONS ('version' '3')",
+        "CREATE FEATURE VIEW recent ENTITY (k) TIMESTAMP ts AS SELECT l.k, l.ts, r.v FROM l \
+         ASOF JOIN r MATCH_CONDITION (l.ts >= r.ts) ON l.k = r.k WHERE l.ts > TIMESTAMP '2025-01-01'",
+    ] {
+        let once = parse(sql);
+        assert_eq!(parse(&once), once, "{sql}");
+        for clause in ["ENTITY", "TIMESTAMP", "LOCATION", "AS", "TTL", "OPTIONS"] {
+            assert_eq!(
+                sql.contains(&format!(" {clause} ")),
+                once.contains(&format!(" {clause} ")),
+                "{clause} in {once}"
+            );
+        }
+    }
+}

@@ -27,7 +27,7 @@ fn commit_sql(commit: usize, first: usize, rows: usize) -> String {
 
 /// A session with: `stats`, a Delta feature view given two commits; `labels`, a Parquet
 /// table of 400 labels over the same weeks (some before any feature row, some for a user
-/// without features); the service `model` over `stats`.
+/// without features, a third with a null `note`); the service `model` over `stats`.
 async fn setup(root: &Path) -> Hindcast {
     let hc = Hindcast::with_defaults(None).expect("session");
     let stats = root.join("stats");
@@ -56,7 +56,9 @@ async fn setup(root: &Path) -> Hindcast {
         &format!(
             "COPY (SELECT CAST(value % 31 + 1 AS BIGINT) AS user_id, \
                CAST(to_timestamp_seconds(1735689600 + value * 5000 - 86400) AS TIMESTAMP) AS event_timestamp, \
-               value % 2 = 0 AS label FROM generate_series(0, 399)) TO '{}' STORED AS PARQUET",
+               value % 2 = 0 AS label, \
+               CASE WHEN value % 3 = 0 THEN NULL ELSE 'note' END AS note \
+             FROM generate_series(0, 399)) TO '{}' STORED AS PARQUET",
             labels.display()
         ),
     )
@@ -156,7 +158,7 @@ async fn manifest_records_sources_statistics_and_leakage() {
     .await;
     let counts = collect(
         &hc,
-        "SELECT count(*), count(*) - count(spend), count(*) - count(label) FROM written",
+        "SELECT count(*), count(*) - count(spend), count(*) - count(note) FROM written",
     )
     .await;
     let rows = single_i64(&counts, 0).expect("rows");
@@ -176,6 +178,8 @@ async fn manifest_records_sources_statistics_and_leakage() {
     assert!(!column("user_id").feature);
     assert!(!column("label").feature);
     assert_eq!(column("label").nulls, 0);
+    assert!(!column("note").feature);
+    assert_eq!(column("note").nulls as i64, single_i64(&counts, 2).unwrap());
     let dataset = Dataset::read(&out).await.expect("dataset");
     assert_eq!(m.checksum, dataset.checksum);
     assert_eq!(m.files, dataset.files);
@@ -208,6 +212,19 @@ async fn manifest_records_sources_statistics_and_leakage() {
     )
     .await;
     assert_ne!(manifest::read(&fewer).unwrap().checksum, m.checksum);
+    let other = root.path().join("other_values");
+    copy(
+        &hc,
+        &format!(
+            "SELECT user_id, event_timestamp, label, note, \
+               CASE WHEN user_id = 3 THEN spend + 1 ELSE spend END AS spend FROM ({TRAINING_SET})"
+        ),
+        &other,
+    )
+    .await;
+    let changed = manifest::read(&other).unwrap();
+    assert_eq!(changed.rows, m.rows);
+    assert_ne!(changed.checksum, m.checksum);
 
     // The joins' figures against a brute force: the newest feature row at or before each
     // label within 30 days.
@@ -273,7 +290,7 @@ async fn manifest_records_sources_statistics_and_leakage() {
         ),
     )
     .await;
-    assert!(e.contains("already has other files"), "{e}");
+    assert!(e.contains("that directory already has files"), "{e}");
     assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
 }
 
@@ -292,7 +309,8 @@ async fn validate_finds_leakage_tampering_nulls_and_changed_sources() {
         "{checks:?}"
     );
 
-    // Nulls above the threshold: only the feature column is held to it.
+    // Nulls above the threshold: only the feature column is held to it (`note`, a spine
+    // column, has more nulls).
     let nulls = manifest::read(&good)
         .unwrap()
         .columns
@@ -422,6 +440,33 @@ async fn reproduce_reads_the_recorded_delta_version() {
     assert_eq!(written.sources[1].delta_version, Some(2));
     assert_eq!(written.checksum, recorded.checksum);
     assert_eq!(written.point_in_time, recorded.point_in_time);
+
+    // A spine that is a view over the labels: recorded after them, and re-run.
+    collect(
+        &hc,
+        "CREATE VIEW some_labels AS SELECT * FROM labels WHERE user_id < 20",
+    )
+    .await;
+    let from_view = root.path().join("from_view");
+    copy(
+        &hc,
+        "SELECT * FROM historical_features('some_labels', 'model')",
+        &from_view,
+    )
+    .await;
+    let m = manifest::read(&from_view).unwrap();
+    let names: Vec<&str> = m.sources.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["labels", "some_labels", "stats"]);
+    assert_eq!(m.sources[1].kind, SourceKind::View);
+    let reproduced = manifest::reproduce(
+        &Hindcast::with_defaults(None).unwrap(),
+        &from_view,
+        &root.path().join("from_view_again").to_string_lossy(),
+    )
+    .await
+    .expect("reproduce over a view");
+    assert!(reproduced.matches(), "{reproduced:?}");
+    assert_eq!(reproduced.rows, m.rows);
 
     // A spine in memory cannot be re-run.
     let memory = root.path().join("memory");

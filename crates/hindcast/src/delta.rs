@@ -523,7 +523,10 @@ impl TableProvider for DeltaSource {
         let snapshot = self.current(state).await?;
         *self.scanned.lock().expect("not poisoned") = Some(snapshot.version);
         let mut filters = filters.to_vec();
-        filters.extend(stats_wanted(&snapshot.scan.schema(), &snapshot.partitions()));
+        filters.extend(stats_wanted(
+            &snapshot.scan.schema(),
+            &snapshot.partitions(),
+        ));
         snapshot.scan.scan(state, projection, &filters, limit).await
     }
 

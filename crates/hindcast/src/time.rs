@@ -208,6 +208,14 @@ impl TimeDomain {
         })
     }
 
+    /// How many nanoseconds one tick is (one, for integer domains).
+    pub fn nanos_per_tick(&self) -> i64 {
+        match self {
+            TimeDomain::Instant(unit) => nanos_per(*unit),
+            TimeDomain::Integer => 1,
+        }
+    }
+
     /// `ticks` as a UTC date and time; `None` for integer domains.
     pub fn utc(&self, ticks: i64) -> Option<chrono::NaiveDateTime> {
         let TimeDomain::Instant(unit) = self else {

@@ -102,17 +102,36 @@ impl TempOutput {
     }
 }
 
-/// Put `from` in the place of the directory `target`: the old one is moved aside first, so
-/// a reader sees the old directory or the new one, each whole, and removed after.
+/// Put `from` in the place of the directory `target`: the old one is moved aside, the new
+/// one renamed in, the old one removed. Between the two renames the target is missing (no
+/// rename swaps two directories portably); each rename is atomic, so a reader never sees
+/// a mix of the two.
 fn replace(from: &Path, target: &Path) -> std::io::Result<()> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
     let name = target.file_name().unwrap_or_default().to_string_lossy();
-    let old = target.with_file_name(format!(".hindcast-old-{}-{name}", std::process::id()));
+    let old = target.with_file_name(format!(
+        ".hindcast-old-{}-{}-{name}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::rename(target, &old)?;
     if let Err(e) = std::fs::rename(from, target) {
-        let _ = std::fs::rename(&old, target);
-        return Err(e);
+        return match std::fs::rename(&old, target) {
+            Ok(()) => Err(e),
+            Err(_) => Err(std::io::Error::other(format!(
+                "{e}; the previous training set is kept at {}",
+                old.display()
+            ))),
+        };
     }
-    std::fs::remove_dir_all(&old)
+    // The new set is in place; an old copy left behind is only wasted space.
+    if let Err(e) = std::fs::remove_dir_all(&old) {
+        log::warn!(
+            "could not remove the previous training set at {}: {e}",
+            old.display()
+        );
+    }
+    Ok(())
 }
 
 /// Move every file under `from` to the same relative path under `into` (DataFusion's COPY

@@ -17,7 +17,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result, exec_datafusion_err, plan_err};
-use datafusion::datasource::listing::ListingTable;
+use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
 use datafusion::datasource::{ViewTable, source_as_provider};
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
@@ -30,12 +30,13 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::Hindcast;
+use super::copy::TempOutput;
 use super::ddl::absolute_location;
 use crate::delta::{DELTA, DeltaSource};
 use crate::features::{FeatureRegistry, FeatureSource, FeatureViewTable};
 use crate::logical::AsOfJoin;
 use crate::physical::TickRange;
-use crate::sql::{FeatureViewSource, HindcastStatement};
+use crate::sql::{FeatureViewSource, HindcastStatement, ident, quoted};
 use crate::storage::is_credential;
 use crate::time::{DisplayTtl, TimeDomain};
 
@@ -74,6 +75,11 @@ pub struct Source {
     /// The Delta version the query read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta_version: Option<u64>,
+    /// A file table's paths and file extension, as its scan lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub table_paths: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_extension: Option<String>,
     /// A file table's files when the query read them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<SourceFile>>,
@@ -162,14 +168,25 @@ pub(super) struct Recorder {
 }
 
 impl Recorder {
-    /// From the `COPY` as written (`sql`, before hindcast rewrites it) and its logical plan.
-    pub fn new(sql: String, plan: &LogicalPlan, registry: &FeatureRegistry) -> Result<Self> {
-        let mut tables = vec![];
-        collect_tables(plan, &mut tables)?;
+    /// From the `COPY` as written (`sql`, before hindcast rewrites it), the tables it
+    /// names ([`referenced_tables`]) and its logical plan.
+    pub fn new(
+        sql: String,
+        tables: Vec<(String, Arc<dyn TableProvider>)>,
+        plan: &LogicalPlan,
+        registry: &FeatureRegistry,
+    ) -> Result<Self> {
+        // The services named in a string (a `historical_features` argument) whose views
+        // are all among the sources.
         let services = registry
             .services()
             .into_iter()
-            .filter(|s| sql.contains(&format!("'{}'", s.name.replace('\'', "''"))))
+            .filter(|s| sql.contains(&quoted(&s.name)))
+            .filter(|s| {
+                s.views
+                    .iter()
+                    .all(|(view, _)| tables.iter().any(|(name, _)| name == view))
+            })
             .map(|s| service_definition(&s))
             .collect();
         let input = match plan {
@@ -223,12 +240,44 @@ impl Recorder {
     }
 }
 
+/// Make the `COPY`'s target ready for a training set: nothing there, or a training set
+/// written before, which the new one replaces whole (only when the directory holds nothing
+/// but that set's files and manifest: anything else there is the user's, and no manifest
+/// could describe it).
+pub(super) fn claim_target(output: &mut TempOutput, target: &str) -> Result<()> {
+    if !output.target_has_files() {
+        return Ok(());
+    }
+    let refuse = |why: &str| {
+        plan_err!(
+            "COPY TO '{target}' writes a training set with its manifest ({MANIFEST}), and {why}: write to a new or empty directory"
+        )
+    };
+    let Some(dir) = output.target_dir() else {
+        return refuse("that path is a file");
+    };
+    let Ok(previous) = read(dir) else {
+        return refuse("that directory already has files");
+    };
+    let mut found = vec![];
+    hash_files(dir, dir, &mut found)?;
+    if found
+        .iter()
+        .any(|f| !previous.files.iter().any(|p| p.path == f.path))
+    {
+        return refuse("that directory holds files besides the training set written there before");
+    }
+    output.replace_target();
+    Ok(())
+}
+
 /// Write `manifest` into `dir`.
 pub(super) fn write(manifest: &Manifest, dir: &Path) -> Result<()> {
     let json = serde_json::to_string_pretty(manifest)
         .map_err(|e| exec_datafusion_err!("cannot write the manifest: {e}"))?;
-    std::fs::write(dir.join(MANIFEST), json + "\n")?;
-    Ok(())
+    let path = dir.join(MANIFEST);
+    std::fs::write(&path, json + "\n")
+        .map_err(|e| DataFusionError::from(e).context(format!("cannot write {}", path.display())))
 }
 
 /// The manifest in `dir`.
@@ -245,24 +294,42 @@ pub fn read(dir: &Path) -> Result<Manifest> {
         .map_err(|e| exec_datafusion_err!("{} is not a hindcast manifest: {e}", path.display()))
 }
 
-/// Every table the plan scans, after the tables it reads through views, once each.
-fn collect_tables(
-    plan: &LogicalPlan,
+/// Every table and view `statement` names, each after the tables it reads (DataFusion
+/// plans a view as its query, so the plan alone no longer names it). A view over another
+/// view records the tables underneath, not the inner view.
+pub(super) async fn referenced_tables(
+    ctx: &SessionContext,
+    statement: &DFStatement,
+) -> Result<Vec<(String, Arc<dyn TableProvider>)>> {
+    let mut tables = vec![];
+    for reference in ctx.state().resolve_table_references(statement)? {
+        // A CTE's name, or a table function's hidden argument: nothing in the catalog.
+        let Ok(provider) = ctx.table_provider(reference.clone()).await else {
+            continue;
+        };
+        add_table(reference.to_quoted_string(), provider, &mut tables)?;
+    }
+    Ok(tables)
+}
+
+fn add_table(
+    name: String,
+    provider: Arc<dyn TableProvider>,
     tables: &mut Vec<(String, Arc<dyn TableProvider>)>,
 ) -> Result<()> {
-    plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node {
-            let name = scan.table_name.to_string();
-            if !tables.iter().any(|(n, _)| *n == name) {
-                let provider = source_as_provider(&scan.source)?;
-                if let Some(inner) = provider.get_logical_plan() {
-                    collect_tables(&inner, tables)?;
-                }
-                tables.push((name, provider));
+    if tables.iter().any(|(n, _)| *n == name) {
+        return Ok(());
+    }
+    if let Some(plan) = provider.get_logical_plan() {
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                let inner = source_as_provider(&scan.source)?;
+                add_table(scan.table_name.to_quoted_string(), inner, tables)?;
             }
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+    }
+    tables.push((name, provider));
     Ok(())
 }
 
@@ -277,9 +344,13 @@ async fn describe_source(
         definition: None,
         location: None,
         delta_version: None,
+        table_paths: vec![],
+        file_extension: None,
         files: None,
     };
     let table = match provider.downcast_ref::<FeatureViewTable>() {
+        // Built in code: nothing to recreate it from.
+        Some(view) if view.view().definition.is_none() => return Ok(source),
         Some(view) => {
             source.definition = view.view().definition.clone();
             if let FeatureSource::Query(_) = view.view().source {
@@ -292,12 +363,12 @@ async fn describe_source(
     };
     if let Some(delta) = DeltaSource::of(table) {
         source.kind = SourceKind::Delta;
-        source.location = Some(delta.location().to_string());
+        source.location = Some(absolute_location(delta.location()));
         source.delta_version = Some(delta.scanned_version());
         if source.definition.is_none() {
             source.definition = Some(format!(
                 "CREATE EXTERNAL TABLE {name} STORED AS {DELTA} LOCATION {}",
-                sql_string(&absolute_location(delta.location()))
+                quoted(&absolute_location(delta.location()))
             ));
         }
     } else if let Some(listing) = table.downcast_ref::<ListingTable>() {
@@ -310,6 +381,8 @@ async fn describe_source(
                 .collect::<Vec<_>>()
                 .join(", "),
         );
+        source.table_paths = paths.iter().map(|p| p.as_str().to_string()).collect();
+        source.file_extension = Some(listing.options().file_extension.clone());
         source.files = Some(list_files(hc, listing).await?);
         if source.definition.is_none() {
             // A table registered in code has no definition; one over a single path is
@@ -319,7 +392,7 @@ async fn describe_source(
                 (None, [path]) => Some(format!(
                     "CREATE EXTERNAL TABLE {name} STORED AS {} LOCATION {}",
                     listing.options().format.get_ext().to_uppercase(),
-                    sql_string(path.as_str())
+                    quoted(path.as_str())
                 )),
                 (None, _) => None,
             };
@@ -363,7 +436,7 @@ pub(super) fn external_table_sql(create: &CreateExternalTable) -> String {
     let locations: Vec<String> = create
         .locations
         .iter()
-        .map(|l| sql_string(&absolute_location(l)))
+        .map(|l| quoted(&absolute_location(l)))
         .collect();
     match locations.as_slice() {
         [one] => sql += &format!(" LOCATION {one}"),
@@ -373,7 +446,7 @@ pub(super) fn external_table_sql(create: &CreateExternalTable) -> String {
         .options
         .iter()
         .filter(|(k, _)| !is_credential(k))
-        .map(|(k, v)| format!("{} {v}", sql_string(k)))
+        .map(|(k, v)| format!("{} {v}", quoted(k)))
         .collect();
     if !options.is_empty() {
         sql += &format!(" OPTIONS ({})", options.join(", "));
@@ -388,7 +461,7 @@ fn copy_sql(copy: &CopyToStatement) -> String {
         CopyToSource::Relation(name) => name.to_string(),
         CopyToSource::Query(query) => format!("({query})"),
     };
-    let mut sql = format!("COPY {source} TO {}", sql_string(&copy.target));
+    let mut sql = format!("COPY {source} TO {}", quoted(&copy.target));
     if let Some(format) = &copy.stored_as {
         sql += &format!(" STORED AS {format}");
     }
@@ -399,15 +472,11 @@ fn copy_sql(copy: &CopyToStatement) -> String {
         let options: Vec<String> = copy
             .options
             .iter()
-            .map(|(k, v)| format!("{} {v}", sql_string(k)))
+            .map(|(k, v)| format!("{} {v}", quoted(k)))
             .collect();
         sql += &format!(" OPTIONS ({})", options.join(", "));
     }
     sql
-}
-
-fn sql_string(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 fn service_definition(service: &crate::features::FeatureService) -> String {
@@ -415,13 +484,16 @@ fn service_definition(service: &crate::features::FeatureService) -> String {
         .views
         .iter()
         .map(|(view, features)| match features {
-            None => format!("{view} (*)"),
-            Some(features) => format!("{view} ({})", features.join(", ")),
+            None => format!("{} (*)", ident(view)),
+            Some(features) => {
+                let features: Vec<String> = features.iter().map(|f| ident(f)).collect();
+                format!("{} ({})", ident(view), features.join(", "))
+            }
         })
         .collect();
     format!(
         "CREATE FEATURE SERVICE {} AS {}",
-        service.name,
+        ident(&service.name),
         views.join(", ")
     )
 }
@@ -438,16 +510,7 @@ async fn list_files(hc: &Hindcast, table: &ListingTable) -> Result<Vec<SourceFil
             .await?
             .try_collect()
             .await?;
-        files.extend(listed.into_iter().map(|meta| {
-            SourceFile {
-                path: format!("{}{}", url.object_store().as_str(), meta.location),
-                size: meta.size,
-                modified: meta
-                    .last_modified
-                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-                e_tag: meta.e_tag,
-            }
-        }));
+        files.extend(listed.into_iter().map(|meta| source_file(url, meta)));
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
@@ -529,6 +592,7 @@ fn feature_columns(plan: &LogicalPlan) -> Vec<bool> {
 async fn point_in_time(executed: &Arc<dyn ExecutionPlan>) -> Result<PointInTime> {
     let plans = crate::distributed::with_worker_metrics(executed).await?;
     let mut figures = PointInTime::default();
+    let nanos = TimeDomain::Instant(datafusion::arrow::datatypes::TimeUnit::Nanosecond);
     let mut spine: Option<(TimeDomain, i64, i64)> = None;
     let mut lead: Option<(TimeDomain, i64)> = None;
     for plan in &plans {
@@ -558,7 +622,14 @@ async fn point_in_time(executed: &Arc<dyn ExecutionPlan>) -> Result<PointInTime>
                         let Some((lo, hi)) = range.range() else {
                             continue;
                         };
-                        let domain = range.domain();
+                        // Joins over instants in different units compare in nanoseconds.
+                        let (domain, lo, hi) = match range.domain() {
+                            TimeDomain::Instant(unit) => {
+                                let n = TimeDomain::Instant(unit).nanos_per_tick();
+                                (nanos, lo.saturating_mul(n), hi.saturating_mul(n))
+                            }
+                            integer => (integer, lo, hi),
+                        };
                         if name == "spine_times" {
                             spine = Some(match spine {
                                 Some((d, a, b)) if d == domain => (d, a.min(lo), b.max(hi)),
@@ -684,8 +755,12 @@ fn row_sum(converter: &RowConverter, batch: &RecordBatch) -> Result<u128> {
 
 /// Every file under `dir` but the manifest, with its size and BLAKE3 hash.
 fn hash_files(root: &Path, dir: &Path, files: &mut Vec<DataFile>) -> Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+    let context = |path: &Path| {
+        let path = path.display().to_string();
+        move |e: std::io::Error| DataFusionError::from(e).context(format!("cannot read {path}"))
+    };
+    for entry in std::fs::read_dir(dir).map_err(context(dir))? {
+        let path = entry.map_err(context(dir))?.path();
         if path.is_dir() {
             hash_files(root, &path, files)?;
             continue;
@@ -695,10 +770,11 @@ fn hash_files(root: &Path, dir: &Path, files: &mut Vec<DataFile>) -> Result<()> 
             continue;
         }
         let mut hasher = blake3::Hasher::new();
-        hasher.update_reader(std::fs::File::open(&path)?)?;
+        let file = std::fs::File::open(&path).map_err(context(&path))?;
+        hasher.update_reader(file).map_err(context(&path))?;
         files.push(DataFile {
             path: relative.to_string_lossy().into_owned(),
-            size: std::fs::metadata(&path)?.len(),
+            size: std::fs::metadata(&path).map_err(context(&path))?.len(),
             blake3: hasher.finalize().to_hex().to_string(),
         });
     }
@@ -749,7 +825,17 @@ pub async fn validate(dir: &Path, max_null_fraction: f64) -> Result<Vec<Check>> 
     if files_ok {
         check(true, format!("{} files as written", recorded.len()));
     }
-    if dataset.rows == manifest.rows && dataset.checksum == manifest.checksum {
+    let version = env!("CARGO_PKG_VERSION");
+    if manifest.hindcast_version != version {
+        // The checksum hashes rows in Arrow's row format, which may change between versions.
+        check(
+            dataset.rows == manifest.rows,
+            format!(
+                "{} rows (recorded {}); checksum not compared: written by hindcast {}, this is {version}",
+                dataset.rows, manifest.rows, manifest.hindcast_version
+            ),
+        );
+    } else if dataset.rows == manifest.rows && dataset.checksum == manifest.checksum {
         check(
             true,
             format!("{} rows, checksum {}", dataset.rows, dataset.checksum),
@@ -809,88 +895,90 @@ pub async fn validate(dir: &Path, max_null_fraction: f64) -> Result<Vec<Check>> 
         );
     }
 
-    for source in &manifest.sources {
-        if source.files.is_some() {
-            match changed_files(source) {
-                None => check(
-                    true,
-                    format!("source {}: its files are unchanged", source.name),
+    for source in manifest.sources.iter().filter(|s| s.files.is_some()) {
+        match source_state(source).await? {
+            SourceState::Unchanged => check(
+                true,
+                format!("source {}: its files are unchanged", source.name),
+            ),
+            SourceState::NotChecked => check(
+                true,
+                format!(
+                    "source {}: on object storage, not listed again",
+                    source.name
                 ),
-                Some(change) => check(
-                    false,
-                    format!(
-                        "source {}: {change} since the training set was written, so it cannot be reproduced",
-                        source.name
-                    ),
+            ),
+            SourceState::Changed(change) => check(
+                false,
+                format!(
+                    "source {}: {change} since the training set was written, so it cannot be reproduced",
+                    source.name
                 ),
-            }
+            ),
         }
     }
     Ok(checks)
 }
 
-/// How a file source differs from what the training set read, if it does: a recorded
-/// file gone or changed (size, modification time), or a new file in its local directory.
-/// Object-store sources are not checked here.
-fn changed_files(source: &Source) -> Option<String> {
-    let files = source.files.as_ref()?;
-    for file in files {
-        let Some(path) = local_path(&file.path) else {
-            continue;
-        };
-        let Ok(meta) = std::fs::metadata(&path) else {
-            return Some(format!("{} is gone", file.path));
-        };
-        let modified = meta.modified().ok().map(|t| {
-            chrono::DateTime::<chrono::Utc>::from(t)
-                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-        });
-        if meta.len() != file.size || modified.as_deref() != Some(file.modified.as_str()) {
-            return Some(format!("{} changed", file.path));
-        }
-    }
-    let location = source.location.as_deref()?;
-    let dir = local_path(location).filter(|p| p.is_dir())?;
-    let extension = files
-        .first()
-        .and_then(|f| Path::new(&f.path).extension())
-        .map(|e| e.to_os_string())?;
-    let mut now = vec![];
-    list_local(&dir, &extension, &mut now);
-    now.into_iter()
-        .find(|p| {
-            !files
-                .iter()
-                .any(|f| local_path(&f.path).as_ref() == Some(p))
-        })
-        .map(|p| format!("{} was added", p.display()))
+/// How a file source compares with what the training set read.
+enum SourceState {
+    Unchanged,
+    /// Its files are on object storage, which is not listed again here.
+    NotChecked,
+    Changed(String),
 }
 
-/// The files under `dir` with this extension, as a listing table reads them (hidden
-/// names, starting with `.` or `_`, skipped).
-fn list_local(dir: &Path, extension: &std::ffi::OsStr, found: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+/// Its files listed again as its scan lists them (DataFusion's listing, local paths only):
+/// a recorded file gone or changed (size, modification time), or one added.
+async fn source_state(source: &Source) -> Result<SourceState> {
+    let (Some(recorded), Some(extension)) = (&source.files, &source.file_extension) else {
+        return Ok(SourceState::Unchanged);
     };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || name.starts_with('_') {
-            continue;
+    let ctx = SessionContext::new();
+    let state = ctx.state();
+    let mut now = vec![];
+    for path in &source.table_paths {
+        let url = ListingTableUrl::parse(path)?;
+        if url.scheme() != "file" {
+            return Ok(SourceState::NotChecked);
         }
-        if path.is_dir() {
-            list_local(&path, extension, found);
-        } else if path.extension() == Some(extension) {
-            found.push(path);
+        let store = state.runtime_env().object_store(&url)?;
+        let listed: Vec<_> = url
+            .list_all_files(&state, store.as_ref(), extension)
+            .await?
+            .try_collect()
+            .await?;
+        now.extend(listed.into_iter().map(|meta| source_file(&url, meta)));
+    }
+    for file in recorded {
+        match now.iter().find(|f| f.path == file.path) {
+            None => return Ok(SourceState::Changed(format!("{} is gone", file.path))),
+            Some(f) if f.size != file.size || f.modified != file.modified => {
+                return Ok(SourceState::Changed(format!("{} changed", file.path)));
+            }
+            Some(_) => {}
         }
     }
+    Ok(
+        match now
+            .iter()
+            .find(|f| !recorded.iter().any(|r| r.path == f.path))
+        {
+            Some(added) => SourceState::Changed(format!("{} was added", added.path)),
+            None => SourceState::Unchanged,
+        },
+    )
 }
 
-fn local_path(url: &str) -> Option<PathBuf> {
-    url::Url::parse(url)
-        .ok()
-        .filter(|u| u.scheme() == "file")
-        .and_then(|u| u.to_file_path().ok())
+fn source_file(url: &ListingTableUrl, meta: object_store::ObjectMeta) -> SourceFile {
+    SourceFile {
+        path: format!("{}{}", url.object_store().as_str(), meta.location),
+        size: meta.size,
+        modified: meta
+            .last_modified
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        e_tag: meta.e_tag,
+    }
 }
 
 /// What [`reproduce`] found.
@@ -919,7 +1007,7 @@ pub async fn reproduce(hc: &Hindcast, dir: &Path, out: &str) -> Result<Reproduct
                 source.name
             );
         };
-        if let Some(change) = changed_files(source) {
+        if let SourceState::Changed(change) = source_state(source).await? {
             return plan_err!(
                 "source {}: {change} since the training set was written, so reproducing it would read other data (a Delta table pinned by version keeps every version)",
                 source.name
@@ -944,11 +1032,13 @@ pub async fn reproduce(hc: &Hindcast, dir: &Path, out: &str) -> Result<Reproduct
             manifest.sql
         );
     };
-    copy.target = if out.ends_with('/') {
-        out.to_string()
-    } else {
-        format!("{out}/")
-    };
+    let local = out.strip_prefix("file://").unwrap_or(out);
+    if local.contains("://") {
+        return plan_err!(
+            "reproduce writes to a local directory, not {out}: the manifest it checks is written only there"
+        );
+    }
+    copy.target = format!("{}/", local.trim_end_matches('/'));
     let out_dir = PathBuf::from(copy.target.trim_end_matches('/'));
     let statement = statements.remove(0);
     hc.execute_statement(statement).await?.collect().await?;

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::Session;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::{DataFusionError, Result, plan_datafusion_err, plan_err};
+use datafusion::common::{DataFusionError, Result, plan_datafusion_err};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
@@ -281,24 +281,17 @@ impl Hindcast {
         if let Statement::CopyTo(copy) = &mut statement
             && let Some(mut output) = TempOutput::for_target(&copy.target)
         {
-            // A training set written again replaces the old one whole; other files in the
-            // directory are the user's, and a manifest could not describe them.
-            if written.is_some() && output.target_has_files() {
-                match output.target_dir() {
-                    Some(dir) if dir.join(manifest::MANIFEST).is_file() => output.replace_target(),
-                    _ => {
-                        return plan_err!(
-                            "COPY TO '{}' writes a training set with its manifest ({}), and that path already has other files: write to a new or empty directory",
-                            copy.target,
-                            manifest::MANIFEST
-                        );
-                    }
-                }
+            if written.is_some() {
+                manifest::claim_target(&mut output, &copy.target)?;
             }
             copy.target = output.temp_target();
+            let tables = match written {
+                Some(_) => manifest::referenced_tables(&self.ctx, &statement).await?,
+                None => vec![],
+            };
             let plan = self.ctx.state().statement_to_plan(statement).await?;
             let mut recorder = written
-                .map(|sql| manifest::Recorder::new(sql, &plan, &self.registry))
+                .map(|sql| manifest::Recorder::new(sql, tables, &plan, &self.registry))
                 .transpose()?;
             let frame = self.ctx.execute_logical_plan(plan).await?;
             let task = Arc::new(frame.task_ctx());
@@ -309,7 +302,9 @@ impl Hindcast {
             let batches = collect(Arc::clone(&physical), task).await?;
             if let Some(recorder) = recorder {
                 let dir = output.temp_dir();
-                std::fs::create_dir_all(dir)?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    DataFusionError::from(e).context(format!("cannot create {}", dir.display()))
+                })?;
                 let manifest = recorder.finish(&physical, dir).await?;
                 manifest::write(&manifest, dir)?;
             }
