@@ -272,6 +272,16 @@ async fn manifest_records_sources_statistics_and_leakage() {
     // Writing it again replaces it whole; a directory of other files is refused.
     copy(&hc, &format!("{TRAINING_SET} WHERE user_id < 5"), &out).await;
     assert!(manifest::read(&out).unwrap().rows < 400);
+    let leftovers: Vec<String> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".hindcast-"))
+        .collect();
+    assert_eq!(
+        leftovers,
+        Vec::<String>::new(),
+        "the old set and the temporary are gone"
+    );
     assert!(
         manifest::validate(&out, 1.0)
             .await

@@ -260,7 +260,7 @@ pub(super) fn claim_target(output: &mut TempOutput, target: &str) -> Result<()> 
         return refuse("that directory already has files");
     };
     let mut found = vec![];
-    hash_files(dir, dir, &mut found)?;
+    files_under(dir, dir, false, &mut found)?;
     if found
         .iter()
         .any(|f| !previous.files.iter().any(|p| p.path == f.path))
@@ -674,8 +674,14 @@ pub struct Dataset {
 impl Dataset {
     /// Read every Parquet file under `dir` (not the manifest).
     pub async fn read(dir: &Path) -> Result<Self> {
-        let mut files = vec![];
-        hash_files(dir, dir, &mut files)?;
+        // Hashing reads every byte: off the runtime's worker threads.
+        let root = dir.to_path_buf();
+        let mut files = tokio::task::spawn_blocking(move || {
+            let mut files = vec![];
+            files_under(&root, &root, true, &mut files).map(|()| files)
+        })
+        .await
+        .map_err(|e| exec_datafusion_err!("hashing the training set's files failed: {e}"))??;
         files.sort_by(|a, b| a.path.cmp(&b.path));
         // A plain session: the dataset is local, whatever the writing session's workers.
         let ctx = SessionContext::new();
@@ -753,8 +759,8 @@ fn row_sum(converter: &RowConverter, batch: &RecordBatch) -> Result<u128> {
     Ok(sum)
 }
 
-/// Every file under `dir` but the manifest, with its size and BLAKE3 hash.
-fn hash_files(root: &Path, dir: &Path, files: &mut Vec<DataFile>) -> Result<()> {
+/// Every file under `dir` but the manifest, with its size and (if `hash`) its BLAKE3 hash.
+fn files_under(root: &Path, dir: &Path, hash: bool, files: &mut Vec<DataFile>) -> Result<()> {
     let context = |path: &Path| {
         let path = path.display().to_string();
         move |e: std::io::Error| DataFusionError::from(e).context(format!("cannot read {path}"))
@@ -762,20 +768,25 @@ fn hash_files(root: &Path, dir: &Path, files: &mut Vec<DataFile>) -> Result<()> 
     for entry in std::fs::read_dir(dir).map_err(context(dir))? {
         let path = entry.map_err(context(dir))?.path();
         if path.is_dir() {
-            hash_files(root, &path, files)?;
+            files_under(root, &path, hash, files)?;
             continue;
         }
         let relative = path.strip_prefix(root).unwrap_or(&path);
         if relative == Path::new(MANIFEST) {
             continue;
         }
-        let mut hasher = blake3::Hasher::new();
-        let file = std::fs::File::open(&path).map_err(context(&path))?;
-        hasher.update_reader(file).map_err(context(&path))?;
+        let blake3 = if hash {
+            let mut hasher = blake3::Hasher::new();
+            let file = std::fs::File::open(&path).map_err(context(&path))?;
+            hasher.update_reader(file).map_err(context(&path))?;
+            hasher.finalize().to_hex().to_string()
+        } else {
+            String::new()
+        };
         files.push(DataFile {
             path: relative.to_string_lossy().into_owned(),
             size: std::fs::metadata(&path).map_err(context(&path))?.len(),
-            blake3: hasher.finalize().to_hex().to_string(),
+            blake3,
         });
     }
     Ok(())
