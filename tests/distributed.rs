@@ -39,16 +39,23 @@ const QUERIES: [&str; 4] = [
      filter_by_created_timestamp => true) ORDER BY user_id, event_timestamp, label",
 ];
 
-/// The example repository's queries on three workers: the same rows as in one process,
-/// from plans cut into stages whose joins ran as three tasks.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn example_queries_on_three_workers() {
+/// The example repository in a coordinator over three workers in this process, and in a
+/// session of its own.
+async fn example_sessions() -> (Hindcast, Hindcast) {
     let repo = repo_root().join("examples/feature_repo");
     let workers = start_workers(3, None).await;
     let hc = cluster_session(8192, 4, &workers).await;
     hc.load_repository(&repo).await.expect("repository");
     let local = Hindcast::with_defaults(None).expect("session");
     local.load_repository(&repo).await.expect("repository");
+    (hc, local)
+}
+
+/// The example repository's queries on three workers: the same rows as in one process,
+/// from plans cut into stages whose joins ran as three tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_queries_on_three_workers() {
+    let (hc, local) = example_sessions().await;
     for query in QUERIES {
         let df = hc.sql(query).await.expect("plan");
         let context = Arc::new(df.task_ctx());
@@ -389,12 +396,7 @@ async fn a_delta_view_is_refused_on_workers() {
 /// do not travel and are left unset).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_training_sets_manifest_counts_the_workers_joins() {
-    let repo = repo_root().join("examples/feature_repo");
-    let workers = start_workers(3, None).await;
-    let hc = cluster_session(8192, 4, &workers).await;
-    hc.load_repository(&repo).await.expect("repository");
-    let local = Hindcast::with_defaults(None).expect("session");
-    local.load_repository(&repo).await.expect("repository");
+    let (hc, local) = example_sessions().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let copy = |out: &std::path::Path| {
         format!(

@@ -12,6 +12,6 @@ mod optimizer;
 mod planner;
 pub mod spine_bounds;
 
-pub use asof_join::{AsOfJoinExec, TickRange};
+pub use asof_join::{AsOfJoinExec, TickRange, widen};
 pub use optimizer::UseKeyTimeSort;
 pub use planner::HindcastExtensionPlanner;

@@ -16,6 +16,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::utils::quote_identifier;
 use datafusion::common::{DataFusionError, Result, exec_datafusion_err, plan_err};
 use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
 use datafusion::datasource::{ViewTable, source_as_provider};
@@ -35,8 +36,8 @@ use super::ddl::absolute_location;
 use crate::delta::{DELTA, DeltaSource};
 use crate::features::{FeatureRegistry, FeatureSource, FeatureViewTable};
 use crate::logical::AsOfJoin;
-use crate::physical::TickRange;
-use crate::sql::{FeatureViewSource, HindcastStatement, ident, quoted};
+use crate::physical::{TickRange, widen};
+use crate::sql::{FeatureViewSource, HindcastStatement, quoted};
 use crate::storage::is_credential;
 use crate::time::{DisplayTtl, TimeDomain};
 
@@ -154,8 +155,8 @@ fn is_training_set(copy: &CopyToStatement) -> bool {
         .stored_as
         .as_deref()
         .is_some_and(|f| f.eq_ignore_ascii_case("parquet"));
-    parquet && copy.target.ends_with('/') && !copy.target.contains("://")
-        || parquet && copy.target.starts_with("file://") && copy.target.ends_with('/')
+    let target = &copy.target;
+    parquet && target.ends_with('/') && (!target.contains("://") || target.starts_with("file://"))
 }
 
 /// What a query read and how its output relates to it, gathered from its plans.
@@ -183,9 +184,11 @@ impl Recorder {
             .into_iter()
             .filter(|s| sql.contains(&quoted(&s.name)))
             .filter(|s| {
-                s.views
-                    .iter()
-                    .all(|(view, _)| tables.iter().any(|(name, _)| name == view))
+                s.views.iter().all(|(view, _)| {
+                    tables
+                        .iter()
+                        .any(|(name, _)| *name == quote_identifier(view))
+                })
             })
             .map(|s| service_definition(&s))
             .collect();
@@ -484,16 +487,19 @@ fn service_definition(service: &crate::features::FeatureService) -> String {
         .views
         .iter()
         .map(|(view, features)| match features {
-            None => format!("{} (*)", ident(view)),
+            None => format!("{} (*)", quote_identifier(view)),
             Some(features) => {
-                let features: Vec<String> = features.iter().map(|f| ident(f)).collect();
-                format!("{} ({})", ident(view), features.join(", "))
+                let features: Vec<String> = features
+                    .iter()
+                    .map(|f| quote_identifier(f).into_owned())
+                    .collect();
+                format!("{} ({})", quote_identifier(view), features.join(", "))
             }
         })
         .collect();
     format!(
         "CREATE FEATURE SERVICE {} AS {}",
-        ident(&service.name),
+        quote_identifier(&service.name),
         views.join(", ")
     )
 }
@@ -593,8 +599,10 @@ async fn point_in_time(executed: &Arc<dyn ExecutionPlan>) -> Result<PointInTime>
     let plans = crate::distributed::with_worker_metrics(executed).await?;
     let mut figures = PointInTime::default();
     let nanos = TimeDomain::Instant(datafusion::arrow::datatypes::TimeUnit::Nanosecond);
-    let mut spine: Option<(TimeDomain, i64, i64)> = None;
-    let mut lead: Option<(TimeDomain, i64)> = None;
+    // Each range in one domain; a join in another (integer times among instants) is left
+    // out of it.
+    let mut spine: Option<(TimeDomain, Option<(i64, i64)>)> = None;
+    let mut lead: Option<(TimeDomain, Option<(i64, i64)>)> = None;
     for plan in &plans {
         plan.apply(|node| {
             if node.name() == "DistributedExec" {
@@ -624,24 +632,20 @@ async fn point_in_time(executed: &Arc<dyn ExecutionPlan>) -> Result<PointInTime>
                         };
                         // Joins over instants in different units compare in nanoseconds.
                         let (domain, lo, hi) = match range.domain() {
-                            TimeDomain::Instant(unit) => {
-                                let n = TimeDomain::Instant(unit).nanos_per_tick();
+                            instant @ TimeDomain::Instant(_) => {
+                                let n = instant.nanos_per_tick();
                                 (nanos, lo.saturating_mul(n), hi.saturating_mul(n))
                             }
                             integer => (integer, lo, hi),
                         };
-                        if name == "spine_times" {
-                            spine = Some(match spine {
-                                Some((d, a, b)) if d == domain => (d, a.min(lo), b.max(hi)),
-                                Some(other) => other,
-                                None => (domain, lo, hi),
-                            });
-                        } else if name == "feature_lead" {
-                            lead = Some(match lead {
-                                Some((d, b)) if d == domain => (d, b.max(hi)),
-                                Some(other) => other,
-                                None => (domain, hi),
-                            });
+                        let into = match name.as_ref() {
+                            "spine_times" => &mut spine,
+                            "feature_lead" => &mut lead,
+                            _ => continue,
+                        };
+                        let (into_domain, into_range) = into.get_or_insert((domain, None));
+                        if *into_domain == domain {
+                            widen(into_range, lo, hi);
                         }
                     }
                     _ => {}
@@ -650,11 +654,13 @@ async fn point_in_time(executed: &Arc<dyn ExecutionPlan>) -> Result<PointInTime>
             Ok(TreeNodeRecursion::Continue)
         })?;
     }
-    if let Some((domain, lo, hi)) = spine {
+    if let Some((domain, Some((lo, hi)))) = spine {
         figures.spine_time_min = Some(domain.display(lo));
         figures.spine_time_max = Some(domain.display(hi));
     }
-    figures.max_feature_lead = lead.map(|(domain, hi)| DisplayTtl(domain, hi).to_string());
+    if let Some((domain, Some((_, hi)))) = lead {
+        figures.max_feature_lead = Some(DisplayTtl(domain, hi).to_string());
+    }
     Ok(figures)
 }
 

@@ -29,7 +29,7 @@ use datafusion::sql::sqlparser::ast::{
 pub use dialect::HindcastDialect;
 pub use parser::{
     CreateFeatureService, CreateFeatureView, FeatureObject, FeatureViewSource, HindcastStatement,
-    ident, parse_statements, quoted,
+    parse_statements, quoted,
 };
 pub use relation::HindcastRelationPlanner;
 

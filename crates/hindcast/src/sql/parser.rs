@@ -146,21 +146,6 @@ pub fn quoted(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// `name` as an SQL identifier that reads back as itself: bare when it is lower case
-/// letters, digits and `_` (not first a digit), else double-quoted.
-pub fn ident(name: &str) -> String {
-    let bare = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && !name.is_empty();
-    if bare {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
-}
-
 /// `CREATE FEATURE SERVICE name AS view (f1, f2), view2 (*)`.
 #[derive(Debug, Clone)]
 pub struct CreateFeatureService {

@@ -82,12 +82,9 @@ impl TickRange {
 
     /// Widen the range to include `other`.
     pub fn include(&self, other: Option<(i64, i64)>) {
-        let Some((lo, hi)) = other else { return };
-        let mut range = self.range.lock().expect("not poisoned");
-        *range = Some(match *range {
-            Some((a, b)) => (a.min(lo), b.max(hi)),
-            None => (lo, hi),
-        });
+        if let Some((lo, hi)) = other {
+            widen(&mut self.range.lock().expect("not poisoned"), lo, hi);
+        }
     }
 
     /// The smallest and largest value seen, in ticks of [`Self::domain`].
@@ -156,4 +153,12 @@ fn tick_range(
             value: Arc::clone(&range) as Arc<dyn CustomMetricValue>,
         });
     range
+}
+
+/// Widen `range` to include `lo..hi`.
+pub fn widen(range: &mut Option<(i64, i64)>, lo: i64, hi: i64) {
+    *range = Some(match *range {
+        Some((a, b)) => (a.min(lo), b.max(hi)),
+        None => (lo, hi),
+    });
 }

@@ -24,5 +24,5 @@ mod right_buffer;
 mod stream;
 
 pub use exec::AsOfJoinExec;
-pub use metrics::TickRange;
+pub use metrics::{TickRange, widen};
 pub use stream::MAX_PINNED_RIGHT_BATCHES;

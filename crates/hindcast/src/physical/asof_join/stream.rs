@@ -51,7 +51,7 @@ use futures::{Stream, StreamExt};
 
 use super::input::{JoinArrays, JoinExprs, RightInput, Source, right_rows};
 use super::keyed::{KeyFormat, Keyed};
-use super::metrics::AsOfJoinMetrics;
+use super::metrics::{AsOfJoinMetrics, widen};
 use super::output::PendingOutput;
 use super::right_buffer::{At, RightBuffer, RowRef};
 use crate::logical::AsOfJoinOptions;
@@ -320,7 +320,7 @@ impl AsOfJoinStream {
                 continue;
             }
             let left_time = self.left().time(i);
-            widen(&mut self.spine_times, left_time);
+            widen(&mut self.spine_times, left_time, left_time);
             let found = match self.nearest(i) {
                 Some(Resolved::NeedRight) => return self.need_right(),
                 Some(Resolved::Winner(r)) => Some(r),
@@ -337,7 +337,7 @@ impl AsOfJoinStream {
             if let Some(best) = pick {
                 self.metrics.matched_rows.add(1);
                 let lead = self.right.event_time(best).saturating_sub(left_time);
-                widen(&mut self.feature_lead, lead);
+                widen(&mut self.feature_lead, lead, lead);
                 if lead > 0 {
                     self.metrics.future_matches.add(1);
                 }
@@ -541,12 +541,4 @@ impl RecordBatchStream for AsOfJoinStream {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
-}
-
-/// Widen `range` to include `value`.
-fn widen(range: &mut Option<(i64, i64)>, value: i64) {
-    *range = Some(match *range {
-        Some((lo, hi)) => (lo.min(value), hi.max(value)),
-        None => (value, value),
-    });
 }
