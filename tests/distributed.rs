@@ -23,7 +23,7 @@ const TRAINING_SET: &str = "SELECT * FROM historical_features('SELECT user_id, e
 
 /// Queries whose answers depend on the TTL, a bound and the direction (the example data has
 /// no ties on event time: tie-breaks and modes are checked through the codec by `slt`).
-const QUERIES: [&str; 4] = [
+const QUERIES: [&str; 6] = [
     TRAINING_SET,
     // A short bound: most labels get nothing.
     "SELECT l.user_id, l.event_timestamp, f.avg_transaction_amount FROM labels l \
@@ -37,6 +37,13 @@ const QUERIES: [&str; 4] = [
     // Feast's filter_by_created_timestamp.
     "SELECT * FROM historical_features('labels', 'user_spending_stats:avg_transaction_amount', \
      filter_by_created_timestamp => true) ORDER BY user_id, event_timestamp, label",
+    // The README's training set, with the Delta view's feature.
+    "SELECT * FROM historical_features('labels', 'churn_model', 'user_plan:plan') \
+     ORDER BY user_id, event_timestamp, label",
+    // The Delta view, its partition column filtered.
+    "SELECT l.user_id, l.event_timestamp, p.plan, p.month FROM labels l \
+     LEFT JOIN user_plan FOR SYSTEM_TIME AS OF l.event_timestamp AS p ON p.user_id = l.user_id \
+     WHERE p.month IS NULL OR p.month <> '2024-12' ORDER BY 1, 2, 3",
 ];
 
 /// The example repository in a coordinator over three workers in this process, and in a
@@ -369,26 +376,43 @@ async fn spine_bounds_prune_the_workers_scans() {
     );
 }
 
-/// A Delta view in a distributed query: a clear error saying to run it in one process
-/// (deltalake-core has no codec for its scan yet), not a failure deep in the codec.
+/// A Delta table that needs deltalake-core's own reader (here, column mapping), whose scan
+/// has no codec, in a distributed query: a clear error saying to run it in one process, not
+/// a failure deep in the codec.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delta_view_is_refused_on_workers() {
+async fn a_delta_table_needing_deltalakes_reader_is_refused_on_workers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hc = Hindcast::with_defaults(None).expect("session");
+    let location = dir.path().join("t");
+    run(
+        &hc,
+        &format!(
+            "CREATE EXTERNAL TABLE t (user_id BIGINT, ts TIMESTAMP, v BIGINT) STORED AS DELTA \
+             LOCATION '{}'",
+            location.display()
+        ),
+    )
+    .await;
+    run(&hc, "INSERT INTO t SELECT value AS user_id, TIMESTAMP '2025-01-01 00:00:00' AS ts, value AS v FROM generate_series(1, 9)").await;
+    crate::delta::commit_column_mapping(&location, 2);
+
     let workers = start_workers(3, None).await;
-    let hc = cluster_session(8192, 4, &workers).await;
-    hc.load_repository(repo_root().join("examples/feature_repo"))
-        .await
-        .expect("repository");
-    let query = "SELECT count(p.plan) FROM labels l \
-                 LEFT JOIN user_plan FOR SYSTEM_TIME AS OF l.event_timestamp AS p \
-                 ON p.user_id = l.user_id";
-    let message = error(&hc, query).await;
+    let cluster = cluster_session(8192, 4, &workers).await;
+    let create = format!(
+        "CREATE FEATURE VIEW f ENTITY (user_id) TIMESTAMP ts STORED AS DELTA LOCATION '{}'",
+        location.display()
+    );
+    run(&cluster, &create).await;
+    let query = "SELECT count(*) AS n, sum(v) AS s FROM f";
+    let message = error(&cluster, query).await;
     assert!(
-        message.contains("a Delta table cannot be read by workers yet"),
+        message.contains("a Delta table with deletion vectors, column mapping or another reader feature cannot be read by workers yet"),
         "{message}"
     );
-    run(&hc, "SET hindcast.workers = ''").await;
-    let rows = run(&hc, query).await;
-    assert_eq!(rows[0].num_rows(), 1);
+    run(&cluster, "SET hindcast.workers = ''").await;
+    let rows = run(&cluster, query).await;
+    let text = pretty_format_batches(&rows).expect("print").to_string();
+    assert!(text.contains("| 9 | 45 |"), "{text}");
 }
 
 /// A training set written by a coordinator: the same rows and checksum as in one process,

@@ -193,7 +193,8 @@ impl QueryPlanner for Coordinator {
     }
 }
 
-/// deltalake-core 1.1 has no codec for its scan (`DeltaScanExec`), so a Delta table cannot
+/// deltalake-core 1.1 has no codec for its scan (`DeltaScanExec`), which reads the Delta
+/// snapshots that plain Parquet scans cannot (`delta::scan`), so such a snapshot cannot
 /// travel to a worker; found here, the query fails at once with what to do, instead of the
 /// coordinator failing to encode its stage while the workers wait for it.
 fn refuse_delta_scans(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
@@ -201,7 +202,7 @@ fn refuse_delta_scans(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
     while let Some(node) = nodes.pop() {
         if node.name() == "DeltaScanExec" {
             return not_impl_err!(
-                "a Delta table cannot be read by workers yet: run this query in one process (SET hindcast.workers = '')"
+                "a Delta table with deletion vectors, column mapping or another reader feature cannot be read by workers yet: run this query in one process (SET hindcast.workers = '')"
             );
         }
         nodes.extend(node.children().into_iter().cloned());

@@ -2,10 +2,14 @@
 //! 'timestamp' '...')]`, for tables and feature views alike.
 //!
 //! [`DeltaTableFactory`] loads the table's log with deltalake-core (the latest snapshot, or
-//! the one pinned by `version` or `timestamp`) and reads it through deltalake-core's own
-//! DataFusion scan, so deletion vectors, column mapping and schema evolution are read as
-//! Delta defines them. Files are reached through the session's object stores: an `s3://`
-//! table uses the same clients and credentials as a Parquet view (`storage`).
+//! the one pinned by `version` or `timestamp`). A snapshot whose files are plain Parquet is
+//! read by DataFusion's Parquet scan over the log's files ([`scan`]); one with deletion
+//! vectors, column mapping or another reader feature, by deltalake-core's own scan, which
+//! reads them as Delta defines them. Files are reached through the session's object
+//! stores: an `s3://` table uses the same clients and credentials as a Parquet view
+//! (`storage`).
+
+mod scan;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -136,7 +140,10 @@ pub struct DeltaSource {
 struct Snapshot {
     table: DeltaTable,
     version: u64,
+    /// deltalake-core's scan: the table's columns and its writes, and its reads when
+    /// `delta_reader` says why they need it.
     scan: Arc<dyn TableProvider>,
+    delta_reader: Option<String>,
 }
 
 impl Snapshot {
@@ -216,6 +223,7 @@ impl DeltaSource {
             pin,
             location: location.to_string(),
             opened: Arc::new(Snapshot {
+                delta_reader: scan::needs_delta_reader(&table),
                 table,
                 version,
                 scan,
@@ -288,6 +296,7 @@ impl DeltaSource {
         }
         let scan = scan_of(&table, state, &self.location).await?;
         let snapshot = Snapshot {
+            delta_reader: scan::needs_delta_reader(&table),
             table,
             version,
             scan,
@@ -314,11 +323,11 @@ impl DeltaSource {
 }
 
 /// A filter that holds for every row (`c IS NULL OR c IS NOT NULL`) on each data column
-/// that can be a key or a time (integers, strings, timestamps, dates): deltalake-core's
-/// scan attaches the log's per-file statistics to its Parquet files only for the columns
-/// of its predicate, and with them the join's time range and keys, which arrive as a
-/// dynamic filter while the query runs, skip whole files before their footers are read.
-/// (Its own file skipping at run time is not public.)
+/// that can be a key or a time (integers, strings, timestamps, dates), for a snapshot read
+/// by deltalake-core: its scan attaches the log's per-file statistics to its Parquet files
+/// only for the columns of its predicate, and with them the join's time range and keys,
+/// which arrive as a dynamic filter while the query runs, skip whole files before their
+/// footers are read. (Its own file skipping at run time is not public.)
 fn stats_wanted(schema: &SchemaRef, partitions: &[String]) -> Vec<Expr> {
     use datafusion::prelude::col;
     let key_or_time = |t: &DataType| {
@@ -522,6 +531,18 @@ impl TableProvider for DeltaSource {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = self.current(state).await?;
         *self.scanned.lock().expect("not poisoned") = Some(snapshot.version);
+        if snapshot.delta_reader.is_none() {
+            return scan::parquet_scan(
+                state,
+                &snapshot.table,
+                &snapshot.scan.schema(),
+                &snapshot.partitions(),
+                projection,
+                filters,
+                limit,
+            )
+            .await;
+        }
         let mut filters = filters.to_vec();
         filters.extend(stats_wanted(
             &snapshot.scan.schema(),
@@ -530,11 +551,14 @@ impl TableProvider for DeltaSource {
         snapshot.scan.scan(state, projection, &filters, limit).await
     }
 
+    /// Inexact for every filter, whichever scan reads the snapshot: DataFusion keeps each
+    /// above the scan and pushes it into the Parquet reader, where partition values and
+    /// file statistics skip files.
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        self.opened.scan.supports_filters_pushdown(filters)
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
     /// One Delta commit with every row, or none: deltalake-core's sink writes the files,
