@@ -355,6 +355,9 @@ pub fn commit_column_mapping(location: &std::path::Path, version: usize) {
     std::fs::write(log.join(format!("{version:020}.json")), commit).expect("commit");
 }
 
+/// A partition value's tail that a file path escapes (Hive's and Delta's `%XX`).
+const SUFFIX: &str = " 10:00 ~#%[x]";
+
 /// hindcast's own Parquet scan of a Delta snapshot against deltalake-core's reader of the
 /// same files and against the rows held in memory, on random tables (several commits, so
 /// several files a partition; times with microseconds, which the log's statistics truncate
@@ -371,8 +374,9 @@ async fn the_parquet_scan_of_a_snapshot_answers_as_deltalakes_reader() {
         collect(
             &hc,
             &format!(
-                "CREATE EXTERNAL TABLE t (user_id BIGINT, ts TIMESTAMP, day VARCHAR, v BIGINT) \
-                 STORED AS DELTA PARTITIONED BY (day) LOCATION '{}'",
+                "CREATE EXTERNAL TABLE t (user_id BIGINT, ts TIMESTAMP, day VARCHAR, \
+                 bucket BIGINT, d DATE, v BIGINT, s VARCHAR) \
+                 STORED AS DELTA PARTITIONED BY (day, bucket, d) LOCATION '{}'",
                 location.display()
             ),
         )
@@ -386,12 +390,16 @@ async fn the_parquet_scan_of_a_snapshot_answers_as_deltalakes_reader() {
                 rng.random_range(1..400),
             );
             // Times over five days, at microseconds; days from the time, so each
-            // partition's files cover part of it.
+            // partition's files cover part of it, and named with characters a path escapes
+            // (some null: a null partition); a string column with statistics of its own.
             let sql = format!(
                 "SELECT CAST((value * {b}) % 13 AS BIGINT) AS user_id, \
                    to_timestamp_micros(1735689600000000 + (value * {a} * 7919) % 432000000000) AS ts, \
-                   to_char(to_timestamp_micros(1735689600000000 + (value * {a} * 7919) % 432000000000), '%Y-%m-%d') AS day, \
-                   CAST(value * {b} AS BIGINT) AS v \
+                   CASE WHEN value % 11 = 0 THEN NULL ELSE concat(to_char(to_timestamp_micros(1735689600000000 + (value * {a} * 7919) % 432000000000), '%Y-%m-%d'), '{SUFFIX}') END AS day, \
+                   CAST((value * {b}) % 13 % 3 AS BIGINT) AS bucket, \
+                   CAST(to_timestamp_micros(1735689600000000 + (value * {a} * 7919) % 432000000000) AS DATE) AS d, \
+                   CAST(value * {b} AS BIGINT) AS v, \
+                   concat('u', CAST((value * {a}) % 50 AS VARCHAR)) AS s \
                  FROM generate_series(0, {rows})"
             );
             collect(&hc, &format!("INSERT INTO t {sql}")).await;
@@ -425,7 +433,7 @@ async fn the_parquet_scan_of_a_snapshot_answers_as_deltalakes_reader() {
         for sql in &sqls {
             let batches = collect(
                 &hc,
-                &format!("SELECT CAST(max(ts) AS BIGINT) - 1 FROM ({sql}) GROUP BY day"),
+                &format!("SELECT CAST(max(ts) AS BIGINT) - 1 FROM ({sql}) GROUP BY day, bucket"),
             )
             .await;
             for b in &batches {
@@ -438,23 +446,37 @@ async fn the_parquet_scan_of_a_snapshot_answers_as_deltalakes_reader() {
             }
         }
         for case in 0..25 {
-            let day = format!("2025-01-0{}", rng.random_range(1..6));
+            let day = format!("2025-01-0{}{SUFFIX}", rng.random_range(1..6));
             let instant = if case % 2 == 0 {
                 edges[rng.random_range(0..edges.len())]
             } else {
                 1735689600000000 + rng.random_range(0..432000000000i64)
             };
-            let filter = match case % 5 {
+            let filter = match case % 9 {
                 0 => format!("day = '{day}'"),
                 1 => format!("ts > to_timestamp_micros({instant})"),
                 2 => format!("ts >= to_timestamp_micros({instant}) AND day <= '{day}'"),
                 3 => format!("user_id = {} OR day > '{day}'", rng.random_range(0..13)),
+                4 => format!(
+                    "bucket = {} AND d >= DATE '{}'",
+                    rng.random_range(0..3),
+                    &day[..10]
+                ),
+                5 => format!("d = DATE '{}' OR bucket IN (0, 2)", &day[..10]),
+                6 => format!("day IS NULL AND s < 'u{}'", rng.random_range(0..50)),
+                7 => format!(
+                    "s = 'u{}' OR day IS NOT NULL AND d > DATE '{}'",
+                    rng.random_range(0..50),
+                    &day[..10]
+                ),
                 _ => format!("ts < to_timestamp_micros({instant}) AND user_id IN (1, 5, 8)"),
             };
             let query = |table: &str| {
                 format!(
                     "SELECT count(*) AS n, sum(v) AS s, min(ts) AS lo, max(ts) AS hi, \
-                     count(DISTINCT day) AS days FROM {table} WHERE {filter}"
+                     count(DISTINCT day) AS days, sum(bucket) AS b, max(d) AS dd, \
+                     count(s) AS strings, min(s) AS first, max(s) AS last \
+                     FROM {table} WHERE {filter}"
                 )
             };
             let expected = shown(&hc, &query("memory")).await;

@@ -302,7 +302,7 @@ impl DeltaSource {
             scan,
         };
         // Field metadata (comments) may change; names, types and partitioning may not: the
-        // session planned with them, and a filter on a partition column is exact.
+        // session planned with them.
         let shape = |schema: &SchemaRef| -> Vec<(String, DataType, bool)> {
             schema
                 .fields()

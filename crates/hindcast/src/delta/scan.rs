@@ -72,7 +72,9 @@ pub(super) fn needs_delta_reader(table: &DeltaTable) -> Option<String> {
         if file.deletion_vector_descriptor().is_some() {
             return Some("deletion vectors".into());
         }
-        if file.path().contains(':') {
+        // An absolute URL (a shallow clone's files); a relative path may hold ':' in a
+        // partition value (a timestamp), which is no URL scheme after `col=`.
+        if Url::parse(&file.path()).is_ok() {
             return Some("files outside its directory".into());
         }
     }
@@ -267,10 +269,9 @@ fn partitioned_file(
     file_fields: &[FieldRef],
     partition_fields: &[FieldRef],
 ) -> Result<PartitionedFile> {
-    // The log's path is relative to the table and percent-encoded; Path encodes it again
-    // as the store names it.
-    let relative = Path::from(view.path().as_ref());
-    let location = Path::from_iter(prefix.parts().chain(relative.parts()));
+    // The log's path, relative to the table and decoded, is the object's name as it is
+    // (a Hive-escaped `%3A` in a directory stays one): no second encoding.
+    let location = Path::from_iter(prefix.parts().chain(view.object_store_path().parts()));
     let meta = ObjectMeta {
         location,
         last_modified: view
@@ -289,10 +290,29 @@ fn partitioned_file(
         .stats()
         .and_then(|s| serde_json::from_str::<Value>(&s).ok())
         .unwrap_or(Value::Null);
-    let statistics = file_statistics(&stats, file_fields);
-    Ok(PartitionedFile::new_from_meta(meta)
-        .with_partition_values(partition_values)
-        .with_statistics(Arc::new(statistics)))
+    let mut statistics = file_statistics(&stats, file_fields);
+    // The partition columns' statistics, after the files' (the scan's layout). Not
+    // `PartitionedFile::with_statistics`, which takes every partition value for non-null:
+    // a Delta partition may be null, and `IS NULL` would then skip its files.
+    for value in &partition_values {
+        statistics.column_statistics.push(if value.is_null() {
+            ColumnStatistics {
+                null_count: statistics.num_rows,
+                ..ColumnStatistics::new_unknown()
+            }
+        } else {
+            ColumnStatistics {
+                null_count: Precision::Exact(0),
+                min_value: Precision::Exact(value.clone()),
+                max_value: Precision::Exact(value.clone()),
+                distinct_count: Precision::Exact(1),
+                ..ColumnStatistics::new_unknown()
+            }
+        });
+    }
+    let mut file = PartitionedFile::new_from_meta(meta).with_partition_values(partition_values);
+    file.statistics = Some(Arc::new(statistics));
+    Ok(file)
 }
 
 /// A partition value as the log writes it (a string; null or empty for null), as a value
@@ -364,7 +384,9 @@ fn stat_value(json: &Value, data_type: &DataType, is_max: bool) -> Option<Scalar
         return Some(value);
     }
     Some(match value {
-        ScalarValue::TimestampSecond(Some(v), tz) => ScalarValue::TimestampSecond(Some(v + 1), tz),
+        ScalarValue::TimestampSecond(Some(v), tz) => {
+            ScalarValue::TimestampSecond(Some(v.checked_add(1)?), tz)
+        }
         ScalarValue::TimestampMillisecond(Some(v), tz) => {
             ScalarValue::TimestampMillisecond(Some(v.checked_add(1)?), tz)
         }
