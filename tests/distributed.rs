@@ -415,16 +415,18 @@ async fn a_delta_table_needing_deltalakes_reader_is_refused_on_workers() {
     assert!(text.contains("| 9 | 45 |"), "{text}");
 }
 
-/// A training set written by a coordinator: the same rows and checksum as in one process,
-/// and the joins' counts from the workers' metrics (the time figures, a custom metric,
-/// do not travel and are left unset).
+/// The README's training set, its Delta view included, written by a coordinator: the same
+/// rows, checksum and Delta version as in one process, valid, and the joins' counts from
+/// the workers' metrics (the time figures, a custom metric, do not travel and are left
+/// unset).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_training_sets_manifest_counts_the_workers_joins() {
     let (hc, local) = example_sessions().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let copy = |out: &std::path::Path| {
         format!(
-            "COPY (SELECT * FROM historical_features('labels', 'churn_model')) TO '{}/' STORED AS PARQUET",
+            "COPY (SELECT * FROM historical_features('labels', 'churn_model', 'user_plan:plan')) \
+             TO '{}/' STORED AS PARQUET",
             out.display()
         )
     };
@@ -438,7 +440,15 @@ async fn a_training_sets_manifest_counts_the_workers_joins() {
         (c.joins, c.matched_rows, c.future_matches),
         (s.joins, s.matched_rows, 0)
     );
-    assert_eq!(c.joins, 2);
+    assert_eq!(c.joins, 3);
+    let delta_version = |m: &manifest::Manifest| {
+        m.sources
+            .iter()
+            .find(|source| source.name == "user_plan")
+            .and_then(|source| source.delta_version)
+    };
+    assert_eq!(delta_version(&cluster), Some(2));
+    assert_eq!(delta_version(&single), Some(2));
     assert!(
         s.max_feature_lead.is_some() && s.spine_time_min.is_some(),
         "{s:?}"
