@@ -23,7 +23,6 @@ use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
 use datafusion::common::{DataFusionError, Result, plan_datafusion_err, plan_err};
 use datafusion::datasource::TableType;
 use datafusion::execution::SessionState;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{
     CreateExternalTable, Expr, LogicalPlan, TableProviderFilterPushDown,
@@ -454,7 +453,7 @@ fn builder(state: &dyn Session, location: &str) -> Result<DeltaTableBuilder> {
     if url.scheme() == "s3" {
         commit_to_s3_with_conditional_writes();
     }
-    let root = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
+    let root = scan::object_store_url(&url)?;
     let store = state.runtime_env().object_store(&root)?;
     Ok(DeltaTableBuilder::from_url(url.clone())
         .map_err(|e| load_error(location, e))?

@@ -99,40 +99,6 @@ pub(super) async fn parquet_scan(
         .iter()
         .cloned()
         .partition(|f| partitions.contains(f.name()));
-    let file_schema = Arc::new(Schema::new(file_fields.clone()));
-    let scan_index = |i: usize| {
-        let field = schema.field(i);
-        match partition_fields
-            .iter()
-            .position(|f| f.name() == field.name())
-        {
-            Some(p) => file_fields.len() + p,
-            None => file_fields
-                .iter()
-                .position(|f| f.name() == field.name())
-                .expect("a file column"),
-        }
-    };
-    let projection: Vec<usize> = match projection {
-        Some(p) => p.iter().map(|&i| scan_index(i)).collect(),
-        None => (0..schema.fields().len()).map(scan_index).collect(),
-    };
-
-    let root = table.table_url();
-    let snapshot = table
-        .snapshot()
-        .map_err(|e| plan_datafusion_err!("cannot list the Delta table's files: {e}"))?;
-    let prefix = root_path(root)?;
-    let mut rows = 0;
-    let mut files = Vec::new();
-    for view in snapshot.log_data().iter() {
-        files.push(partitioned_file(
-            &view,
-            &prefix,
-            &file_fields,
-            &partition_fields,
-        )?);
-    }
     let scan_schema = Arc::new(Schema::new(
         file_fields
             .iter()
@@ -140,46 +106,52 @@ pub(super) async fn parquet_scan(
             .cloned()
             .collect::<Vec<_>>(),
     ));
+    let wanted: Vec<usize> = match projection {
+        Some(p) => p.clone(),
+        None => (0..schema.fields().len()).collect(),
+    };
+    let projection = wanted
+        .iter()
+        .map(|&i| scan_schema.index_of(schema.field(i).name()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+
+    let root = table.table_url();
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| plan_datafusion_err!("cannot list the Delta table's files: {e}"))?;
+    let prefix = root_path(root)?;
+    let files = snapshot
+        .log_data()
+        .iter()
+        .map(|view| partitioned_file(&view, &prefix, &file_fields, &partition_fields))
+        .collect::<Result<Vec<_>>>()?;
     let files = skip_files(state, files, &scan_schema, filters);
-    for file in &files {
-        if let Some(Precision::Exact(n)) = file.statistics.as_ref().map(|s| s.num_rows) {
-            rows += n;
-        }
-    }
     if files.is_empty() {
-        let projected = Arc::new(
-            schema.project(
-                &(0..projection.len())
-                    .map(|k| {
-                        let scan = projection[k];
-                        let name = if scan < file_fields.len() {
-                            file_fields[scan].name()
-                        } else {
-                            partition_fields[scan - file_fields.len()].name()
-                        };
-                        schema.index_of(name).expect("a table column")
-                    })
-                    .collect::<Vec<_>>(),
-            )?,
-        );
-        return Ok(Arc::new(EmptyExec::new(projected)));
+        return Ok(Arc::new(EmptyExec::new(Arc::new(schema.project(&wanted)?))));
     }
+    let rows = files
+        .iter()
+        .filter_map(|f| match f.statistics.as_ref()?.num_rows {
+            Precision::Exact(n) => Some(n),
+            _ => None,
+        })
+        .sum();
 
     let format = ParquetFormat::default().with_options(state.default_table_options().parquet);
     let source = format.file_source(
-        TableSchema::builder(file_schema)
-            .with_table_partition_cols(partition_fields.clone())
+        TableSchema::builder(Arc::new(Schema::new(file_fields)))
+            .with_table_partition_cols(partition_fields)
             .build(),
     );
     // The files' own statistics are exact bounds for pruning; the table's are left
     // inexact, so no aggregate is answered from them (Delta truncates timestamps and long
     // strings in its statistics).
-    let mut statistics = Statistics::new_unknown(schema);
+    let mut statistics = Statistics::new_unknown(&scan_schema);
     statistics.num_rows = Precision::Inexact(rows);
     let groups = FileGroup::new(files).split_files(state.config().target_partitions());
     let config = FileScanConfigBuilder::new(object_store_url(root)?, source)
         .with_file_groups(groups)
-        .with_statistics(reorder(statistics, schema, &file_fields, &partition_fields))
+        .with_statistics(statistics)
         .with_projection_indices(Some(projection))?
         .with_limit(limit)
         .build();
@@ -229,29 +201,8 @@ fn skip_files(
     }
 }
 
-/// The table's statistics in the scan's column order (files', then partitions').
-fn reorder(
-    statistics: Statistics,
-    schema: &SchemaRef,
-    file_fields: &[FieldRef],
-    partition_fields: &[FieldRef],
-) -> Statistics {
-    let column = |f: &FieldRef| {
-        statistics.column_statistics[schema.index_of(f.name()).expect("a table column")].clone()
-    };
-    Statistics {
-        num_rows: statistics.num_rows,
-        total_byte_size: statistics.total_byte_size,
-        column_statistics: file_fields
-            .iter()
-            .chain(partition_fields)
-            .map(column)
-            .collect(),
-    }
-}
-
 /// The store of the table's files: `file://`, or the scheme and bucket of its URL.
-fn object_store_url(root: &Url) -> Result<ObjectStoreUrl> {
+pub(super) fn object_store_url(root: &Url) -> Result<ObjectStoreUrl> {
     ObjectStoreUrl::parse(&root[..url::Position::BeforePath])
 }
 
@@ -371,12 +322,15 @@ fn file_statistics(stats: &Value, file_fields: &[FieldRef]) -> Statistics {
 fn stat_value(json: &Value, data_type: &DataType, is_max: bool) -> Option<ScalarValue> {
     let value = match (json, data_type) {
         (Value::Number(n), t) if t.is_integer() => ScalarValue::Int64(Some(n.as_i64()?)),
-        (Value::String(s), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
-            ScalarValue::Utf8(Some(s.clone()))
-        }
-        (Value::String(s), DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)) => {
-            ScalarValue::Utf8(Some(s.clone()))
-        }
+        (
+            Value::String(s),
+            DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(..),
+        ) => ScalarValue::Utf8(Some(s.clone())),
         _ => return None,
     };
     let value = value.cast_to(data_type).ok()?;
