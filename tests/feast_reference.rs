@@ -464,6 +464,7 @@ async fn a_zero_ttl_view_built_in_code_has_no_ttl() {
         timestamp: "ts".into(),
         created: None,
         ttl: Some(ScalarValue::new_interval_mdn(0, 0, 0)),
+        aggregates: vec![],
         source: FeatureSource::Query("built in code".into()),
         definition: None,
     };

@@ -16,7 +16,9 @@
 //! - `cli`: the `hindcast` binary as a user runs it (worker processes included);
 //! - `s3`: feature views on a local S3-compatible server (moto);
 //! - `snapshots`: the shell's output for `tests/snapshots/*.sql`;
-//! - `shell`: the interactive shell in a terminal (tmux).
+//! - `shell`: the interactive shell in a terminal (tmux);
+//! - `window_aggregates`: aggregation views against a brute-force reference and the
+//!   `RANGE`-window SQL on random inputs.
 
 mod cli;
 mod common;
@@ -32,3 +34,4 @@ mod shell;
 mod slt;
 mod snapshots;
 mod training_sets;
+mod window_aggregates;

@@ -14,7 +14,9 @@ use std::sync::{Arc, RwLock};
 
 pub use partitioning::TimePartitioning;
 pub(crate) use view::column_list;
-pub use view::{FeatureSource, FeatureView, FeatureViewTable};
+pub use view::{
+    AGGREGATE_NAMES, AggregateFunction, Aggregation, FeatureSource, FeatureView, FeatureViewTable,
+};
 
 /// A named list of features from one or more views, as in Feast.
 #[derive(Debug, Clone)]

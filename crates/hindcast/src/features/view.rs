@@ -6,7 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{Fields, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Fields, SchemaRef, TimeUnit};
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::datasource::TableType;
@@ -29,6 +30,9 @@ pub struct FeatureView {
     /// reading zero as no TTL.
     pub ttl: Option<ScalarValue>,
     pub source: FeatureSource,
+    /// An aggregation view's features, computed from its events at each spine row's time;
+    /// empty for a view whose rows are the features.
+    pub aggregates: Vec<Aggregation>,
     /// The statement that defined the view, as SQL that recreates it anywhere (its location
     /// absolute, no credentials), which a training set's manifest records; `None` for a
     /// view built in code.
@@ -77,8 +81,12 @@ impl FeatureView {
         self.ttl.as_ref().filter(|ttl| !zero(ttl))
     }
 
-    /// The columns that are features: everything but keys, times and partition columns.
+    /// The features: an aggregation view's aggregates, or else every column but keys, times
+    /// and partition columns.
     pub fn features(&self, schema: &SchemaRef) -> Vec<String> {
+        if !self.aggregates.is_empty() {
+            return self.aggregates.iter().map(|a| a.name.clone()).collect();
+        }
         let partitions = match &self.source {
             FeatureSource::Files { partitions, .. } => partitions.as_slice(),
             FeatureSource::Query(_) => &[],
@@ -133,7 +141,165 @@ impl FeatureView {
                 .ttl_from_scalar(ttl)
                 .map_err(|e| e.context(format!("feature view {}", self.name)))?;
         }
+        for (i, aggregate) in self.aggregates.iter().enumerate() {
+            let context = |e: datafusion::error::DataFusionError| {
+                e.context(format!("feature view {}: {aggregate}", self.name))
+            };
+            let argument = match &aggregate.argument {
+                Some(name) => Some(column(name, "aggregated")?),
+                None => None,
+            };
+            aggregate
+                .function
+                .output_type(argument.as_ref())
+                .map_err(context)?;
+            domain
+                .ttl_from_scalar(&aggregate.window)
+                .map_err(|e| context(e.context("its window")))?;
+            if self.aggregates[..i]
+                .iter()
+                .any(|a| a.name == aggregate.name)
+            {
+                return plan_err!(
+                    "feature view {}: two aggregates are named {}; give each its own AS name",
+                    self.name,
+                    aggregate.name
+                );
+            }
+        }
         Ok(())
+    }
+}
+
+/// An aggregation feature view's feature: `function(argument) OVER window AS name`, computed
+/// for each spine row over the entity's events in `[t - window, t]` (see
+/// `docs/semantics.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub struct Aggregation {
+    pub function: AggregateFunction,
+    /// The event column aggregated; `None` for `count(*)`.
+    pub argument: Option<String>,
+    /// An interval, as written.
+    pub window: ScalarValue,
+    pub name: String,
+}
+
+impl fmt::Display for Aggregation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let argument = self.argument.as_deref().unwrap_or("*");
+        let distinct = match self.function {
+            AggregateFunction::CountDistinct => "DISTINCT ",
+            _ => "",
+        };
+        write!(
+            f,
+            "{}({distinct}{argument}) OVER {} AS {}",
+            self.function.sql_name(),
+            self.window,
+            self.name
+        )
+    }
+}
+
+/// The aggregates an aggregation view computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+pub enum AggregateFunction {
+    /// `count(*)`: every event, whatever its values.
+    CountRows,
+    Count,
+    CountDistinct,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    /// The latest event's non-NULL value.
+    Last,
+    StddevSamp,
+    StddevPop,
+    VarSamp,
+    VarPop,
+}
+
+/// The names `AGGREGATE (...)` accepts, for messages.
+pub const AGGREGATE_NAMES: &str = "count(*), count, count(DISTINCT ...), sum, avg, min, max, last, stddev (stddev_samp), stddev_pop, variance (var_samp), var_pop";
+
+impl AggregateFunction {
+    /// The function `name(DISTINCT? argument)` names, or why there is none.
+    pub fn parse(name: &str, distinct: bool, star: bool) -> Result<Self> {
+        use AggregateFunction::*;
+        let function = match name.to_lowercase().as_str() {
+            "count" if star && !distinct => CountRows,
+            "count" if distinct => CountDistinct,
+            "count" => Count,
+            "sum" => Sum,
+            "avg" | "mean" => Avg,
+            "min" => Min,
+            "max" => Max,
+            "last" | "last_value" => Last,
+            "stddev" | "stddev_samp" => StddevSamp,
+            "stddev_pop" => StddevPop,
+            "variance" | "var" | "var_samp" => VarSamp,
+            "var_pop" => VarPop,
+            other => {
+                return plan_err!(
+                    "unknown aggregate {other}: an aggregation view computes {AGGREGATE_NAMES}"
+                );
+            }
+        };
+        if distinct && function != CountDistinct {
+            return plan_err!("DISTINCT applies to count only, not to {name}");
+        }
+        if star && function != CountRows {
+            return plan_err!("{name}(*) is not an aggregate: only count takes *");
+        }
+        Ok(function)
+    }
+
+    pub fn sql_name(&self) -> &'static str {
+        use AggregateFunction::*;
+        match self {
+            CountRows | Count | CountDistinct => "count",
+            Sum => "sum",
+            Avg => "avg",
+            Min => "min",
+            Max => "max",
+            Last => "last",
+            StddevSamp => "stddev",
+            StddevPop => "stddev_pop",
+            VarSamp => "variance",
+            VarPop => "var_pop",
+        }
+    }
+
+    /// The type of the aggregate over an argument of type `argument` (`None` for `*`), or
+    /// why it cannot be computed over it.
+    pub fn output_type(&self, argument: Option<&DataType>) -> Result<DataType> {
+        use AggregateFunction::*;
+        let Some(argument) = argument else {
+            return Ok(DataType::Int64);
+        };
+        let numeric = argument.is_integer() || argument.is_floating();
+        Ok(match self {
+            CountRows | Count => DataType::Int64,
+            CountDistinct | Min | Max
+                if RowConverter::new(vec![SortField::new(argument.clone())]).is_err() =>
+            {
+                return plan_err!(
+                    "{}() cannot compare values of type {argument}",
+                    self.sql_name()
+                );
+            }
+            CountDistinct => DataType::Int64,
+            Min | Max | Last => argument.clone(),
+            Sum if argument.is_integer() => DataType::Int64,
+            Sum | Avg | StddevSamp | StddevPop | VarSamp | VarPop if numeric => DataType::Float64,
+            _ => {
+                return plan_err!(
+                    "{}() needs an integer or floating-point column, not {argument}: cast it in an AS SELECT view",
+                    self.sql_name()
+                );
+            }
+        })
     }
 }
 

@@ -168,18 +168,21 @@ impl AsOfJoin {
     /// side is such a scan (under projections and aliases only): the physical planner puts
     /// a partition filter on it.
     pub fn right_partitioning(&self) -> Option<TimePartitioning> {
-        fn scanned(plan: &LogicalPlan) -> Option<TimePartitioning> {
-            match plan {
-                LogicalPlan::Projection(p) => scanned(&p.input),
-                LogicalPlan::SubqueryAlias(a) => scanned(&a.input),
-                LogicalPlan::TableScan(scan) => {
-                    let provider = source_as_provider(&scan.source).ok()?;
-                    FeatureViewTable::of(provider.as_ref())?.time_partitioning()
-                }
-                _ => None,
-            }
+        scanned_partitioning(&self.right)
+    }
+}
+
+/// How the feature view `plan` scans is partitioned by time, when `plan` is such a scan
+/// (under projections and aliases only).
+pub fn scanned_partitioning(plan: &LogicalPlan) -> Option<TimePartitioning> {
+    match plan {
+        LogicalPlan::Projection(p) => scanned_partitioning(&p.input),
+        LogicalPlan::SubqueryAlias(a) => scanned_partitioning(&a.input),
+        LogicalPlan::TableScan(scan) => {
+            let provider = source_as_provider(&scan.source).ok()?;
+            FeatureViewTable::of(provider.as_ref())?.time_partitioning()
         }
-        scanned(&self.right)
+        _ => None,
     }
 }
 
@@ -235,7 +238,7 @@ fn visible_time(event: Expr, created: Expr, schema: &DFSchema, view: &str) -> Re
 }
 
 /// Cast a key pair to the type both compare in, or explain why they cannot be compared.
-fn coerce_key_pair(
+pub(super) fn coerce_key_pair(
     left: Expr,
     right: Expr,
     left_schema: &DFSchema,

@@ -1,4 +1,4 @@
-//! The logical plan: the [`AsOfJoin`] node, its options, the one reader of point-in-time
+//! The logical plan: the [`AsOfJoin`] node, its options, the [`WindowAggregateJoin`] node, the one reader of point-in-time
 //! conditions, and the optimizer rules.
 
 mod asof_join;
@@ -6,9 +6,11 @@ mod options;
 mod push_down_filter;
 mod row_number;
 mod time_condition;
+mod window_aggregate;
 
-pub use asof_join::{AsOfJoin, view_column};
+pub use asof_join::{AsOfJoin, scanned_partitioning, view_column};
 pub use options::{AsOfJoinOptions, JoinMode, MatchOp, fmt_attributes};
 pub use push_down_filter::PushDownAsOfFilter;
 pub use row_number::RewriteRowNumberAsOf;
 pub use time_condition::{Bound, Term, TimeCondition, only_refs};
+pub use window_aggregate::{WindowAggregate, WindowAggregateJoin, WindowAggregateOptions};

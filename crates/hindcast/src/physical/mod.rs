@@ -3,6 +3,7 @@
 //!
 //! - [`asof_join`]: the ASOF join operator;
 //! - [`key_time_sort`]: the sort under it when memory is unlimited;
+//! - [`window_aggregate`]: the window aggregation operator of aggregation views;
 //! - [`spine_bounds`]: the spine's time range and keys, pushed into the feature scan;
 //! - [`planner`]: logical node to operator; [`optimizer`]: `UseKeyTimeSort`.
 
@@ -11,7 +12,9 @@ pub mod key_time_sort;
 mod optimizer;
 mod planner;
 pub mod spine_bounds;
+pub mod window_aggregate;
 
 pub use asof_join::{AsOfJoinExec, TickRange, widen};
 pub use optimizer::UseKeyTimeSort;
 pub use planner::HindcastExtensionPlanner;
+pub use window_aggregate::WindowAggregateExec;

@@ -17,10 +17,10 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 
-use super::AsOfJoinExec;
 use super::spine_bounds::{Narrowing, PartitionFilter, SpineBounds, SpineBoundsExec};
+use super::{AsOfJoinExec, WindowAggregateExec};
 use crate::features::TimePartitioning;
-use crate::logical::AsOfJoin;
+use crate::logical::{AsOfJoin, MatchOp, WindowAggregateJoin, scanned_partitioning};
 use crate::time::TimeDomain;
 
 /// The one extension planner: it downcasts each hindcast node to its operator.
@@ -38,6 +38,31 @@ impl ExtensionPlanner for HindcastExtensionPlanner {
         session: &dyn Session,
         planning_ctx: &PhysicalPlanningContext,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        if let Some(join) = node.as_any().downcast_ref::<WindowAggregateJoin>() {
+            let ([left_plan, right_plan], [left, right]) = (logical_inputs, physical_inputs) else {
+                return internal_err!("WindowAggregateJoin has two inputs");
+            };
+            let options = join.options.try_map(|side, e: &Expr| {
+                let schema = match side {
+                    JoinSide::Left => left_plan.schema(),
+                    _ => right_plan.schema(),
+                };
+                planner.create_physical_expr(e, schema, session, planning_ctx)
+            })?;
+            let sides = Sides {
+                left_time: &options.left_time,
+                on: &options.on,
+                domain: options.domain,
+                op: MatchOp::GtEq,
+                ttl: Some(options.longest_window()),
+                right_time: &options.right_time,
+                partitioning: scanned_partitioning(right_plan),
+            };
+            let (left, right, narrowing) = narrowed(left, right, sides, session)?;
+            let exec =
+                WindowAggregateExec::try_new(left, right, options)?.with_narrowing(narrowing);
+            return Ok(Some(Arc::new(exec)));
+        }
         let Some(join) = node.as_any().downcast_ref::<AsOfJoin>() else {
             return Ok(None);
         };
@@ -51,48 +76,86 @@ impl ExtensionPlanner for HindcastExtensionPlanner {
             };
             planner.create_physical_expr(e, schema, session, planning_ctx)
         })?;
-        // The same switch as DataFusion's own join filters, so plans can be compared.
-        let (left, bounds) = if session
-            .config_options()
-            .optimizer
-            .enable_join_dynamic_filter_pushdown
-        {
-            spine_bounds(left, &options.left_time, &options.on, options.domain)
-        } else {
-            (Arc::clone(left), None)
+        let sides = Sides {
+            left_time: &options.left_time,
+            on: &options.on,
+            domain: options.domain,
+            op: options.op,
+            ttl: options.ttl,
+            right_time: &options.right_time,
+            partitioning: join.right_partitioning(),
         };
-        let mut right = Arc::clone(right);
-        let narrowing = match bounds {
-            Some(bounds) => {
-                let left_keys: Vec<PhysicalExprRef> = options.left_keys().cloned().collect();
-                let right_keys = if bounds.tracks_keys(&left_keys) {
-                    options.right_keys().cloned().collect()
-                } else {
-                    vec![]
-                };
-                let narrowing = Narrowing::new(
-                    bounds,
-                    options.op,
-                    options.ttl,
-                    Arc::clone(&options.right_time),
-                    right_keys,
-                    right.schema(),
-                )?;
-                let partitions = match join.right_partitioning() {
-                    Some(partitioning) => narrow_partitions(&right, partitioning)?,
-                    None => None,
-                };
-                let partition_filter = partitions.map(|(plan, filter)| {
-                    right = plan;
-                    Arc::new(filter)
-                });
-                Some(Arc::new(narrowing.with_partition_filter(partition_filter)))
-            }
-            None => None,
-        };
+        let (left, right, narrowing) = narrowed(left, right, sides, session)?;
         let exec = AsOfJoinExec::try_new(left, right, options)?.with_narrowing(narrowing);
         Ok(Some(Arc::new(exec)))
     }
+}
+
+/// What narrowing a join's right side by its spine needs to know of the join.
+struct Sides<'a> {
+    left_time: &'a PhysicalExprRef,
+    on: &'a [(PhysicalExprRef, PhysicalExprRef)],
+    domain: TimeDomain,
+    op: MatchOp,
+    /// How far from the spine's range a right row can still count.
+    ttl: Option<i64>,
+    right_time: &'a PhysicalExprRef,
+    /// How the feature view the right side scans is partitioned by time.
+    partitioning: Option<TimePartitioning>,
+}
+
+/// `(left, right, narrowing)`, see [`narrowed`].
+type Narrowed = (
+    Arc<dyn ExecutionPlan>,
+    Arc<dyn ExecutionPlan>,
+    Option<Arc<Narrowing>>,
+);
+
+/// The spine wrapped to record its bounds, the right side (with a partition filter on its
+/// scan where it can take one), and the narrowing that sets their filters at run time.
+fn narrowed(
+    left: &Arc<dyn ExecutionPlan>,
+    right: &Arc<dyn ExecutionPlan>,
+    sides: Sides,
+    session: &dyn Session,
+) -> Result<Narrowed> {
+    let mut right = Arc::clone(right);
+    // The same switch as DataFusion's own join filters, so plans can be compared.
+    if !session
+        .config_options()
+        .optimizer
+        .enable_join_dynamic_filter_pushdown
+    {
+        return Ok((Arc::clone(left), right, None));
+    }
+    let (left, bounds) = spine_bounds(left, sides.left_time, sides.on, sides.domain);
+    let Some(bounds) = bounds else {
+        return Ok((left, right, None));
+    };
+    let left_keys: Vec<PhysicalExprRef> = sides.on.iter().map(|(l, _)| Arc::clone(l)).collect();
+    let right_keys = if bounds.tracks_keys(&left_keys) {
+        sides.on.iter().map(|(_, r)| Arc::clone(r)).collect()
+    } else {
+        vec![]
+    };
+    let narrowing = Narrowing::new(
+        bounds,
+        sides.op,
+        sides.ttl,
+        Arc::clone(sides.right_time),
+        right_keys,
+        right.schema(),
+    )?;
+    let partitions = match sides.partitioning {
+        Some(partitioning) => narrow_partitions(&right, partitioning)?,
+        None => None,
+    };
+    let partition_filter = partitions.map(|(plan, filter)| {
+        right = plan;
+        Arc::new(filter)
+    });
+    let narrowing = Arc::new(narrowing.with_partition_filter(partition_filter));
+    Ok((left, right, Some(narrowing)))
 }
 
 /// The spine side of a join, wrapped so it records its time range, and that range.

@@ -22,7 +22,8 @@ use url::Url;
 
 use crate::delta::{DELTA, DeltaSource};
 use crate::features::{
-    FeatureRegistry, FeatureService, FeatureSource, FeatureView, FeatureViewTable,
+    AggregateFunction, Aggregation, FeatureRegistry, FeatureService, FeatureSource, FeatureView,
+    FeatureViewTable,
 };
 use crate::sql::{
     CreateFeatureService, CreateFeatureView, FeatureObject, FeatureViewSource, HindcastStatement,
@@ -117,6 +118,30 @@ async fn create_view(
         Some(expr) => ttl_value(ctx, &expr.to_string())?,
         None => None,
     };
+    if create.ttl.is_some() && !create.aggregates.is_empty() {
+        return plan_err!(
+            "feature view {reference}: an aggregation view has a window per aggregate instead of a TTL: drop TTL"
+        );
+    }
+    let aggregates = create
+        .aggregates
+        .iter()
+        .map(|item| {
+            let function = AggregateFunction::parse(
+                &item.function.value,
+                item.distinct,
+                item.argument.is_none(),
+            )?;
+            let window = interval_value(ctx, &item.window.to_string(), "an aggregate's window")?;
+            Ok(Aggregation {
+                function,
+                argument: item.argument.as_ref().map(normalize),
+                window,
+                name: normalize(&item.name),
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| e.context(format!("feature view {reference}")))?;
     let state = ctx.state();
     let (source, provider): (FeatureSource, Arc<dyn TableProvider>) = match &create.source {
         FeatureViewSource::Files {
@@ -209,6 +234,7 @@ async fn create_view(
         created: create.created.as_ref().map(normalize),
         ttl,
         source,
+        aggregates,
         definition: Some(definition(create, base)),
     };
     let table = FeatureViewTable::try_new(view, provider)?;
@@ -268,35 +294,38 @@ pub(crate) fn resolve_location(location: &str, base: Option<&Path>) -> String {
 
 /// The TTL as an interval; `None` for a zero TTL, which means none (as in Feast).
 fn ttl_value(ctx: &SessionContext, sql: &str) -> Result<Option<ScalarValue>> {
-    let expr = ctx.parse_sql_expr(sql, &DFSchema::empty())?;
-    let value = match expr {
-        Expr::Literal(value, _) => value,
-        Expr::Negative(inner) => match *inner {
-            Expr::Literal(value, _) => value.arithmetic_negate()?,
-            _ => {
-                return plan_err!(
-                    "TTL must be a constant interval, e.g. TTL INTERVAL '90 days'; found {sql}"
-                );
-            }
-        },
-        _ => {
-            return plan_err!(
-                "TTL must be a constant interval, e.g. TTL INTERVAL '90 days'; found {sql}"
-            );
-        }
-    };
-    if !matches!(
-        value.data_type(),
-        DataType::Interval(_) | DataType::Duration(_)
-    ) {
-        return plan_err!("TTL must be an interval, e.g. TTL INTERVAL '90 days'; found {sql}");
-    }
-    // Validate (sign, months) in the finest domain; the view's own domain is checked later.
+    let value = interval_value(ctx, sql, "TTL")?;
     // A zero TTL means no TTL, as in Feast (in a MATCH_CONDITION, zero is a bound).
     match TimeDomain::Instant(TimeUnit::Nanosecond).ttl_from_scalar(&value)? {
         0 => Ok(None),
         _ => Ok(Some(value)),
     }
+}
+
+/// A constant interval (`what` names it in messages), checked for sign and months in the
+/// finest domain; the view's own domain is checked when the view is validated.
+fn interval_value(ctx: &SessionContext, sql: &str, what: &str) -> Result<ScalarValue> {
+    let not_constant =
+        || plan_err!("{what} must be a constant interval, e.g. INTERVAL '90 days'; found {sql}");
+    let expr = ctx.parse_sql_expr(sql, &DFSchema::empty())?;
+    let value = match expr {
+        Expr::Literal(value, _) => value,
+        Expr::Negative(inner) => match *inner {
+            Expr::Literal(value, _) => value.arithmetic_negate()?,
+            _ => return not_constant(),
+        },
+        _ => return not_constant(),
+    };
+    if !matches!(
+        value.data_type(),
+        DataType::Interval(_) | DataType::Duration(_)
+    ) {
+        return plan_err!("{what} must be an interval, e.g. INTERVAL '90 days'; found {sql}");
+    }
+    TimeDomain::Instant(TimeUnit::Nanosecond)
+        .ttl_from_scalar(&value)
+        .map_err(|e| e.context(what.to_string()))?;
+    Ok(value)
 }
 
 async fn create_service(
@@ -527,6 +556,14 @@ async fn describe(
             rows.push(vec!["delta version".into(), version]);
         }
         let features = view.features(&schema);
+        let partition_columns = match &view.source {
+            FeatureSource::Files { partitions, .. } => partitions.clone(),
+            FeatureSource::Query(_) => vec![],
+        };
+        let time_type = schema
+            .field_with_name(&view.timestamp)
+            .map(|f| f.data_type().clone())
+            .unwrap_or(DataType::Null);
         for field in schema.fields() {
             let name = field.name();
             let role = if view.entities.contains(name) {
@@ -537,6 +574,8 @@ async fn describe(
                 "created"
             } else if features.contains(name) {
                 "feature"
+            } else if !view.aggregates.is_empty() && !partition_columns.contains(name) {
+                "event"
             } else {
                 "partition"
             };
@@ -544,6 +583,27 @@ async fn describe(
             rows.push(vec![
                 format!("column {name}"),
                 format!("{}{nullable} ({role})", field.data_type()),
+            ]);
+        }
+        for aggregate in &view.aggregates {
+            let window = match TimeDomain::common(&time_type, &time_type) {
+                Some(domain) => match domain.ttl_from_scalar(&aggregate.window) {
+                    Ok(ticks) => DisplayTtl(domain, ticks).to_string(),
+                    Err(_) => aggregate.window.to_string(),
+                },
+                None => aggregate.window.to_string(),
+            };
+            let argument = aggregate.argument.as_deref().unwrap_or("*");
+            let distinct = match aggregate.function {
+                AggregateFunction::CountDistinct => "DISTINCT ",
+                _ => "",
+            };
+            rows.push(vec![
+                format!("aggregate {}", aggregate.name),
+                format!(
+                    "{}({distinct}{argument}) OVER {window}",
+                    aggregate.function.sql_name()
+                ),
             ]);
         }
         return string_table(ctx, &["property", "value"], rows).map(Some);

@@ -8,6 +8,7 @@
 //! ```sql
 //! CREATE [OR REPLACE] FEATURE VIEW [IF NOT EXISTS] name
 //!   ENTITY (k, ...) TIMESTAMP col [CREATED col] [TTL INTERVAL '...']
+//!   [AGGREGATE (function([DISTINCT] col | *) OVER INTERVAL '...' AS name, ...)]
 //!   { STORED AS PARQUET|CSV [PARTITIONED BY (p, ...)] [OPTIONS ('k' 'v', ...)] LOCATION '...'
 //!   | AS query }
 //! CREATE [OR REPLACE] FEATURE SERVICE [IF NOT EXISTS] name AS view (f, ...) | view (*), ...
@@ -68,7 +69,35 @@ pub struct CreateFeatureView {
     pub timestamp: Ident,
     pub created: Option<Ident>,
     pub ttl: Option<SQLExpr>,
+    /// An aggregation view's features; empty for a view whose rows are the features.
+    pub aggregates: Vec<AggregateItem>,
     pub source: FeatureViewSource,
+}
+
+/// `function([DISTINCT] argument) OVER window AS name` in `AGGREGATE (...)`.
+#[derive(Debug, Clone)]
+pub struct AggregateItem {
+    pub function: Ident,
+    pub distinct: bool,
+    /// `None` for `*`.
+    pub argument: Option<Ident>,
+    pub window: SQLExpr,
+    pub name: Ident,
+}
+
+impl fmt::Display for AggregateItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let distinct = if self.distinct { "DISTINCT " } else { "" };
+        let argument = match &self.argument {
+            Some(argument) => argument.to_string(),
+            None => "*".to_string(),
+        };
+        write!(
+            f,
+            "{}({distinct}{argument}) OVER {} AS {}",
+            self.function, self.window, self.name
+        )
+    }
 }
 
 /// Where a feature view's rows come from.
@@ -114,6 +143,10 @@ impl fmt::Display for CreateFeatureView {
         }
         if let Some(ttl) = &self.ttl {
             write!(f, " TTL {ttl}")?;
+        }
+        if !self.aggregates.is_empty() {
+            let items: Vec<String> = self.aggregates.iter().map(|a| a.to_string()).collect();
+            write!(f, " AGGREGATE ({})", items.join(", "))?;
         }
         match &self.source {
             FeatureViewSource::Files {
@@ -255,6 +288,7 @@ fn parse_create_view(parser: &mut DFParser, or_replace: bool) -> Result<CreateFe
     let mut timestamp = None;
     let mut created = None;
     let mut ttl = None;
+    let mut aggregates = None;
     let mut format = None;
     let mut partitions = None;
     let mut options = None;
@@ -275,6 +309,9 @@ fn parse_create_view(parser: &mut DFParser, or_replace: bool) -> Result<CreateFe
         } else if parse_word(p, "TTL") {
             let value = p.parse_expr()?;
             set_once(&mut ttl, value, "TTL", &clause)?;
+        } else if parse_word(p, "AGGREGATE") {
+            let items = parse_aggregates(p)?;
+            set_once(&mut aggregates, items, "AGGREGATE", &clause)?;
         } else if p.parse_keywords(&[Keyword::STORED, Keyword::AS]) {
             let value = p.parse_identifier()?.value.to_uppercase();
             set_once(&mut format, value, "STORED AS", &clause)?;
@@ -333,7 +370,7 @@ fn parse_create_view(parser: &mut DFParser, or_replace: bool) -> Result<CreateFe
                     "CREATE FEATURE VIEW {name} needs a source: STORED AS PARQUET LOCATION '...' or AS SELECT ..."
                 ),
                 _ => expected(
-                    "ENTITY, TIMESTAMP, CREATED, TTL, STORED AS, PARTITIONED BY, OPTIONS, LOCATION or AS",
+                    "ENTITY, TIMESTAMP, CREATED, TTL, AGGREGATE, STORED AS, PARTITIONED BY, OPTIONS, LOCATION or AS",
                     found,
                 ),
             });
@@ -347,8 +384,55 @@ fn parse_create_view(parser: &mut DFParser, or_replace: bool) -> Result<CreateFe
         timestamp,
         created,
         ttl,
+        aggregates: aggregates.unwrap_or_default(),
         source,
     })
+}
+
+/// `(function([DISTINCT] col | *) OVER <interval> AS name, ...)`.
+fn parse_aggregates(p: &mut Parser) -> Result<Vec<AggregateItem>> {
+    p.expect_token(&Token::LParen)?;
+    let items = p.parse_comma_separated(|p| {
+        let function = p.parse_identifier()?;
+        p.expect_token(&Token::LParen)?;
+        let distinct = p.parse_keyword(Keyword::DISTINCT);
+        let argument = match p.consume_token(&Token::Mul) {
+            true => None,
+            false => Some(p.parse_identifier()?),
+        };
+        if !p.consume_token(&Token::RParen) {
+            return Err(ParserError::ParserError(format!(
+                "Expected: ) after the argument of {function}, found: {}{}: an aggregate takes one column (compute expressions in an AS SELECT view)",
+                p.peek_token(),
+                p.peek_token().span.start
+            )));
+        }
+        if !p.parse_keyword(Keyword::OVER) {
+            return Err(ParserError::ParserError(format!(
+                "Expected: OVER INTERVAL '...' after {function}(...), found: {}{}: each aggregate names its window, e.g. count(*) OVER INTERVAL '30 days' AS n_30d",
+                p.peek_token(),
+                p.peek_token().span.start
+            )));
+        }
+        let window = p.parse_expr()?;
+        if !p.parse_keyword(Keyword::AS) {
+            return Err(ParserError::ParserError(format!(
+                "Expected: AS <name> after the window of {function}(...), found: {}{}",
+                p.peek_token(),
+                p.peek_token().span.start
+            )));
+        }
+        let name = p.parse_identifier()?;
+        Ok(AggregateItem {
+            function,
+            distinct,
+            argument,
+            window,
+            name,
+        })
+    })?;
+    p.expect_token(&Token::RParen)?;
+    Ok(items)
 }
 
 /// `('key' 'value', ...)`, as in DataFusion's `CREATE EXTERNAL TABLE ... OPTIONS`.

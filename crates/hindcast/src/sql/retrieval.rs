@@ -32,7 +32,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use super::NestAsOfJoins;
 use super::dialect::HindcastDialect;
 use crate::features::{FeatureRegistry, FeatureView, FeatureViewTable, column_list};
-use crate::logical::AsOfJoin;
+use crate::logical::{AsOfJoin, WindowAggregateJoin};
 
 pub(super) const NAME: &str = "historical_features";
 
@@ -390,7 +390,15 @@ fn join_view(
     let mut right_columns: Vec<&str> = view.entities.iter().map(String::as_str).collect();
     right_columns.push(&view.timestamp);
     right_columns.extend(view.created.as_deref());
-    right_columns.extend(features.iter().map(String::as_str));
+    if view.aggregates.is_empty() {
+        right_columns.extend(features.iter().map(String::as_str));
+    } else {
+        for argument in view.aggregates.iter().filter_map(|a| a.argument.as_deref()) {
+            if !right_columns.contains(&argument) {
+                right_columns.push(argument);
+            }
+        }
+    }
     let right = LogicalPlanBuilder::scan(reference.clone(), source, None)?
         .project(right_columns.iter().map(|c| column(c)))?
         .build()?;
@@ -414,15 +422,26 @@ fn join_view(
         .map(Expr::Column)
         .collect();
     let spine_time = Expr::Column(spine_time.clone());
-    let node = AsOfJoin::for_view(plan, right, on, spine_time, &view, filter_by_created)
-        .map_err(|e| e.context(NAME))?;
+    let node = if view.aggregates.is_empty() {
+        AsOfJoin::for_view(plan, right, on, spine_time, &view, filter_by_created)
+            .map_err(|e| e.context(NAME))?
+            .into_plan()
+    } else if filter_by_created && view.created.is_some() {
+        return plan_err!(
+            "{NAME}: feature view {} is an aggregation view, whose windows do not filter by created timestamp yet: \
+             pass filter_by_created_timestamp => false",
+            view.name
+        );
+    } else {
+        WindowAggregateJoin::for_view(plan, right, on, spine_time, &view, Some(&features))
+            .map_err(|e| e.context(NAME))?
+            .into_plan()
+    };
     let output = kept.into_iter().chain(
         features
             .iter()
             .zip(names)
             .map(|(feature, name)| column(feature).alias_qualified(Some(FEATURES), name)),
     );
-    LogicalPlanBuilder::from(node.into_plan())
-        .project(output)?
-        .build()
+    LogicalPlanBuilder::from(node).project(output)?.build()
 }

@@ -21,7 +21,7 @@ use datafusion::sql::sqlparser::ast::{Expr as SQLExpr, JoinConstraint, TableFact
 
 use super::asof_join::{join_keys, merge_using};
 use crate::features::{FeatureView, FeatureViewTable};
-use crate::logical::{AsOfJoin, view_column};
+use crate::logical::{AsOfJoin, WindowAggregateJoin, view_column};
 
 /// The `AS OF` expression of a versioned table factor; an error for versioning clauses other
 /// than `FOR SYSTEM_TIME AS OF`.
@@ -121,8 +121,13 @@ pub(super) fn plan_temporal_join(
             );
         }
     }
-    let node = AsOfJoin::for_view(left, right, on, left_time, &view, false)?;
-    merge_using(node.into_plan(), &using)
+    let plan = match view.aggregates.is_empty() {
+        true => AsOfJoin::for_view(left, right, on, left_time, &view, false)?.into_plan(),
+        false => {
+            WindowAggregateJoin::for_view(left, right, on, left_time, &view, None)?.into_plan()
+        }
+    };
+    merge_using(plan, &using)
 }
 
 /// `view FOR SYSTEM_TIME AS OF <constant>`: the latest row per entity as of that instant.
@@ -138,6 +143,14 @@ pub(super) fn plan_snapshot(
         .cloned()
         .expect("called for a versioned factor");
     let (factor, view) = unversioned(factor, context)?;
+    if !view.aggregates.is_empty() {
+        return plan_err!(
+            "{} is an aggregation view: a snapshot of it at a constant instant is not supported yet; \
+             join it to the entities and instants wanted: spine LEFT JOIN {} FOR SYSTEM_TIME AS OF spine.ts ON ...",
+            view.name,
+            view.name
+        );
+    }
     let instant = context
         .sql_to_expr(as_of.clone(), &DFSchema::empty())
         .map_err(|e| {

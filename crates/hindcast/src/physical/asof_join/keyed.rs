@@ -17,7 +17,7 @@ use crate::time::TimeDomain;
 
 /// How the stream makes keys comparable: the same for both sides, so the merge compares
 /// like with like.
-pub(super) enum KeyFormat {
+pub(crate) enum KeyFormat {
     None,
     /// One key of an integer-backed type (integers, timestamps, dates), the same on both
     /// sides: compared as `i64` in its own order, without the cost of Arrow's row format
@@ -50,7 +50,7 @@ impl KeyFormat {
         Ok(KeyFormat::Rows(RowConverter::new(fields)?))
     }
 
-    fn convert(&self, keys: &[ArrayRef]) -> Result<Option<Keys>> {
+    pub fn convert(&self, keys: &[ArrayRef]) -> Result<Option<Keys>> {
         Ok(match self {
             KeyFormat::None => None,
             KeyFormat::Int(domain) => Some(Keys::Int(domain.to_i64(&keys[0])?)),
@@ -59,7 +59,12 @@ impl KeyFormat {
     }
 
     /// `source`'s rows with their join arrays converted; times in `domain`.
-    pub fn keyed(&self, source: Source, arrays: JoinArrays, domain: TimeDomain) -> Result<Keyed> {
+    pub(super) fn keyed(
+        &self,
+        source: Source,
+        arrays: JoinArrays,
+        domain: TimeDomain,
+    ) -> Result<Keyed> {
         let time = domain.to_i64(&arrays.time)?;
         let mut invalid = time.nulls().cloned();
         for k in &arrays.keys {
@@ -94,14 +99,14 @@ impl KeyFormat {
 }
 
 /// Join keys of a batch's rows in a comparable form, see [`KeyFormat`].
-pub(super) enum Keys {
+pub(crate) enum Keys {
     Int(Int64Array),
     Rows(Rows),
 }
 
 /// One row's keys, kept past its batch.
 #[derive(PartialEq)]
-pub(super) enum OwnedKeys {
+pub(crate) enum OwnedKeys {
     Int(Option<i64>),
     Row(OwnedRow),
 }
@@ -123,10 +128,21 @@ impl Keys {
         }
     }
 
-    fn size(&self) -> usize {
+    pub fn size(&self) -> usize {
         match self {
             Keys::Int(a) => a.len() * size_of::<i64>(),
             Keys::Rows(rows) => rows.size(),
+        }
+    }
+}
+
+impl OwnedKeys {
+    /// Whether row `i` of `keys` has these keys.
+    pub fn is(&self, keys: &Keys, i: usize) -> bool {
+        match (self, keys) {
+            (OwnedKeys::Int(key), Keys::Int(a)) => *key == int_key(a, i),
+            (OwnedKeys::Row(key), Keys::Rows(rows)) => key.row() == rows.row(i),
+            _ => false,
         }
     }
 }

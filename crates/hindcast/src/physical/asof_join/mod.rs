@@ -17,7 +17,7 @@
 
 mod exec;
 mod input;
-mod keyed;
+pub(crate) mod keyed;
 mod metrics;
 mod output;
 mod right_buffer;
