@@ -158,6 +158,31 @@ impl AsOfJoinExec {
     }
 }
 
+/// `right` (a `SortExec` over the `FilterExec` it kept) with that filter built at the
+/// session's batch size; `None` when there is nothing to change. See
+/// `AsOfJoinExec::handle_child_pushdown_result`.
+pub(crate) fn with_session_batch_size(
+    right: &Arc<dyn ExecutionPlan>,
+    config: &ConfigOptions,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let batch_size = config.execution.batch_size.get();
+    let Some(sort) = right.downcast_ref::<SortExec>() else {
+        return Ok(None);
+    };
+    let Some(filter) = sort.input().downcast_ref::<FilterExec>() else {
+        return Ok(None);
+    };
+    if filter.batch_size() == batch_size {
+        return Ok(None);
+    }
+    let filter: Arc<dyn ExecutionPlan> = Arc::new(filter.with_batch_size(batch_size)?);
+    let right = Arc::clone(right).replace_children(
+        vec![filter],
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
+    )?;
+    Ok(Some(right))
+}
+
 /// All of `input`, read before its first batch is passed on.
 ///
 /// Chained joins over one spine: each holds its feature side's partition until its output
@@ -396,21 +421,9 @@ impl ExecutionPlan for AsOfJoinExec {
         config: &ConfigOptions,
     ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
         let result = FilterPushdownPropagation::if_all(child_pushdown_result);
-        let batch_size = config.execution.batch_size.get();
-        let Some(sort) = self.right.downcast_ref::<SortExec>() else {
+        let Some(right) = with_session_batch_size(&self.right, config)? else {
             return Ok(result);
         };
-        let Some(filter) = sort.input().downcast_ref::<FilterExec>() else {
-            return Ok(result);
-        };
-        if filter.batch_size() == batch_size {
-            return Ok(result);
-        }
-        let filter: Arc<dyn ExecutionPlan> = Arc::new(filter.with_batch_size(batch_size)?);
-        let right = Arc::clone(&self.right).replace_children(
-            vec![filter],
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
-        )?;
         let node = Self {
             right,
             ..Self::clone(self)

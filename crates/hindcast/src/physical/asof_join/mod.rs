@@ -24,5 +24,6 @@ mod right_buffer;
 mod stream;
 
 pub use exec::AsOfJoinExec;
+pub(crate) use exec::with_session_batch_size;
 pub use metrics::{TickRange, widen};
 pub use stream::MAX_PINNED_RIGHT_BATCHES;

@@ -115,6 +115,21 @@ impl ValueForm {
     }
 }
 
+/// The bytes `batch`'s rows occupy. A sorted batch is often a slice of a larger one, whose
+/// whole buffers `get_array_memory_size` would report for every slice, so a few held
+/// slices would look like the whole sort's output and exhaust a memory limit.
+pub(super) fn sliced_size(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}
+
 /// One right batch and what the merge reads of it.
 pub(super) struct EventBatch {
     /// Index of the batch's first row among all the partition's events.
@@ -191,7 +206,7 @@ impl Events {
             })
             .collect::<Result<Vec<_>>>()?;
         let keys = columns.key_format.convert(&keys)?;
-        let memory = batch.get_array_memory_size()
+        let memory = sliced_size(batch)
             + time.len() * 8
             + keys.as_ref().map_or(0, Keys::size)
             + values.iter().map(Values::size).sum::<usize>();

@@ -15,7 +15,8 @@ use datafusion::physical_expr::{
 };
 use datafusion::physical_plan::execution_plan::{Boundedness, CardinalityEffect, EmissionType};
 use datafusion::physical_plan::filter_pushdown::{
-    ChildFilterDescription, FilterDescription, FilterPushdownPhase,
+    ChildFilterDescription, ChildPushdownResult, FilterDescription, FilterPushdownPhase,
+    FilterPushdownPropagation,
 };
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricCategory, MetricType, MetricsSet,
@@ -29,6 +30,7 @@ use datafusion::physical_plan::{
 use super::stream::{WindowAggregateStream, WindowMetrics};
 use crate::features::AggregateFunction;
 use crate::logical::{WindowAggregateOptions, fmt_attributes};
+use crate::physical::asof_join::with_session_batch_size;
 use crate::physical::spine_bounds::Narrowing;
 
 /// For every spine (left) row, that row plus each aggregate over the events (right rows)
@@ -311,5 +313,24 @@ impl ExecutionPlan for WindowAggregateExec {
             right = right.with_self_filter(Arc::clone(&narrowing.time_filter) as PhysicalExprRef);
         }
         Ok(FilterDescription::new().with_child(left).with_child(right))
+    }
+
+    /// The events' kept filter at the session's batch size, as the ASOF join's (see
+    /// `AsOfJoinExec::handle_child_pushdown_result`).
+    fn handle_child_pushdown_result(
+        &self,
+        _phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        let result = FilterPushdownPropagation::if_all(child_pushdown_result);
+        let Some(right) = with_session_batch_size(&self.right, config)? else {
+            return Ok(result);
+        };
+        let node = Self {
+            right,
+            ..Self::clone(self)
+        };
+        Ok(result.with_updated_node(Arc::new(node)))
     }
 }

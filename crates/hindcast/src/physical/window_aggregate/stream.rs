@@ -21,7 +21,7 @@ use datafusion::physical_plan::{RecordBatchStream, SendableRecordBatchStream};
 use futures::{Stream, StreamExt};
 
 use super::accumulator::{Output, State};
-use super::events::{EventColumns, Events, ValueForm};
+use super::events::{EventColumns, Events, ValueForm, sliced_size};
 use crate::logical::WindowAggregateOptions;
 use crate::physical::asof_join::keyed::{KeyFormat, Keys, OwnedKeys};
 use crate::physical::spine_bounds::Narrowing;
@@ -228,7 +228,7 @@ impl WindowAggregateStream {
         let spine = self
             .spine
             .as_ref()
-            .map_or(0, |s| s.batch.get_array_memory_size() + s.time.len() * 8);
+            .map_or(0, |s| sliced_size(&s.batch) + s.time.len() * 8);
         let events: usize = self.events.batches().map(|b| b.memory).sum();
         let states: usize = self.states.iter().map(State::memory).sum();
         let total = spine + events + states;
