@@ -132,7 +132,12 @@ async fn create_view(
                 item.distinct,
                 item.argument.is_none(),
             )?;
-            let window = interval_value(ctx, &item.window.to_string(), "an aggregate's window")?;
+            let window = interval_value(
+                ctx,
+                &item.window.to_string(),
+                "an aggregate's window",
+                "count(*) OVER INTERVAL '30 days' AS n_30d",
+            )?;
             Ok(Aggregation {
                 function,
                 argument: item.argument.as_ref().map(normalize),
@@ -294,7 +299,7 @@ pub(crate) fn resolve_location(location: &str, base: Option<&Path>) -> String {
 
 /// The TTL as an interval; `None` for a zero TTL, which means none (as in Feast).
 fn ttl_value(ctx: &SessionContext, sql: &str) -> Result<Option<ScalarValue>> {
-    let value = interval_value(ctx, sql, "TTL")?;
+    let value = interval_value(ctx, sql, "TTL", "TTL INTERVAL '90 days'")?;
     // A zero TTL means no TTL, as in Feast (in a MATCH_CONDITION, zero is a bound).
     match TimeDomain::Instant(TimeUnit::Nanosecond).ttl_from_scalar(&value)? {
         0 => Ok(None),
@@ -304,9 +309,14 @@ fn ttl_value(ctx: &SessionContext, sql: &str) -> Result<Option<ScalarValue>> {
 
 /// A constant interval (`what` names it in messages), checked for sign and months in the
 /// finest domain; the view's own domain is checked when the view is validated.
-fn interval_value(ctx: &SessionContext, sql: &str, what: &str) -> Result<ScalarValue> {
+fn interval_value(
+    ctx: &SessionContext,
+    sql: &str,
+    what: &str,
+    example: &str,
+) -> Result<ScalarValue> {
     let not_constant =
-        || plan_err!("{what} must be a constant interval, e.g. INTERVAL '90 days'; found {sql}");
+        || plan_err!("{what} must be a constant interval, e.g. {example}; found {sql}");
     let expr = ctx.parse_sql_expr(sql, &DFSchema::empty())?;
     let value = match expr {
         Expr::Literal(value, _) => value,
@@ -320,7 +330,7 @@ fn interval_value(ctx: &SessionContext, sql: &str, what: &str) -> Result<ScalarV
         value.data_type(),
         DataType::Interval(_) | DataType::Duration(_)
     ) {
-        return plan_err!("{what} must be an interval, e.g. INTERVAL '90 days'; found {sql}");
+        return plan_err!("{what} must be an interval, e.g. {example}; found {sql}");
     }
     TimeDomain::Instant(TimeUnit::Nanosecond)
         .ttl_from_scalar(&value)
