@@ -346,7 +346,7 @@ impl Case {
 }
 
 /// Split into batches of `size` rows spread over `partitions` input partitions.
-fn table(batch: &RecordBatch, size: usize, partitions: usize) -> Arc<MemTable> {
+pub fn table(batch: &RecordBatch, size: usize, partitions: usize) -> Arc<MemTable> {
     let mut parts: Vec<Vec<RecordBatch>> = vec![vec![]; partitions];
     let mut offset = 0;
     let mut i = 0;

@@ -18,13 +18,13 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use datafusion::arrow::util::display::array_value_to_string;
-use datafusion::datasource::MemTable;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use hindcast::Hindcast;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::common::{batch, session};
+use crate::differential::table;
 
 /// The aggregates every case computes: `(sql, name)`; `{w}` is the case's window for it.
 const AGGREGATES: [&str; 12] = [
@@ -299,24 +299,6 @@ fn same_cells(want: &[String], got: &[String]) -> bool {
                     _ => false,
                 }
         })
-}
-
-/// Split into batches of `size` rows over `partitions` input partitions.
-fn table(batch: &RecordBatch, size: usize, partitions: usize) -> Arc<MemTable> {
-    let mut parts: Vec<Vec<RecordBatch>> = vec![vec![]; partitions];
-    let mut offset = 0;
-    let mut i = 0;
-    while offset < batch.num_rows() {
-        let len = size.min(batch.num_rows() - offset);
-        let rows = datafusion::arrow::array::UInt32Array::from_iter_values(
-            offset as u32..(offset + len) as u32,
-        );
-        parts[i % partitions]
-            .push(datafusion::arrow::compute::take_record_batch(batch, &rows).expect("copy"));
-        offset += len;
-        i += 1;
-    }
-    Arc::new(MemTable::try_new(batch.schema(), parts).expect("mem table"))
 }
 
 /// The join's rows by `lid`: the raw batches' values (for the bit-for-bit comparison) and

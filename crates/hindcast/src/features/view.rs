@@ -255,6 +255,12 @@ impl AggregateFunction {
         Ok(function)
     }
 
+    /// Counts are never NULL (an empty window counts 0); the others are NULL when empty.
+    pub fn nullable(&self) -> bool {
+        use AggregateFunction::*;
+        !matches!(self, CountRows | Count | CountDistinct)
+    }
+
     pub fn sql_name(&self) -> &'static str {
         use AggregateFunction::*;
         match self {

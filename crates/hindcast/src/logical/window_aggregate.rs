@@ -323,12 +323,7 @@ fn output_schema(
             .map(|e| e.get_type(right_schema.as_ref()))
             .transpose()?;
         let data_type = aggregate.function.output_type(argument.as_ref())?;
-        let nullable = !matches!(
-            aggregate.function,
-            AggregateFunction::CountRows
-                | AggregateFunction::Count
-                | AggregateFunction::CountDistinct
-        );
+        let nullable = aggregate.function.nullable();
         fields.push((
             relation.clone(),
             Arc::new(Field::new(&aggregate.name, data_type, nullable)),

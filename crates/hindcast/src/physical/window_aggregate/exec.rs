@@ -28,7 +28,6 @@ use datafusion::physical_plan::{
 };
 
 use super::stream::{WindowAggregateStream, WindowMetrics};
-use crate::features::AggregateFunction;
 use crate::logical::{WindowAggregateOptions, fmt_attributes};
 use crate::physical::asof_join::with_session_batch_size;
 use crate::physical::spine_bounds::Narrowing;
@@ -123,12 +122,7 @@ fn output_schema(
             .map(|a| a.data_type(right))
             .transpose()?;
         let data_type = aggregate.function.output_type(argument.as_ref())?;
-        let nullable = !matches!(
-            aggregate.function,
-            AggregateFunction::CountRows
-                | AggregateFunction::Count
-                | AggregateFunction::CountDistinct
-        );
+        let nullable = aggregate.function.nullable();
         fields.push(Arc::new(Field::new(&aggregate.name, data_type, nullable)));
     }
     Ok(Arc::new(Schema::new_with_metadata(
