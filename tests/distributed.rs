@@ -23,7 +23,7 @@ const TRAINING_SET: &str = "SELECT * FROM historical_features('SELECT user_id, e
 
 /// Queries whose answers depend on the TTL, a bound and the direction (the example data has
 /// no ties on event time: tie-breaks and modes are checked through the codec by `slt`).
-const QUERIES: [&str; 6] = [
+const QUERIES: [&str; 7] = [
     TRAINING_SET,
     // A short bound: most labels get nothing.
     "SELECT l.user_id, l.event_timestamp, f.avg_transaction_amount FROM labels l \
@@ -40,6 +40,11 @@ const QUERIES: [&str; 6] = [
     // The README's training set, with the Delta view's feature.
     "SELECT * FROM historical_features('labels', 'churn_model', 'user_plan:plan') \
      ORDER BY user_id, event_timestamp, label",
+    // The aggregation view: every aggregate and window of it.
+    "SELECT * FROM historical_features('labels', 'user_transactions:txn_count_30d', \
+     'user_transactions:spend_90d', 'user_transactions:avg_amount_30d', \
+     'user_transactions:max_amount_1d', 'user_transactions:merchants_7d', \
+     'user_transactions:last_category') ORDER BY user_id, event_timestamp, label",
     // The Delta view, its partition column filtered.
     "SELECT l.user_id, l.event_timestamp, p.plan, p.month FROM labels l \
      LEFT JOIN user_plan FOR SYSTEM_TIME AS OF l.event_timestamp AS p ON p.user_id = l.user_id \
@@ -223,7 +228,7 @@ fn assert_cut_into_stages(plan: &Arc<dyn ExecutionPlan>) {
     assert!(stage_count >= 2, "one stage only:\n{stages}");
     let join_stage = stages
         .split("───── Stage ")
-        .find(|stage| stage.contains("AsOfJoinExec"))
+        .find(|stage| stage.contains("AsOfJoinExec") || stage.contains("WindowAggregateExec"))
         .unwrap_or_else(|| panic!("no stage runs the joins:\n{stages}"));
     assert!(
         join_stage.contains("tasks=3"),
@@ -281,22 +286,29 @@ async fn key_time_sort_follows_the_decoding_process_memory_limit() {
 }
 
 /// The spine's bounds prune the feature scans on the workers as in one process: a spine of
-/// one month against two years of monthly partitions reads one partition either way.
+/// one month against two years of monthly partitions reads one partition either way, for
+/// an ASOF join (a 7-day TTL) and an aggregation view (a 7-day window) alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spine_bounds_prune_the_workers_scans() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let setup = [
-        format!(
-            "COPY (SELECT user_id, ts, CAST(user_id * 1000 + d AS DOUBLE) AS spend, \
+    let data = format!(
+        "COPY (SELECT user_id, ts, CAST(user_id * 1000 + d AS DOUBLE) AS spend, \
                CAST(date_part('year', ts) AS INT) AS year, CAST(date_part('month', ts) AS INT) AS month \
              FROM (SELECT d, to_timestamp_seconds(1704110400 + d * 86400) AS ts \
                    FROM generate_series(0, 730) AS t(d)), \
                   (SELECT value AS user_id FROM generate_series(1, 20))) \
              TO '{}/monthly/' STORED AS PARQUET PARTITIONED BY (year, month)",
+        dir.path().display()
+    );
+    let setup = [
+        format!(
+            "CREATE FEATURE VIEW monthly ENTITY (user_id) TIMESTAMP ts TTL INTERVAL '7 days' \
+             STORED AS PARQUET PARTITIONED BY (year, month) LOCATION '{}/monthly/'",
             dir.path().display()
         ),
         format!(
-            "CREATE FEATURE VIEW monthly ENTITY (user_id) TIMESTAMP ts TTL INTERVAL '7 days' \
+            "CREATE FEATURE VIEW weekly ENTITY (user_id) TIMESTAMP ts \
+             AGGREGATE (sum(spend) OVER INTERVAL '7 days' AS spend_7d, count(*) OVER INTERVAL '7 days' AS n_7d) \
              STORED AS PARQUET PARTITIONED BY (year, month) LOCATION '{}/monthly/'",
             dir.path().display()
         ),
@@ -305,75 +317,95 @@ async fn spine_bounds_prune_the_workers_scans() {
          FROM generate_series(1, 100)"
             .to_string(),
     ];
-    let query = "SELECT count(*), count(m.spend), sum(m.spend) FROM march l \
-                 LEFT JOIN monthly FOR SYSTEM_TIME AS OF l.event_timestamp AS m ON m.user_id = l.user_id";
+    // A label of user u at midnight of 2025-03-10 + (u - 1) days holds the 7 daily rows (at
+    // noon) of days d = 427 + u ..= 433 + u since 2024-01-01, of spend 1000 u + d: a sum of
+    // 7007 u + 3003; each of the 20 users has 5 labels.
+    let queries = [
+        (
+            "SELECT count(*), count(m.spend), sum(m.spend) FROM march l \
+             LEFT JOIN monthly FOR SYSTEM_TIME AS OF l.event_timestamp AS m ON m.user_id = l.user_id",
+            "| 100      | 100            | 1094250.0    |",
+        ),
+        (
+            "SELECT count(*), sum(w.n_7d), sum(w.spend_7d) FROM march l \
+             LEFT JOIN weekly FOR SYSTEM_TIME AS OF l.event_timestamp AS w ON w.user_id = l.user_id",
+            "| 100      | 700         | 7657650.0       |",
+        ),
+    ];
     let workers = start_workers(3, None).await;
     let cluster = cluster_session(8192, 4, &workers).await;
     let local = Hindcast::with_defaults(None).expect("session");
-    let mut figures = vec![];
+    run(&local, &data).await;
     for hc in [&local, &cluster] {
         for statement in &setup {
             run(hc, statement).await;
         }
-        let answer = run(hc, query).await;
-        assert_eq!(
-            pretty_format_batches(&answer)
-                .expect("print")
-                .to_string()
-                .lines()
-                .nth(3),
-            Some("| 100      | 100            | 1094250.0    |")
-        );
-        let explained = run(hc, &format!("EXPLAIN ANALYZE {query}")).await;
-        let text = pretty_format_batches(&explained)
-            .expect("print")
-            .to_string();
-        let pruned: Vec<String> = text
-            .match_indices("files_ranges_pruned_statistics=")
-            .map(|(i, _)| {
-                text[i..]
-                    .split(" matched")
-                    .next()
-                    .unwrap_or_default()
-                    .to_string()
-            })
-            .collect();
-        figures.push((pruned, text));
     }
-    // `[total, matched]` file ranges of the feature scan (the spine's has no statistics
-    // to prune by, and none are shown for it when nothing is pruned).
-    let ranges = |figures: &[String]| -> Vec<[usize; 2]> {
-        figures
-            .iter()
-            .map(|f| {
-                let numbers: Vec<usize> = f
-                    .split(|c: char| !c.is_ascii_digit())
-                    .filter_map(|n| n.parse().ok())
-                    .collect();
-                [numbers[0], numbers[1]]
-            })
-            .collect()
-    };
-    let (local, cluster) = (&figures[0], &figures[1]);
-    assert!(
-        cluster.1.contains("DistributedExec"),
-        "not distributed:\n{}",
-        cluster.1
-    );
-    assert_eq!(
-        ranges(&local.0),
-        vec![[24, 1]],
-        "single-node pruning changed"
-    );
-    // The workers' tasks split each file into byte ranges: all but the one month's go.
-    let distributed = ranges(&cluster.0);
-    assert!(
-        distributed.len() == 1
-            && distributed[0][0] > 24
-            && distributed[0][1] * 10 <= distributed[0][0],
-        "the workers read {distributed:?} of the file ranges:\n{}",
-        cluster.1
-    );
+    for (query, answer_line) in queries {
+        let mut figures = vec![];
+        for hc in [&local, &cluster] {
+            let answer = run(hc, query).await;
+            assert_eq!(
+                pretty_format_batches(&answer)
+                    .expect("print")
+                    .to_string()
+                    .lines()
+                    .nth(3),
+                Some(answer_line),
+                "{query}"
+            );
+            let explained = run(hc, &format!("EXPLAIN ANALYZE {query}")).await;
+            let text = pretty_format_batches(&explained)
+                .expect("print")
+                .to_string();
+            let pruned: Vec<String> = text
+                .match_indices("files_ranges_pruned_statistics=")
+                .map(|(i, _)| {
+                    text[i..]
+                        .split(" matched")
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect();
+            figures.push((pruned, text));
+        }
+        // `[total, matched]` file ranges of the feature scan (the spine's has no statistics
+        // to prune by, and none are shown for it when nothing is pruned).
+        let ranges = |figures: &[String]| -> Vec<[usize; 2]> {
+            figures
+                .iter()
+                .map(|f| {
+                    let numbers: Vec<usize> = f
+                        .split(|c: char| !c.is_ascii_digit())
+                        .filter_map(|n| n.parse().ok())
+                        .collect();
+                    [numbers[0], numbers[1]]
+                })
+                .collect()
+        };
+        let (local, cluster) = (&figures[0], &figures[1]);
+        assert!(
+            cluster.1.contains("DistributedExec"),
+            "not distributed:\n{}",
+            cluster.1
+        );
+        assert_eq!(
+            ranges(&local.0),
+            vec![[24, 1]],
+            "single-node pruning changed: {query}\n{}",
+            local.1
+        );
+        // The workers' tasks split each file into byte ranges: all but the one month's go.
+        let distributed = ranges(&cluster.0);
+        assert!(
+            distributed.len() == 1
+                && distributed[0][0] > 24
+                && distributed[0][1] * 10 <= distributed[0][0],
+            "the workers read {distributed:?} of the file ranges:\n{}",
+            cluster.1
+        );
+    }
 }
 
 /// A Delta table that needs deltalake-core's own reader (here, column mapping), whose scan

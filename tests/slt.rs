@@ -65,10 +65,9 @@ const CONFIGS: [(usize, usize, Option<usize>, Mode); 10] = [
     (2, 3, Some(MEMORY_LIMIT), Mode::Cluster),
 ];
 
-/// Files run in this process only: Delta tables read by deltalake-core's scan, and
-/// aggregation views, whose operator the plan codec does not carry yet, can neither be
-/// decoded nor run on workers.
-const IN_PROCESS_ONLY: [&str; 2] = ["features_delta", "features_aggregate"];
+/// Files run in this process only: Delta tables read by deltalake-core's scan can neither
+/// be decoded nor run on workers.
+const IN_PROCESS_ONLY: [&str; 1] = ["features_delta"];
 
 /// Far more than any file needs: the limit changes the plan, not whether it spills.
 const MEMORY_LIMIT: usize = 256 * 1024 * 1024;

@@ -32,7 +32,7 @@ use datafusion_distributed::DistributedExec;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use crate::physical::AsOfJoinExec;
+use crate::physical::join_spine;
 use crate::physical::spine_bounds::{Narrowing, SpineBoundsExec};
 
 /// The single-node `SpineBoundsExec`s of plans being distributed, by [`SpineBounds`] id,
@@ -77,10 +77,7 @@ pub fn bounds_first(plan: Arc<dyn ExecutionPlan>, spines: &SpinePlans) -> Arc<dy
     let mut narrowings: Vec<Arc<Narrowing>> = vec![];
     visit(&plan, &mut |node| {
         distributed |= node.downcast_ref::<DistributedExec>().is_some();
-        if let Some(narrowing) = node
-            .downcast_ref::<AsOfJoinExec>()
-            .and_then(|j| j.narrowing())
-        {
+        if let Some((_, Some(narrowing))) = join_spine(node) {
             narrowings.push(Arc::clone(narrowing));
         }
     });

@@ -2,8 +2,8 @@
 //! another.
 //!
 //! DataFusion's protobuf carries its own nodes and expressions; this codec carries
-//! hindcast's three: [`AsOfJoinExec`] with every option, [`KeyTimeSortExec`] and
-//! [`SpineBoundsExec`]. Their expressions go through the converter the caller passes, so with
+//! hindcast's four: [`AsOfJoinExec`] and [`WindowAggregateExec`] with every option,
+//! [`KeyTimeSortExec`] and [`SpineBoundsExec`]. Their expressions go through the converter the caller passes, so with
 //! DataFusion's deduplicating converter (datafusion-distributed's) the dynamic filter a
 //! join shares with its feature scan is one filter again after decoding: publishing the
 //! spine's bounds still narrows the scan.
@@ -41,11 +41,11 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf::{PhysicalExprNode, PhysicalPlanNode, PhysicalSortExprNode};
 use prost::{Message, Oneof};
 
-use crate::features::TimePartitioning;
-use crate::logical::{AsOfJoinOptions, JoinMode, MatchOp};
-use crate::physical::AsOfJoinExec;
+use crate::features::{AggregateFunction, TimePartitioning};
+use crate::logical::{AsOfJoinOptions, JoinMode, MatchOp, WindowAggregate, WindowAggregateOptions};
 use crate::physical::key_time_sort::KeyTimeSortExec;
 use crate::physical::spine_bounds::{Narrowing, PartitionFilter, SpineBounds, SpineBoundsExec};
+use crate::physical::{AsOfJoinExec, WindowAggregateExec};
 use crate::time::TimeDomain;
 
 /// Encodes and decodes hindcast's physical operators (see the module documentation).
@@ -72,7 +72,7 @@ pub fn decode_plan(bytes: &[u8], context: &TaskContext) -> Result<Arc<dyn Execut
 
 #[derive(Clone, PartialEq, Message)]
 struct PlanProto {
-    #[prost(oneof = "NodeProto", tags = "1, 2, 3")]
+    #[prost(oneof = "NodeProto", tags = "1, 2, 3, 4")]
     node: Option<NodeProto>,
 }
 
@@ -84,6 +84,8 @@ enum NodeProto {
     KeyTimeSort(KeyTimeSortProto),
     #[prost(message, tag = "3")]
     SpineBounds(Box<SpineBoundsProto>),
+    #[prost(message, tag = "4")]
+    WindowAggregate(Box<WindowAggregateProto>),
 }
 
 /// [`AsOfJoinOptions`] field by field; the small enums as their names (see `names`).
@@ -112,6 +114,41 @@ struct AsOfJoinProto {
     rank_time: Option<PhysicalExprNode>,
     #[prost(message, optional, tag = "11")]
     narrowing: Option<NarrowingProto>,
+}
+
+/// [`WindowAggregateOptions`] field by field.
+#[derive(Clone, PartialEq, Message)]
+struct WindowAggregateProto {
+    #[prost(message, repeated, tag = "1")]
+    left_keys: Vec<PhysicalExprNode>,
+    #[prost(message, repeated, tag = "2")]
+    right_keys: Vec<PhysicalExprNode>,
+    #[prost(message, optional, tag = "3")]
+    left_time: Option<PhysicalExprNode>,
+    #[prost(message, optional, tag = "4")]
+    right_time: Option<PhysicalExprNode>,
+    #[prost(string, tag = "5")]
+    domain: String,
+    #[prost(message, repeated, tag = "6")]
+    tie_order: Vec<PhysicalExprNode>,
+    #[prost(message, repeated, tag = "7")]
+    aggregates: Vec<AggregateProto>,
+    #[prost(message, optional, tag = "8")]
+    narrowing: Option<NarrowingProto>,
+}
+
+/// One [`WindowAggregate`]; the function as its SQL spelling (see `names::aggregate`).
+#[derive(Clone, PartialEq, Message)]
+struct AggregateProto {
+    #[prost(string, tag = "1")]
+    function: String,
+    /// Absent for `count(*)`.
+    #[prost(message, optional, tag = "2")]
+    argument: Option<PhysicalExprNode>,
+    #[prost(int64, tag = "3")]
+    window: i64,
+    #[prost(string, tag = "4")]
+    name: String,
 }
 
 /// A [`Narrowing`] apart from what the join's options already say.
@@ -188,10 +225,8 @@ impl PhysicalExtensionCodec for HindcastCodec {
                 keys: encoder.exprs(bounds.keys())?,
                 domain: names::domain(bounds.domain()),
             }))
-        } else if node.name() == "WindowAggregateExec" {
-            return not_impl_err!(
-                "aggregation feature views do not run on workers yet: run this query in one process (SET hindcast.workers = '')"
-            );
+        } else if let Some(join) = node.downcast_ref::<WindowAggregateExec>() {
+            NodeProto::WindowAggregate(Box::new(encoder.window_aggregate(join)?))
         } else {
             return not_impl_err!("hindcast's codec does not encode {}", node.name());
         };
@@ -215,6 +250,9 @@ impl PhysicalExtensionCodec for HindcastCodec {
         };
         match (proto.node, inputs) {
             (Some(NodeProto::AsOfJoin(join)), [left, right]) => decoder.join(*join, left, right),
+            (Some(NodeProto::WindowAggregate(join)), [left, right]) => {
+                decoder.window_aggregate(*join, left, right)
+            }
             (Some(NodeProto::KeyTimeSort(sort)), [input]) => {
                 let exprs = parse_physical_sort_exprs(
                     &sort.exprs,
@@ -254,6 +292,7 @@ impl PhysicalExtensionCodec for HindcastCodec {
                     Some(NodeProto::AsOfJoin(_)) => "AsOfJoinExec",
                     Some(NodeProto::KeyTimeSort(_)) => "KeyTimeSortExec",
                     Some(NodeProto::SpineBounds(_)) => "SpineBoundsExec",
+                    Some(NodeProto::WindowAggregate(_)) => "WindowAggregateExec",
                     None => "an empty node",
                 },
                 inputs.len()
@@ -295,6 +334,31 @@ impl Encoder<'_> {
             tie_breaker: options.tie_breaker,
             mode,
             rank_time,
+            narrowing: join.narrowing().map(|n| self.narrowing(n)).transpose()?,
+        })
+    }
+
+    fn window_aggregate(&self, join: &WindowAggregateExec) -> Result<WindowAggregateProto> {
+        let options = join.options().try_map(|_, e| self.expr(e))?;
+        let (left_keys, right_keys) = options.on.into_iter().unzip();
+        let aggregates = options
+            .aggregates
+            .into_iter()
+            .map(|a| AggregateProto {
+                function: names::aggregate(a.function),
+                argument: a.argument,
+                window: a.window,
+                name: a.name,
+            })
+            .collect();
+        Ok(WindowAggregateProto {
+            left_keys,
+            right_keys,
+            left_time: Some(options.left_time),
+            right_time: Some(options.right_time),
+            domain: names::domain(options.domain),
+            tie_order: options.tie_order,
+            aggregates,
             narrowing: join.narrowing().map(|n| self.narrowing(n)).transpose()?,
         })
     }
@@ -365,32 +429,92 @@ impl Decoder<'_> {
             JoinSide::Left => self.expr(node, &left_schema),
             _ => self.expr(node, &right_schema),
         })?;
+        let sides = JoinSides {
+            left_time: &options.left_time,
+            left_keys: options.left_keys().cloned().collect(),
+            right_keys: options.right_keys().cloned().collect(),
+            right_time: &options.right_time,
+            domain: options.domain,
+            op: options.op,
+            ttl: options.ttl,
+        };
         let narrowing = match proto.narrowing {
-            Some(narrowing) => self.narrowing(narrowing, &options, left, right)?,
+            Some(narrowing) => self.narrowing(narrowing, sides, left, right)?,
             None => None,
         };
         let join = AsOfJoinExec::try_new(Arc::clone(left), Arc::clone(right), options)?;
         Ok(Arc::new(join.with_narrowing(narrowing)))
     }
 
+    fn window_aggregate(
+        &self,
+        proto: WindowAggregateProto,
+        left: &Arc<dyn ExecutionPlan>,
+        right: &Arc<dyn ExecutionPlan>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if proto.left_keys.len() != proto.right_keys.len() {
+            return internal_err!("a window aggregate join whose key lists differ in length");
+        }
+        let aggregates = proto
+            .aggregates
+            .into_iter()
+            .map(|a| {
+                Ok(WindowAggregate {
+                    function: names::parse_aggregate(&a.function)?,
+                    argument: a.argument,
+                    window: a.window,
+                    name: a.name,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = WindowAggregateOptions {
+            on: proto.left_keys.into_iter().zip(proto.right_keys).collect(),
+            left_time: required(&proto.left_time, "left time")?.clone(),
+            right_time: required(&proto.right_time, "right time")?.clone(),
+            domain: names::parse_domain(&proto.domain)?,
+            tie_order: proto.tie_order,
+            aggregates,
+        };
+        let (left_schema, right_schema) = (left.schema(), right.schema());
+        let options = options.try_map(|side, node| match side {
+            JoinSide::Left => self.expr(node, &left_schema),
+            _ => self.expr(node, &right_schema),
+        })?;
+        // Narrowed as the planner narrows it: a backward match reaching the longest window.
+        let sides = JoinSides {
+            left_time: &options.left_time,
+            left_keys: options.left_keys().cloned().collect(),
+            right_keys: options.right_keys().cloned().collect(),
+            right_time: &options.right_time,
+            domain: options.domain,
+            op: MatchOp::GtEq,
+            ttl: Some(options.longest_window()),
+        };
+        let narrowing = match proto.narrowing {
+            Some(narrowing) => self.narrowing(narrowing, sides, left, right)?,
+            None => None,
+        };
+        let join = WindowAggregateExec::try_new(Arc::clone(left), Arc::clone(right), options)?;
+        Ok(Arc::new(join.with_narrowing(narrowing)))
+    }
+
     fn narrowing(
         &self,
         proto: NarrowingProto,
-        options: &AsOfJoinOptions<PhysicalExprRef>,
+        sides: JoinSides,
         left: &Arc<dyn ExecutionPlan>,
         right: &Arc<dyn ExecutionPlan>,
     ) -> Result<Option<Arc<Narrowing>>> {
         // The bounds must be of this join's spine time (and keys, for key sets): narrowing
         // from another spine's would drop rows.
         let Some(bounds) = find_bounds(left, proto.bounds_id).filter(|bounds| {
-            bounds.tracks(&options.left_time, options.domain)
-                && (!proto.key_sets
-                    || bounds.tracks_keys(&options.left_keys().cloned().collect::<Vec<_>>()))
+            bounds.tracks(sides.left_time, sides.domain)
+                && (!proto.key_sets || bounds.tracks_keys(&sides.left_keys))
         }) else {
             return Ok(None);
         };
         let right_keys = if proto.key_sets {
-            options.right_keys().cloned().collect()
+            sides.right_keys
         } else {
             vec![]
         };
@@ -423,9 +547,9 @@ impl Decoder<'_> {
         };
         let narrowing = Narrowing::new(
             bounds,
-            options.op,
-            options.ttl,
-            Arc::clone(&options.right_time),
+            sides.op,
+            sides.ttl,
+            Arc::clone(sides.right_time),
             right_keys,
             schema,
         )?
@@ -435,17 +559,26 @@ impl Decoder<'_> {
     }
 }
 
-/// The spine bounds with this id in `plan`: a [`SpineBoundsExec`]'s, or those an
-/// [`AsOfJoinExec`] below shares (several views joined to one spine).
+/// What decoding a join's narrowing needs of the join, whichever node it is.
+struct JoinSides<'a> {
+    left_time: &'a PhysicalExprRef,
+    left_keys: Vec<PhysicalExprRef>,
+    right_keys: Vec<PhysicalExprRef>,
+    right_time: &'a PhysicalExprRef,
+    domain: TimeDomain,
+    op: MatchOp,
+    ttl: Option<i64>,
+}
+
+/// The spine bounds with this id in `plan`: a [`SpineBoundsExec`]'s, or those a join below
+/// shares (several views joined to one spine).
 fn find_bounds(plan: &Arc<dyn ExecutionPlan>, id: u64) -> Option<Arc<SpineBounds>> {
     if let Some(exec) = plan.downcast_ref::<SpineBoundsExec>()
         && exec.bounds().id() == id
     {
         return Some(Arc::clone(exec.bounds()));
     }
-    if let Some(narrowing) = plan
-        .downcast_ref::<AsOfJoinExec>()
-        .and_then(|join| join.narrowing())
+    if let Some((_, Some(narrowing))) = crate::physical::join_spine(plan)
         && narrowing.bounds.id() == id
     {
         return Some(Arc::clone(&narrowing.bounds));
@@ -510,6 +643,24 @@ mod names {
             "lt" => MatchOp::Lt,
             other => return internal_err!("unknown match operator {other:?}"),
         })
+    }
+
+    /// An aggregate as its SQL spelling, `count(*)` and `count(DISTINCT)` told apart.
+    pub fn aggregate(function: AggregateFunction) -> String {
+        match function {
+            AggregateFunction::CountRows => "count(*)".into(),
+            AggregateFunction::CountDistinct => "count(DISTINCT)".into(),
+            other => other.sql_name().into(),
+        }
+    }
+
+    pub fn parse_aggregate(name: &str) -> Result<AggregateFunction> {
+        let parsed = match name {
+            "count(*)" => AggregateFunction::parse("count", false, true),
+            "count(DISTINCT)" => AggregateFunction::parse("count", true, false),
+            other => AggregateFunction::parse(other, false, false),
+        };
+        parsed.map_err(|e| internal_datafusion_err!("an aggregate that does not decode: {e}"))
     }
 
     pub fn mode<E>(mode: &JoinMode<E>) -> String {

@@ -183,10 +183,10 @@ fn spine_bounds(
             plan = Arc::clone(projection.input());
             continue;
         }
-        if let Some(join) = plan.downcast_ref::<AsOfJoinExec>() {
-            let shared = join.narrowing().map(|n| &n.bounds).filter(|bounds| {
+        if let Some((spine, narrowing)) = super::join_spine(&plan) {
+            let shared = narrowing.map(|n| &n.bounds).filter(|bounds| {
                 column.as_ref().is_some_and(|c| {
-                    c.index() < join.left().schema().fields().len()
+                    c.index() < spine.schema().fields().len()
                         && bounds.tracks(&(Arc::new(c.clone()) as PhysicalExprRef), domain)
                 })
             });
