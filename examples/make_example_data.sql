@@ -1,5 +1,6 @@
--- Regenerates examples/feature_repo/data/*.parquet and the Delta table data/user_plan/
--- (deterministic: no random(); delete data/user_plan/ first, which is created anew).
+-- Regenerates examples/feature_repo/data/*.parquet, data/transactions/ and the Delta table
+-- data/user_plan/ (deterministic: no random(); delete data/transactions/ and data/user_plan/
+-- first, which are created anew).
 -- Run from the repository root: cargo run -p hindcast-cli -- -q -f examples/make_example_data.sql
 -- 500 users, 60 days from 2025-01-01. Timestamps are UTC, in microseconds: Parquet has no
 -- unit of seconds, and other readers (pyarrow, DuckDB, Feast) see a seconds column as int64.
@@ -44,6 +45,22 @@ COPY (
     CAST((value * 3) % 50 AS BIGINT) AS session_count_7d
   FROM generate_series(0, 9999)
 ) TO 'examples/feature_repo/data/user_activity.parquet' STORED AS PARQUET;
+
+-- Card transactions, the raw events an aggregation view computes its windows from: 20,000
+-- over the 60 days, in one directory per day (`date=2025-01-01/`, ...), with amounts, 40
+-- merchants and 4 categories. A user's transactions never share a timestamp.
+COPY (
+  SELECT user_id, ts, amount, merchant, category, CAST(CAST(ts AS DATE) AS VARCHAR) AS date
+  FROM (
+    SELECT
+      1000 + (value * 7919) % 500 AS user_id,
+      arrow_cast(to_timestamp_seconds(1735689600 + (value * 104729 + 7) % (86400 * 60)), 'Timestamp(Microsecond, None)') AS ts,
+      round(3 + ((value * 7907) % 20000) / 100.0, 2) AS amount,
+      'merchant_' || CAST((value * 13) % 40 AS VARCHAR) AS merchant,
+      CASE (value * 17) % 4 WHEN 0 THEN 'grocery' WHEN 1 THEN 'electronics' WHEN 2 THEN 'travel' ELSE 'fashion' END AS category
+    FROM generate_series(0, 19999)
+  )
+) TO 'examples/feature_repo/data/transactions/' STORED AS PARQUET PARTITIONED BY (date);
 
 -- A Delta table that a nightly job appends to: each user's plan, from sign-up (December
 -- 2024), then in a second commit the changes of January and February 2025 (a third of the

@@ -54,6 +54,41 @@ fn readme_main_job_writes_the_training_set_and_prints_rows() {
     assert!(check.status.success(), "stderr: {}", stderr(&check));
     assert_eq!(stdout(&check).lines().last(), Some("2000,500,49"));
 
+    // Its aggregates against plain SQL over the raw transactions (a range join, then GROUP
+    // BY): every row the same, and most labels with transactions in their windows.
+    let reference = hindcast(&[
+        "-q",
+        "--format",
+        "csv",
+        "-c",
+        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'target/training_set/'",
+        "-c",
+        "CREATE EXTERNAL TABLE tx STORED AS PARQUET LOCATION 'examples/feature_repo/data/transactions/'",
+        "-c",
+        "SELECT count(*), \
+           sum(CASE WHEN txn_count_30d = n30 THEN 1 ELSE 0 END), \
+           sum(CASE WHEN (avg_amount_30d IS NULL AND avg30 IS NULL) \
+                     OR abs(avg_amount_30d - avg30) < 1e-9 THEN 1 ELSE 0 END), \
+           sum(CASE WHEN merchants_7d = m7 THEN 1 ELSE 0 END), \
+           sum(CASE WHEN txn_count_30d > 0 THEN 1 ELSE 0 END) \
+         FROM (SELECT t.user_id, t.event_timestamp, t.txn_count_30d, t.avg_amount_30d, t.merchants_7d, \
+                 count(x.ts) AS n30, avg(x.amount) AS avg30, \
+                 count(DISTINCT CASE WHEN x.ts >= t.event_timestamp - INTERVAL '7 days' THEN x.merchant END) AS m7 \
+               FROM t LEFT JOIN tx x ON x.user_id = t.user_id \
+                 AND x.ts BETWEEN t.event_timestamp - INTERVAL '30 days' AND t.event_timestamp \
+               GROUP BY 1, 2, 3, 4, 5)",
+    ]);
+    assert!(reference.status.success(), "stderr: {}", stderr(&reference));
+    let counts: Vec<usize> = stdout(&reference)
+        .lines()
+        .last()
+        .expect("a row")
+        .split(',')
+        .map(|n| n.parse().expect("a count"))
+        .collect();
+    assert_eq!(counts[..4], [2000; 4], "{counts:?}");
+    assert!(counts[4] > 1500, "{counts:?}");
+
     // The README's check of it passes; a stricter null threshold fails, naming the column.
     let valid = hindcast(&[
         "validate",
@@ -63,7 +98,7 @@ fn readme_main_job_writes_the_training_set_and_prints_rows() {
     ]);
     let text = stdout(&valid);
     assert!(valid.status.success(), "{text}{}", stderr(&valid));
-    assert!(text.contains("ok   no leakage: 3 joins, "), "{text}");
+    assert!(text.contains("ok   no leakage: 4 joins, "), "{text}");
     assert!(text.ends_with("target/training_set: valid\n"), "{text}");
     let strict = hindcast(&[
         "validate",
@@ -428,7 +463,8 @@ fn on_workers(addresses: &[String], flags: &[&str], query: &str) -> Output {
 fn training_set_on_three_worker_processes() {
     let (_workers, addresses) = WorkerProcesses::start(3, &[]);
     let query = "SELECT * FROM historical_features('labels', 'user_spending_stats:avg_transaction_amount', \
-                 'user_activity:session_count_7d') ORDER BY user_id, event_timestamp, label";
+                 'user_activity:session_count_7d', 'user_transactions:spend_90d', \
+                 'user_transactions:merchants_7d') ORDER BY user_id, event_timestamp, label";
     let local = hindcast(&[
         "-q",
         "--format",

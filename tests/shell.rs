@@ -95,7 +95,7 @@ impl Drop for Terminal {
 fn shell_in_a_terminal() {
     let data_home = tempfile::tempdir().expect("temp dir");
     let t = Terminal::start("--repo examples/feature_repo", data_home.path());
-    t.wait_for("3 feature views, 1 feature service.", 1);
+    t.wait_for("4 feature views, 1 feature service.", 1);
     t.wait_for("hindcast>", 1);
 
     // A statement over three lines runs once the `;` arrives. (tmux reads a trailing `;`

@@ -107,6 +107,17 @@ fn single_i64(batches: &[datafusion::arrow::array::RecordBatch], column: usize) 
     (!array.is_null(0)).then(|| array.value(0))
 }
 
+/// Over the labels with a feature row of theirs at most 30 days before: how many, and the
+/// largest lead (newest such row's time minus the label's).
+const BRUTE_FIGURES: &str = "SELECT count(*), \
+       CAST(max(lead_ns) AS BIGINT), \
+       CAST(min(arrow_cast(l_ts, 'Int64')) AS BIGINT), CAST(max(arrow_cast(l_ts, 'Int64')) AS BIGINT) FROM ( \
+       SELECT l.event_timestamp AS l_ts, \
+         max(arrow_cast(CAST(s.ts AS TIMESTAMP), 'Int64')) - arrow_cast(l.event_timestamp, 'Int64') AS lead_ns \
+       FROM labels l JOIN stats_table s ON s.user_id = l.user_id \
+         AND s.ts <= l.event_timestamp AND s.ts >= l.event_timestamp - INTERVAL '30 days' \
+       GROUP BY l.user_id, l.event_timestamp)";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifest_records_sources_statistics_and_leakage() {
     let root = tempfile::tempdir().expect("temp dir");
@@ -236,18 +247,7 @@ async fn manifest_records_sources_statistics_and_leakage() {
 
     // The joins' figures against a brute force: the newest feature row at or before each
     // label within 30 days.
-    let brute = collect(
-        &hc,
-        "SELECT count(*), \
-           CAST(max(lead_ns) AS BIGINT), \
-           CAST(min(arrow_cast(l_ts, 'Int64')) AS BIGINT), CAST(max(arrow_cast(l_ts, 'Int64')) AS BIGINT) FROM ( \
-           SELECT l.event_timestamp AS l_ts, \
-             max(arrow_cast(CAST(s.ts AS TIMESTAMP), 'Int64')) - arrow_cast(l.event_timestamp, 'Int64') AS lead_ns \
-           FROM labels l JOIN stats_table s ON s.user_id = l.user_id \
-             AND s.ts <= l.event_timestamp AND s.ts >= l.event_timestamp - INTERVAL '30 days' \
-           GROUP BY l.user_id, l.event_timestamp)",
-    )
-    .await;
+    let brute = collect(&hc, BRUTE_FIGURES).await;
     let pit = &m.point_in_time;
     assert_eq!(pit.joins, 1);
     assert_eq!(pit.matched_rows as i64, single_i64(&brute, 0).unwrap());
@@ -310,6 +310,76 @@ async fn manifest_records_sources_statistics_and_leakage() {
     .await;
     assert!(e.contains("that directory already has files"), "{e}");
     assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
+}
+
+/// An aggregation view's join in a training set's figures: one join, its matched rows
+/// (labels with an event in the window), lead and spine range as the brute force finds
+/// them, and its aggregate flagged as a feature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregation_views_figures_match_the_brute_force() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let hc = setup(root.path()).await;
+    collect(
+        &hc,
+        &format!(
+            "CREATE FEATURE VIEW stats_30d ENTITY (user_id) TIMESTAMP ts \
+             AGGREGATE (sum(spend) OVER INTERVAL '30 days' AS spend_30d, \
+                        count(*) OVER INTERVAL '5 hours' AS n_5h) \
+             STORED AS DELTA LOCATION '{}'",
+            root.path().join("stats").display()
+        ),
+    )
+    .await;
+    let out = root.path().join("set");
+    copy(
+        &hc,
+        "SELECT * FROM historical_features('labels', 'stats_30d:spend_30d', 'stats_30d:n_5h')",
+        &out,
+    )
+    .await;
+    let m = manifest::read(&out).expect("manifest");
+    let brute = collect(&hc, BRUTE_FIGURES).await;
+    let pit = &m.point_in_time;
+    assert_eq!(pit.joins, 1);
+    assert_eq!(pit.matched_rows as i64, single_i64(&brute, 0).unwrap());
+    assert!(pit.matched_rows > 0 && pit.matched_rows < 400, "{pit:?}");
+    assert_eq!(pit.future_matches, 0);
+    let nanos = TimeDomain::Instant(TimeUnit::Nanosecond);
+    let all = collect(
+        &hc,
+        "SELECT CAST(min(arrow_cast(event_timestamp, 'Int64')) AS BIGINT), \
+           CAST(max(arrow_cast(event_timestamp, 'Int64')) AS BIGINT) FROM labels",
+    )
+    .await;
+    let shown = |column| Some(nanos.display(single_i64(&all, column).unwrap()));
+    assert_eq!(
+        pit.max_feature_lead,
+        Some(DisplayTtl(nanos, single_i64(&brute, 1).unwrap()).to_string())
+    );
+    assert_eq!(
+        (&pit.spine_time_min, &pit.spine_time_max),
+        (&shown(0), &shown(1))
+    );
+    let features: Vec<(&str, bool)> = m
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.feature))
+        .collect();
+    assert_eq!(
+        features,
+        [
+            ("user_id", false),
+            ("event_timestamp", false),
+            ("label", false),
+            ("note", false),
+            ("spend_30d", true),
+            ("n_5h", true)
+        ]
+    );
+    assert_eq!(
+        failures(&manifest::validate(&out, 1.0).await.unwrap()),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,7 +26,8 @@ def hc():
 
 
 def test_connect_loads_a_repository(hc):
-    assert hc.tables() == ["labels", "user_activity", "user_plan", "user_spending_stats"]
+    assert hc.tables() == ["labels", "user_activity", "user_plan", "user_spending_stats",
+                           "user_transactions"]
     services = hc.sql("SHOW FEATURE SERVICES").to_arrow()
     assert set(services.column("name").to_pylist()) == {"churn_model"}
 
@@ -146,6 +147,39 @@ def test_historical_features_options(hc):
         "events", ["user_spending_stats:avg_transaction_amount"],
         filter_by_created_timestamp=True).to_arrow()
     assert filtered.num_rows == 4
+
+
+def test_an_aggregation_view_matches_pandas(hc):
+    """The example's aggregation view against pandas over the raw transactions, window by
+    window (both ends inclusive), for every label: the view used as Feast users would."""
+    aggregates = ["txn_count_30d", "spend_90d", "avg_amount_30d", "max_amount_1d",
+                  "merchants_7d", "last_category"]
+    result = hc.historical_features(
+        "labels", [f"user_transactions:{name}" for name in aggregates]).to_pandas()
+    transactions = pq.read_table(EXAMPLE / "data" / "transactions").to_pandas()
+    by_user = {user: rows.sort_values("ts") for user, rows in transactions.groupby("user_id")}
+    empty = transactions.iloc[:0]
+    day = timedelta(days=1)
+    nonempty = 0
+    for row in result.itertuples():
+        events = by_user.get(row.user_id, empty)
+        t = row.event_timestamp
+        def window(days):
+            return events[(events.ts >= t - days * day) & (events.ts <= t)]
+        w30, w90, w1, w7 = window(30), window(90), window(1), window(7)
+        nonempty += len(w30) > 0
+        assert row.txn_count_30d == len(w30), row
+        assert row.merchants_7d == w7.merchant.nunique(), row
+        for got, expected in [(row.spend_90d, w90.amount.sum() if len(w90) else None),
+                              (row.avg_amount_30d, w30.amount.mean() if len(w30) else None),
+                              (row.max_amount_1d, w1.amount.max() if len(w1) else None)]:
+            if expected is None:
+                assert pd.isna(got), row
+            else:
+                assert got == pytest.approx(expected, rel=1e-12), row
+        expected_last = w90.category.iloc[-1] if len(w90) else None
+        assert (row.last_category if not pd.isna(row.last_category) else None) == expected_last, row
+    assert len(result) == 2000 and nonempty > 1500
 
 
 def test_naive_and_zoned_entity_times_are_the_same_instants(hc):

@@ -35,7 +35,7 @@ use super::copy::TempOutput;
 use super::ddl::absolute_location;
 use crate::delta::{DELTA, DeltaSource};
 use crate::features::{FeatureRegistry, FeatureSource, FeatureViewTable};
-use crate::logical::AsOfJoin;
+use crate::logical::{AsOfJoin, WindowAggregateJoin};
 use crate::physical::{TickRange, widen};
 use crate::sql::{FeatureViewSource, HindcastStatement, quoted};
 use crate::storage::is_credential;
@@ -125,7 +125,9 @@ pub struct DataFile {
     pub blake3: String,
 }
 
-/// The point-in-time joins' figures, measured by the joins as they ran.
+/// The point-in-time joins' figures, measured by the joins as they ran. An aggregation
+/// view's join counts as one: its matched rows are those with an event in the longest
+/// window, and a row's feature event time is the newest event aggregated for it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct PointInTime {
     pub joins: usize,
@@ -542,16 +544,21 @@ fn feature_columns(plan: &LogicalPlan) -> Vec<bool> {
             .collect()
     };
     let flags = match plan {
-        LogicalPlan::Extension(ext) => match ext.node.as_any().downcast_ref::<AsOfJoin>() {
-            Some(join) => {
-                let (left, right) = (join.left.as_ref(), join.right.as_ref());
-                let mut flags = feature_columns(left);
-                flags.resize(left.schema().fields().len(), false);
-                flags.extend(std::iter::repeat_n(true, right.schema().fields().len()));
-                flags
-            }
-            None => vec![false; width],
-        },
+        LogicalPlan::Extension(ext) => {
+            let node = ext.node.as_any();
+            // The spine's columns, then the join's own: the feature row's or the aggregates.
+            let (left, added) = if let Some(join) = node.downcast_ref::<AsOfJoin>() {
+                (join.left.as_ref(), join.right.schema().fields().len())
+            } else if let Some(join) = node.downcast_ref::<WindowAggregateJoin>() {
+                (join.left.as_ref(), join.options.aggregates.len())
+            } else {
+                return vec![false; width];
+            };
+            let mut flags = feature_columns(left);
+            flags.resize(left.schema().fields().len(), false);
+            flags.extend(std::iter::repeat_n(true, added));
+            flags
+        }
         LogicalPlan::Projection(p) => from_input(&p.input, &p.expr.iter().collect::<Vec<_>>()),
         LogicalPlan::Aggregate(a) => {
             let exprs: Vec<&Expr> = a.group_expr.iter().chain(&a.aggr_expr).collect();
@@ -608,7 +615,7 @@ async fn point_in_time(executed: &Arc<dyn ExecutionPlan>) -> Result<PointInTime>
             if node.name() == "DistributedExec" {
                 return Ok(TreeNodeRecursion::Jump);
             }
-            if node.name() != "AsOfJoinExec" {
+            if !matches!(node.name(), "AsOfJoinExec" | "WindowAggregateExec") {
                 return Ok(TreeNodeRecursion::Continue);
             }
             figures.joins += 1;

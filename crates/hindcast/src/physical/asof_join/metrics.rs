@@ -138,7 +138,7 @@ impl CustomMetricValue for TickRange {
 }
 
 /// A [`TickRange`] metric of one partition.
-fn tick_range(
+pub(crate) fn tick_range(
     metrics: &ExecutionPlanMetricsSet,
     name: &'static str,
     partition: usize,

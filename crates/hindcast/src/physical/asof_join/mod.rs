@@ -25,5 +25,6 @@ mod stream;
 
 pub use exec::AsOfJoinExec;
 pub(crate) use exec::with_session_batch_size;
+pub(crate) use metrics::tick_range;
 pub use metrics::{TickRange, widen};
 pub use stream::MAX_PINNED_RIGHT_BATCHES;

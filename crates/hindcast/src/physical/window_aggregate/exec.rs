@@ -29,7 +29,7 @@ use datafusion::physical_plan::{
 
 use super::stream::{WindowAggregateStream, WindowMetrics};
 use crate::logical::{WindowAggregateOptions, fmt_attributes};
-use crate::physical::asof_join::with_session_batch_size;
+use crate::physical::asof_join::{tick_range, with_session_batch_size};
 use crate::physical::spine_bounds::Narrowing;
 
 /// For every spine (left) row, that row plus each aggregate over the events (right rows)
@@ -259,11 +259,16 @@ impl ExecutionPlan for WindowAggregateExec {
                 .with_category(MetricCategory::Rows)
                 .counter(name, partition)
         };
+        let domain = self.options.domain;
         let metrics = WindowMetrics {
             baseline: BaselineMetrics::new(&self.metrics, partition),
             spine_rows: counter("spine_rows"),
             events: counter("events"),
             events_added: counter("events_added"),
+            matched_rows: counter("matched_rows"),
+            future_matches: counter("future_matches"),
+            spine_times: tick_range(&self.metrics, "spine_times", partition, domain, false),
+            feature_lead: tick_range(&self.metrics, "feature_lead", partition, domain, true),
             peak_mem_used: MetricBuilder::new(&self.metrics)
                 .peak_memory_usage("peak_mem_used", partition),
         };

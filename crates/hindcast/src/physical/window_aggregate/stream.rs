@@ -25,6 +25,7 @@ use super::events::{EventColumns, Events, ValueForm, sliced_size};
 use crate::logical::WindowAggregateOptions;
 use crate::physical::asof_join::keyed::{KeyFormat, Keys, OwnedKeys};
 use crate::physical::spine_bounds::Narrowing;
+use crate::physical::{TickRange, widen};
 
 /// Emit the spine rows decided so far once this many event batches are held, so a window
 /// over dense events does not pin the whole partition while one spine batch is merged.
@@ -39,6 +40,15 @@ pub(super) struct WindowMetrics {
     /// Events that entered a window (an event of a key no spine row has, or older than the
     /// first spine row's longest window, is passed over).
     pub events_added: Count,
+    /// Spine rows whose longest window holds an event.
+    pub matched_rows: Count,
+    /// Of those, rows whose newest aggregated event is after the spine time: none, which is
+    /// what a training set's leakage check relies on (as for the ASOF join).
+    pub future_matches: Count,
+    /// The spine rows' times (rows with keys and a time).
+    pub spine_times: Arc<TickRange>,
+    /// Over matched rows: the newest aggregated event's time minus the spine time.
+    pub feature_lead: Arc<TickRange>,
     pub peak_mem_used: Gauge,
 }
 
@@ -94,8 +104,13 @@ pub(super) struct WindowAggregateStream {
     /// Per window length: the length and the oldest event still in the window.
     windows: Vec<(i64, u64)>,
     events: Events,
-    /// The next event to add.
+    /// The next event to add, and the time of the last one added for the current key.
     add: u64,
+    newest: Option<i64>,
+    /// `spine_times` and `feature_lead` of the rows not yet emitted, added to the metrics
+    /// on emitting (a lock per batch, not per row).
+    spine_times: Option<(i64, i64)>,
+    feature_lead: Option<(i64, i64)>,
     /// The key the states are for.
     key: Option<OwnedKeys>,
     spine: Option<Spine>,
@@ -172,6 +187,9 @@ impl WindowAggregateStream {
             window_of,
             events: Events::new(),
             add: 0,
+            newest: None,
+            spine_times: None,
+            feature_lead: None,
             key: None,
             spine: None,
             phase: Phase::Start,
@@ -287,6 +305,7 @@ impl WindowAggregateStream {
                 for window in &mut self.windows {
                     window.1 = self.add;
                 }
+                self.newest = None;
                 self.key = spine.keys.as_ref().map(|k| k.owned(row));
                 self.phase = Phase::Add;
             }
@@ -309,6 +328,7 @@ impl WindowAggregateStream {
                     for (i, state) in self.states.iter_mut().enumerate() {
                         state.add(&self.events, i, &batch.values[i], self.add, event_row);
                     }
+                    self.newest = Some(batch.time.value(event_row));
                     self.metrics.events_added.add(1);
                 }
                 self.add += 1;
@@ -336,8 +356,24 @@ impl WindowAggregateStream {
                 let oldest = self.windows[self.window_of[i]].1;
                 output.push(self.functions[i], &self.states[i], oldest)?;
             }
+            self.measure(t);
             self.phase = Phase::Start;
             self.spine.as_mut().expect("set").next += 1;
+        }
+    }
+
+    /// The leakage figures of a decided row at time `t`, measured on what the windows hold
+    /// (the newest event added is the newest any window holds).
+    fn measure(&mut self, t: i64) {
+        widen(&mut self.spine_times, t, t);
+        let longest = self.windows.last().map_or(self.add, |w| w.1);
+        if let Some(newest) = self.newest.filter(|_| longest < self.add) {
+            self.metrics.matched_rows.add(1);
+            let lead = newest.saturating_sub(t);
+            widen(&mut self.feature_lead, lead, lead);
+            if lead > 0 {
+                self.metrics.future_matches.add(1);
+            }
         }
     }
 
@@ -380,6 +416,8 @@ impl WindowAggregateStream {
             columns.push(output.finish(&self.output_types[i], &self.events, i)?);
         }
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        self.metrics.spine_times.include(self.spine_times.take());
+        self.metrics.feature_lead.include(self.feature_lead.take());
         self.events.drop_before(self.oldest());
         self.account()?;
         self.metrics.baseline.record_output(batch.num_rows());
