@@ -1,7 +1,9 @@
-//! Push predicates that read only the spine (left input) below an [`AsOfJoin`].
+//! Push predicates that read only the spine (left input) below an [`AsOfJoin`] or a
+//! [`WindowAggregateJoin`].
 //!
 //! Removing a left row removes exactly its output row and never changes which right row
-//! another left row gets, so left-only predicates are safe to push. Nothing is pushed into
+//! another left row gets (or what its windows hold), so left-only predicates are safe to
+//! push. Nothing is pushed into
 //! the right input: dropping a right row can hand the win to an older row, which changes
 //! the answer (`WHERE f.x > 0` after the join is not `f.x > 0` before it).
 
@@ -14,7 +16,7 @@ use datafusion::logical_expr::{Expr, Extension, Filter, LogicalPlan, Projection}
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
-use super::AsOfJoin;
+use super::{AsOfJoin, WindowAggregateJoin};
 
 #[derive(Debug, Default)]
 pub struct PushDownAsOfFilter;
@@ -39,7 +41,7 @@ impl OptimizerRule for PushDownAsOfFilter {
         // `optimize_projections` can leave a column-selecting projection between the
         // filter and the join: move the filter below it first.
         if let LogicalPlan::Projection(projection) = filter.input.as_ref()
-            && as_asof_join(&projection.input).is_some()
+            && spine_of(&projection.input).is_some()
             && filter.predicate.column_refs().iter().all(|c| {
                 projection
                     .expr
@@ -52,10 +54,10 @@ impl OptimizerRule for PushDownAsOfFilter {
             let projection = Projection::try_new(projection.expr.clone(), Arc::new(pushed))?;
             return Ok(Transformed::yes(LogicalPlan::Projection(projection)));
         }
-        let Some(join) = as_asof_join(&filter.input) else {
+        let Some(spine) = spine_of(&filter.input) else {
             return Ok(Transformed::no(LogicalPlan::Filter(filter)));
         };
-        let left_schema = join.left.schema();
+        let left_schema = spine.schema();
         let (push, keep): (Vec<_>, Vec<_>) = split_conjunction_owned(filter.predicate.clone())
             .into_iter()
             .partition(|e| {
@@ -64,12 +66,10 @@ impl OptimizerRule for PushDownAsOfFilter {
         let Some(pushed) = conjunction(push) else {
             return Ok(Transformed::no(LogicalPlan::Filter(filter)));
         };
-        let left = LogicalPlan::Filter(Filter::try_new(pushed, Arc::clone(&join.left))?);
-        let new_join = AsOfJoin {
-            left: Arc::new(left),
-            ..join.clone()
-        }
-        .into_plan();
+        let left = LogicalPlan::Filter(Filter::try_new(pushed, Arc::clone(spine))?);
+        let Some(new_join) = with_spine(&filter.input, left) else {
+            return Ok(Transformed::no(LogicalPlan::Filter(filter)));
+        };
         let plan = match conjunction(keep) {
             Some(rest) => LogicalPlan::Filter(Filter::try_new(rest, Arc::new(new_join))?),
             None => new_join,
@@ -78,9 +78,36 @@ impl OptimizerRule for PushDownAsOfFilter {
     }
 }
 
-fn as_asof_join(plan: &LogicalPlan) -> Option<&AsOfJoin> {
+/// The spine (left input) of a point-in-time join node.
+fn spine_of(plan: &LogicalPlan) -> Option<&Arc<LogicalPlan>> {
     let LogicalPlan::Extension(Extension { node }) = plan else {
         return None;
     };
-    node.as_any().downcast_ref::<AsOfJoin>()
+    if let Some(join) = node.as_any().downcast_ref::<AsOfJoin>() {
+        return Some(&join.left);
+    }
+    let join = node.as_any().downcast_ref::<WindowAggregateJoin>()?;
+    Some(&join.left)
+}
+
+/// The join node `plan` (one [`spine_of`] accepts) over `left`, a filter of its spine:
+/// the same schema.
+fn with_spine(plan: &LogicalPlan, left: LogicalPlan) -> Option<LogicalPlan> {
+    let LogicalPlan::Extension(Extension { node }) = plan else {
+        return None;
+    };
+    let left = Arc::new(left);
+    if let Some(join) = node.as_any().downcast_ref::<AsOfJoin>() {
+        let join = AsOfJoin {
+            left,
+            ..join.clone()
+        };
+        return Some(join.into_plan());
+    }
+    let join = node.as_any().downcast_ref::<WindowAggregateJoin>()?;
+    let join = WindowAggregateJoin {
+        left,
+        ..join.clone()
+    };
+    Some(join.into_plan())
 }

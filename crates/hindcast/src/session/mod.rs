@@ -40,7 +40,7 @@ use datafusion::sql::sqlparser::dialect::{Dialect, dialect_from_str};
 
 use crate::delta::{DELTA, DeltaTableFactory};
 use crate::features::FeatureRegistry;
-use crate::logical::{PushDownAsOfFilter, RewriteRowNumberAsOf};
+use crate::logical::{PruneWindowAggregates, PushDownAsOfFilter, RewriteRowNumberAsOf};
 use crate::physical::{HindcastExtensionPlanner, UseKeyTimeSort};
 use crate::sql::{
     HindcastDialect, HindcastRelationPlanner, HindcastStatement, parse_statements,
@@ -120,6 +120,7 @@ impl Hindcast {
         )];
         rules.extend(Optimizer::new().rules);
         rules.push(Arc::new(PushDownAsOfFilter));
+        rules.push(Arc::new(PruneWindowAggregates));
         // Last, once DataFusion has placed the sorts: without a memory limit the ones under
         // ASOF joins become hindcast's own, which cannot spill (physical/asof_join/sort.rs).
         let mut physical_rules = PhysicalOptimizer::new().rules;
