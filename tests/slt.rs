@@ -462,6 +462,7 @@ macro_rules! slt_files {
 
 slt_files!(
     features_aggregate,
+    features_aggregate_created,
     features_delta,
     asof_basic,
     asof_operators,

@@ -135,6 +135,8 @@ struct WindowAggregateProto {
     aggregates: Vec<AggregateProto>,
     #[prost(message, optional, tag = "8")]
     narrowing: Option<NarrowingProto>,
+    #[prost(message, optional, tag = "9")]
+    created: Option<PhysicalExprNode>,
 }
 
 /// One [`WindowAggregate`]; the function as its SQL spelling (see `names::aggregate`).
@@ -360,6 +362,7 @@ impl Encoder<'_> {
             tie_order: options.tie_order,
             aggregates,
             narrowing: join.narrowing().map(|n| self.narrowing(n)).transpose()?,
+            created: options.created,
         })
     }
 
@@ -473,6 +476,7 @@ impl Decoder<'_> {
             right_time: required(&proto.right_time, "right time")?.clone(),
             domain: names::parse_domain(&proto.domain)?,
             tie_order: proto.tie_order,
+            created: proto.created,
             aggregates,
         };
         let (left_schema, right_schema) = (left.schema(), right.schema());

@@ -50,6 +50,10 @@ pub struct WindowAggregateOptions<E> {
     /// then the aggregated columns): with them the events' order is total, so sums are added
     /// in the same order, and `last` picks the same event, for any partitioning or batching.
     pub tie_order: Vec<E>,
+    /// The events' created time, when only created events count (Feast's
+    /// `filter_by_created_timestamp`): an event enters a spine row's windows only if it was
+    /// created at or before the row's time (never, with a NULL created time).
+    pub created: Option<E>,
     pub aggregates: Vec<WindowAggregate<E>>,
 }
 
@@ -77,6 +81,11 @@ impl<E> WindowAggregateOptions<E> {
             .iter()
             .map(|e| f(JoinSide::Right, e))
             .collect::<Result<Vec<_>>>()?;
+        let created = self
+            .created
+            .as_ref()
+            .map(|e| f(JoinSide::Right, e))
+            .transpose()?;
         let aggregates = self
             .aggregates
             .iter()
@@ -99,18 +108,20 @@ impl<E> WindowAggregateOptions<E> {
             right_time,
             domain: self.domain,
             tie_order,
+            created,
             aggregates,
         })
     }
 
-    /// Every expression: left keys, left time, right keys, right time, the tie order, then
-    /// each aggregate's argument.
+    /// Every expression: left keys, left time, right keys, right time, the tie order, the
+    /// created time if filtered by it, then each aggregate's argument.
     pub fn exprs(&self) -> Vec<&E> {
         let mut exprs: Vec<&E> = self.on.iter().map(|(l, _)| l).collect();
         exprs.push(&self.left_time);
         exprs.extend(self.on.iter().map(|(_, r)| r));
         exprs.push(&self.right_time);
         exprs.extend(&self.tie_order);
+        exprs.extend(&self.created);
         exprs.extend(self.aggregates.iter().filter_map(|a| a.argument.as_ref()));
         exprs
     }
@@ -204,6 +215,12 @@ impl<E: fmt::Display> WindowAggregateOptions<E> {
                 .join(", ");
             attributes.push(("tie_order", Some(format!("[{order}]"))));
         }
+        if let Some(created) = &self.created {
+            attributes.push((
+                "visible_by",
+                Some(format!("[{created} <= {}]", self.left_time)),
+            ));
+        }
         attributes
     }
 }
@@ -219,7 +236,9 @@ pub struct WindowAggregateJoin {
 
 impl WindowAggregateJoin {
     /// The join of `left` with the aggregation view `right` reads, at `left_time`, on `on`,
-    /// computing the view's aggregates named in `features` (all of them for `None`).
+    /// computing the view's aggregates named in `features` (all of them for `None`). With
+    /// `filter_by_created`, a view's events count only once created (see
+    /// [`WindowAggregateOptions::created`]).
     pub fn for_view(
         left: LogicalPlan,
         right: LogicalPlan,
@@ -227,6 +246,7 @@ impl WindowAggregateJoin {
         left_time: Expr,
         view: &FeatureView,
         features: Option<&[String]>,
+        filter_by_created: bool,
     ) -> Result<Self> {
         let (left_schema, right_schema) = (left.schema(), right.schema());
         let on = on
@@ -242,6 +262,27 @@ impl WindowAggregateJoin {
                  both must be TIMESTAMP or DATE, or both integers",
                 view.name
             );
+        };
+        // With the created filter, in the finest unit of the three times, so created times
+        // finer than the spine's and the events' compare exactly.
+        let (created, domain) = match (&view.created, filter_by_created) {
+            (Some(created), true) => {
+                let created = view_column(&right, view, created)?;
+                let created_type = created.get_type(right_schema.as_ref())?;
+                let Some(with_created) = TimeDomain::common(&right_type, &created_type) else {
+                    return plan_err!(
+                        "feature view {}: its CREATED {created} is {created_type} and its TIMESTAMP {right_time} is {right_type}; \
+                         filtering by created timestamp needs both of the same kind",
+                        view.name
+                    );
+                };
+                let finer = match with_created.nanos_per_tick() < domain.nanos_per_tick() {
+                    true => with_created,
+                    false => domain,
+                };
+                (Some(created), finer)
+            }
+            _ => (None, domain),
         };
         let mut tie_order = vec![];
         for column in view
@@ -278,12 +319,13 @@ impl WindowAggregateJoin {
             right_time,
             domain,
             tie_order,
+            created,
             aggregates,
         };
         Self::try_new(Arc::new(left), Arc::new(right), options)
     }
 
-    fn try_new(
+    pub fn try_new(
         left: Arc<LogicalPlan>,
         right: Arc<LogicalPlan>,
         options: WindowAggregateOptions<Expr>,

@@ -426,16 +426,19 @@ fn join_view(
         AsOfJoin::for_view(plan, right, on, spine_time, &view, filter_by_created)
             .map_err(|e| e.context(NAME))?
             .into_plan()
-    } else if filter_by_created && view.created.is_some() {
-        return plan_err!(
-            "{NAME}: feature view {} is an aggregation view, whose windows do not filter by created timestamp yet: \
-             pass filter_by_created_timestamp => false",
-            view.name
-        );
     } else {
-        WindowAggregateJoin::for_view(plan, right, on, spine_time, &view, Some(&features))
-            .map_err(|e| e.context(NAME))?
-            .into_plan()
+        let wanted = Some(features.as_slice());
+        WindowAggregateJoin::for_view(
+            plan,
+            right,
+            on,
+            spine_time,
+            &view,
+            wanted,
+            filter_by_created,
+        )
+        .map_err(|e| e.context(NAME))?
+        .into_plan()
     };
     let output = kept.into_iter().chain(
         features

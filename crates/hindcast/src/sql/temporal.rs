@@ -3,7 +3,7 @@
 //! - `l LEFT JOIN view FOR SYSTEM_TIME AS OF l.ts ON view.k = l.k` is a point-in-time join:
 //!   the [`AsOfJoin`] node with the view's timestamp, created-timestamp tie-breaker and TTL.
 //! - `view FOR SYSTEM_TIME AS OF <constant>` is a snapshot: the latest row per entity as of
-//!   that instant, within the TTL.
+//!   that instant, within the TTL; of an aggregation view, each entity's aggregates then.
 //!
 //! DataFusion 55 would silently ignore the clause and read all of history; hindcast never
 //! does: on anything that is not a feature view, or in a form it does not plan, it is an error.
@@ -22,6 +22,7 @@ use datafusion::sql::sqlparser::ast::{Expr as SQLExpr, JoinConstraint, TableFact
 use super::asof_join::{join_keys, merge_using};
 use crate::features::{FeatureView, FeatureViewTable};
 use crate::logical::{AsOfJoin, WindowAggregateJoin, view_column};
+use crate::time::TimeDomain;
 
 /// The `AS OF` expression of a versioned table factor; an error for versioning clauses other
 /// than `FOR SYSTEM_TIME AS OF`.
@@ -123,18 +124,20 @@ pub(super) fn plan_temporal_join(
     }
     let plan = match view.aggregates.is_empty() {
         true => AsOfJoin::for_view(left, right, on, left_time, &view, false)?.into_plan(),
-        false => {
-            WindowAggregateJoin::for_view(left, right, on, left_time, &view, None)?.into_plan()
-        }
+        false => WindowAggregateJoin::for_view(left, right, on, left_time, &view, None, false)?
+            .into_plan(),
     };
     merge_using(plan, &using)
 }
 
-/// `view FOR SYSTEM_TIME AS OF <constant>`: the latest row per entity as of that instant.
+/// `view FOR SYSTEM_TIME AS OF <constant>`: the latest row per entity as of that instant,
+/// or for an aggregation view each entity's aggregates at that instant.
 ///
 /// Planned as a point-in-time join of the view against its own entities that have a row in
 /// `[instant - TTL, instant]`, so a snapshot picks exactly the row a temporal join at that
-/// instant would (same tie rule, same TTL).
+/// instant would (same tie rule, same TTL). An aggregation view's snapshot is its window
+/// join at that instant for the entities with an event in `[instant - longest window,
+/// instant]`: one row per entity, its keys and aggregates.
 pub(super) fn plan_snapshot(
     factor: TableFactor,
     context: &mut dyn RelationPlannerContext,
@@ -143,14 +146,6 @@ pub(super) fn plan_snapshot(
         .cloned()
         .expect("called for a versioned factor");
     let (factor, view) = unversioned(factor, context)?;
-    if !view.aggregates.is_empty() {
-        return plan_err!(
-            "{} is an aggregation view: a snapshot of it at a constant instant is not supported yet; \
-             join it to the entities and instants wanted: spine LEFT JOIN {} FOR SYSTEM_TIME AS OF spine.ts ON ...",
-            view.name,
-            view.name
-        );
-    }
     let instant = context
         .sql_to_expr(as_of.clone(), &DFSchema::empty())
         .map_err(|e| {
@@ -170,8 +165,13 @@ pub(super) fn plan_snapshot(
             .data_type(),
     )?);
     let mut in_range = time.clone().lt_eq(instant.clone());
-    if let Some(ttl) = view.ttl() {
-        in_range = in_range.and(time.clone().gt_eq(instant.clone() - lit(ttl.clone())));
+    // How far back a row still counts: the TTL, or an aggregation view's longest window.
+    let reach = match view.aggregates.is_empty() {
+        true => view.ttl().cloned(),
+        false => Some(longest_window(&view, &right)?),
+    };
+    if let Some(reach) = reach {
+        in_range = in_range.and(time.clone().gt_eq(instant.clone() - lit(reach)));
     }
     let keys = view
         .entities
@@ -205,17 +205,68 @@ pub(super) fn plan_snapshot(
         .zip(keys)
         .map(|(name, key)| (Expr::Column(Column::new(Some("__hc_snapshot"), name)), key))
         .collect();
+    let as_of = Expr::Column(Column::new(Some("__hc_snapshot"), "__hc_as_of"));
+    if !view.aggregates.is_empty() {
+        // The entities under the view's names, then the aggregates at the instant.
+        let Expr::Column(Column { relation, .. }) = time else {
+            return plan_err!("feature view {}: its timestamp is not a column", view.name);
+        };
+        let mut output: Vec<Expr> = spine_keys
+            .iter()
+            .zip(&view.entities)
+            .map(|(key, entity)| {
+                Expr::Column(Column::new(Some("__hc_snapshot"), key))
+                    .alias_qualified(relation.clone(), entity)
+            })
+            .collect();
+        output.extend(
+            view.aggregates
+                .iter()
+                .map(|a| Expr::Column(Column::new(relation.clone(), &a.name))),
+        );
+        let node = WindowAggregateJoin::for_view(spine, right, on, as_of, &view, None, false)?;
+        return LogicalPlanBuilder::from(node.into_plan())
+            .project(output)?
+            .build();
+    }
     let output: Vec<Expr> = right
         .schema()
         .columns()
         .into_iter()
         .map(Expr::Column)
         .collect();
-    let as_of = Expr::Column(Column::new(Some("__hc_snapshot"), "__hc_as_of"));
     let node = AsOfJoin::for_view(spine, right, on, as_of, &view, false)?;
     LogicalPlanBuilder::from(node.into_plan())
         .project(output)?
         .build()
+}
+
+/// An aggregation view's longest window, as written (the interval or integer of its
+/// `OVER`), compared in its timestamp's ticks.
+fn longest_window(view: &FeatureView, right: &LogicalPlan) -> Result<ScalarValue> {
+    let time_type = right
+        .schema()
+        .field_with_unqualified_name(&view.timestamp)?
+        .data_type()
+        .clone();
+    let Some(domain) = TimeDomain::common(&time_type, &time_type) else {
+        return plan_err!(
+            "feature view {}: its TIMESTAMP {} is {time_type}, not a time or an integer",
+            view.name,
+            view.timestamp
+        );
+    };
+    let mut longest: Option<(i64, &ScalarValue)> = None;
+    for aggregate in &view.aggregates {
+        let ticks = domain.ttl_from_scalar(&aggregate.window)?;
+        if longest.is_none_or(|(most, _)| ticks > most) {
+            longest = Some((ticks, &aggregate.window));
+        }
+    }
+    match longest {
+        Some((_, window)) => Ok(window.clone()),
+        None => plan_err!("feature view {} has no aggregates", view.name),
+    }
 }
 
 /// The constant instant as a value of the view's time type, read as an instant: a

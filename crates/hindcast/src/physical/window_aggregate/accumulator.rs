@@ -1,8 +1,11 @@
-//! [`Accumulator`]: one aggregate's state over the events in its window, which the merge
-//! changes one event at a time: an event enters when the spine reaches its time and leaves,
-//! in the same order, once it is older than the window.
+//! [`State`]: one aggregate's state over the events in its window, which the merge changes
+//! one event at a time: an event enters when the spine reaches its time and leaves, in the
+//! same order, once it is older than the window. When only created events count, an event
+//! may enter after newer ones (once created), so min and max keep a heap instead of the
+//! deque that relies on that order; the other states do not depend on it.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, new_null_array};
@@ -48,6 +51,13 @@ pub(super) enum State {
         deque: VecDeque<u64>,
         max: bool,
     },
+    /// Min or max over events entering in any order: each entered value (row-format bytes)
+    /// with its event, the extreme on top; events that left the window are dropped when
+    /// they come to the top (see [`Self::expire`]).
+    Ranked {
+        heap: Ranking,
+        bytes: usize,
+    },
     /// How many events in the window hold each value, by its row-format bytes.
     Distinct {
         counts: HashMap<Box<[u8]>, u32>,
@@ -58,8 +68,70 @@ pub(super) enum State {
     Last(Option<u64>),
 }
 
+/// The heap of [`State::Ranked`], its top the largest or the smallest value.
+pub(super) enum Ranking {
+    Max(BinaryHeap<(Box<[u8]>, u64)>),
+    Min(BinaryHeap<Reverse<(Box<[u8]>, u64)>>),
+}
+
+impl Ranking {
+    fn top(&self) -> Option<(&[u8], u64)> {
+        match self {
+            Ranking::Max(heap) => heap.peek().map(|(v, e)| (v.as_ref(), *e)),
+            Ranking::Min(heap) => heap.peek().map(|Reverse((v, e))| (v.as_ref(), *e)),
+        }
+    }
+
+    fn pop(&mut self) {
+        match self {
+            Ranking::Max(heap) => drop(heap.pop()),
+            Ranking::Min(heap) => drop(heap.pop()),
+        }
+    }
+
+    fn push(&mut self, value: Box<[u8]>, event: u64) {
+        match self {
+            Ranking::Max(heap) => heap.push((value, event)),
+            Ranking::Min(heap) => heap.push(Reverse((value, event))),
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Ranking::Max(heap) => heap.clear(),
+            Ranking::Min(heap) => heap.clear(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Ranking::Max(heap) => heap.len(),
+            Ranking::Min(heap) => heap.len(),
+        }
+    }
+
+    /// Keep the entries of events from `oldest` on; returns the bytes they hold.
+    fn retain_from(&mut self, oldest: u64) -> usize {
+        let mut bytes = 0;
+        let mut keep = |value: &[u8], event: u64| {
+            let kept = event >= oldest;
+            if kept {
+                bytes += value.len() + RANKED_ENTRY;
+            }
+            kept
+        };
+        match self {
+            Ranking::Max(heap) => heap.retain(|(v, e)| keep(v, *e)),
+            Ranking::Min(heap) => heap.retain(|Reverse((v, e))| keep(v, *e)),
+        }
+        bytes
+    }
+}
+
 impl State {
-    pub fn new(function: AggregateFunction, argument: Option<&DataType>) -> Self {
+    /// `in_order` says whether events enter in their sorted order (see the module
+    /// documentation).
+    pub fn new(function: AggregateFunction, argument: Option<&DataType>, in_order: bool) -> Self {
         use AggregateFunction::*;
         match function {
             CountRows | Count => State::Count(0),
@@ -80,9 +152,17 @@ impl State {
                 sum: Compensated::default(),
                 squares: Compensated::default(),
             },
-            Min | Max => State::Extreme {
+            Min | Max if in_order => State::Extreme {
                 deque: VecDeque::new(),
                 max: function == Max,
+            },
+            Min => State::Ranked {
+                heap: Ranking::Min(BinaryHeap::new()),
+                bytes: 0,
+            },
+            Max => State::Ranked {
+                heap: Ranking::Max(BinaryHeap::new()),
+                bytes: 0,
             },
             CountDistinct => State::Distinct {
                 counts: HashMap::new(),
@@ -117,6 +197,10 @@ impl State {
                 (*sum, *squares) = (Compensated::default(), Compensated::default());
             }
             State::Extreme { deque, .. } => deque.clear(),
+            State::Ranked { heap, bytes } => {
+                heap.clear();
+                *bytes = 0;
+            }
             State::Distinct { counts, bytes } => {
                 counts.clear();
                 *bytes = 0;
@@ -179,6 +263,14 @@ impl State {
                 }
                 deque.push_back(event);
             }
+            State::Ranked { heap, bytes } => {
+                let Values::Rows(_, rows) = values else {
+                    unreachable!()
+                };
+                let value: Box<[u8]> = rows.row(row).as_ref().into();
+                *bytes += value.len() + RANKED_ENTRY;
+                heap.push(value, event);
+            }
             State::Distinct { counts, bytes } => {
                 let Values::Rows(_, rows) = values else {
                     unreachable!()
@@ -192,7 +284,8 @@ impl State {
                     }
                 }
             }
-            State::Last(last) => *last = Some(event),
+            // The newest, by the events' order, of those that entered.
+            State::Last(last) => *last = Some(last.map_or(event, |l| l.max(event))),
         }
     }
 
@@ -227,6 +320,8 @@ impl State {
                     deque.pop_front();
                 }
             }
+            // Left in the heap until it comes to the top (`Self::expire`).
+            State::Ranked { .. } => {}
             State::Distinct { counts, bytes } => {
                 let Values::Rows(_, rows) = values else {
                     unreachable!()
@@ -242,6 +337,25 @@ impl State {
             // Still the newest event with a value, if it is in the window at all
             // (see `Self::last`).
             State::Last(_) => {}
+        }
+    }
+
+    /// Drop a heap's tops that left the window, whose oldest event is `oldest` and which
+    /// spans `span` events. Entries below the top leave only when they come to it, so a
+    /// heap grown past twice the span (a max over rising values, say) is also rebuilt from
+    /// what is still in the window: its size stays bounded by the window's, amortized.
+    pub fn expire(&mut self, oldest: u64, span: u64) {
+        if let State::Ranked { heap, bytes } = self {
+            if heap.len() as u64 > 2 * span + 32 {
+                *bytes = heap.retain_from(oldest);
+            }
+            while let Some((value, event)) = heap.top() {
+                if event >= oldest {
+                    break;
+                }
+                *bytes -= value.len() + RANKED_ENTRY;
+                heap.pop();
+            }
         }
     }
 
@@ -314,6 +428,7 @@ impl State {
     pub fn memory(&self) -> usize {
         match self {
             State::Extreme { deque, .. } => deque.capacity() * 8,
+            State::Ranked { bytes, .. } => *bytes,
             State::Distinct { counts, bytes } => *bytes + counts.capacity() * 8,
             _ => 0,
         }
@@ -346,6 +461,9 @@ impl Compensated {
 
 /// Bytes a distinct value's entry costs besides its own bytes.
 const DISTINCT_ENTRY: usize = 24;
+
+/// Bytes a ranked value's heap entry costs besides its own bytes.
+const RANKED_ENTRY: usize = 24;
 
 /// An aggregate's results for a run of spine rows, built as the merge decides them.
 pub(super) enum Output {
@@ -452,6 +570,7 @@ impl Output {
                 v.push(result);
             }
             (Output::Event(v), State::Extreme { deque, .. }) => v.push(deque.front().copied()),
+            (Output::Event(v), State::Ranked { heap, .. }) => v.push(heap.top().map(|(_, e)| e)),
             (Output::Event(v), State::Last(last)) => v.push(last.filter(|&e| e >= oldest)),
             _ => unreachable!("an aggregate's state and output are made for its function"),
         }

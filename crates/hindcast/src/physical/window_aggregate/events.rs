@@ -138,6 +138,8 @@ pub(super) struct EventBatch {
     pub time: Int64Array,
     /// Rows with a NULL key or time: in no window.
     pub invalid: Option<NullBuffer>,
+    /// The created times, when only created events count.
+    pub created: Option<Int64Array>,
     /// One per aggregate.
     pub values: Vec<Values>,
     pub memory: usize,
@@ -150,6 +152,14 @@ impl EventBatch {
 
     pub fn len(&self) -> usize {
         self.time.len()
+    }
+
+    /// Whether the event of `row`, at or before `t`, has been created by `t`: always, unless
+    /// only created events count.
+    pub fn created_by(&self, row: usize, t: i64) -> bool {
+        self.created
+            .as_ref()
+            .is_none_or(|c| c.is_valid(row) && c.value(row) <= t)
     }
 }
 
@@ -168,6 +178,7 @@ pub(super) struct Events {
 pub(super) struct EventColumns<'a> {
     pub keys: &'a [PhysicalExprRef],
     pub time: &'a PhysicalExprRef,
+    pub created: Option<&'a PhysicalExprRef>,
     pub domain: TimeDomain,
     pub key_format: &'a KeyFormat,
     pub arguments: &'a [(Option<PhysicalExprRef>, ValueForm)],
@@ -205,9 +216,18 @@ impl Events {
                 None => Ok(Values::None),
             })
             .collect::<Result<Vec<_>>>()?;
+        let created = columns
+            .created
+            .map(|c| {
+                columns
+                    .domain
+                    .to_i64(&c.evaluate(batch)?.into_array(batch.num_rows())?)
+            })
+            .transpose()?;
         let keys = columns.key_format.convert(&keys)?;
         let memory = sliced_size(batch)
             + time.len() * 8
+            + created.as_ref().map_or(0, |c| c.len() * 8)
             + keys.as_ref().map_or(0, Keys::size)
             + values.iter().map(Values::size).sum::<usize>();
         let rows = batch.num_rows() as u64;
@@ -216,6 +236,7 @@ impl Events {
             keys,
             time,
             invalid,
+            created,
             values,
             memory,
         });

@@ -5,7 +5,15 @@
 //! one remove pointer per window length takes out, oldest first, the events older than
 //! `t - window`. A new key starts the states afresh. So every event enters once and leaves
 //! once per window length: O(spine + events) after the sort, all windows in one pass.
+//!
+//! When only created events count, an event the add pointer passes before it is created
+//! waits in a heap by created time and enters at the first spine row it is created by, into
+//! the windows whose remove pointer has not passed it yet; a remove pointer takes out only
+//! events created by then. So each window holds exactly its events created by `t`, at the
+//! cost of a heap operation per late event.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -104,13 +112,15 @@ pub(super) struct WindowAggregateStream {
     /// Per window length: the length and the oldest event still in the window.
     windows: Vec<(i64, u64)>,
     events: Events,
-    /// The next event to add, and the time of the last one added for the current key.
+    /// The next event to add, and the newest time among those added for the current key.
     add: u64,
     newest: Option<i64>,
     /// `spine_times` and `feature_lead` of the rows not yet emitted, added to the metrics
     /// on emitting (a lock per batch, not per row).
     spine_times: Option<(i64, i64)>,
     feature_lead: Option<(i64, i64)>,
+    /// Events passed by the add pointer but not yet created, by created time then order.
+    pending: BinaryHeap<Reverse<(i64, u64)>>,
     /// The key the states are for.
     key: Option<OwnedKeys>,
     spine: Option<Spine>,
@@ -162,7 +172,12 @@ impl WindowAggregateStream {
                 ValueForm::new(aggregate.function, argument_type.as_ref())?,
             ));
             functions.push(aggregate.function);
-            states.push(State::new(aggregate.function, argument_type.as_ref()));
+            let in_order = options.created.is_none();
+            states.push(State::new(
+                aggregate.function,
+                argument_type.as_ref(),
+                in_order,
+            ));
             outputs.push(Output::new(aggregate.function, argument_type.as_ref()));
             window_of.push(
                 windows_list
@@ -188,6 +203,7 @@ impl WindowAggregateStream {
             events: Events::new(),
             add: 0,
             newest: None,
+            pending: BinaryHeap::new(),
             spine_times: None,
             feature_lead: None,
             key: None,
@@ -232,6 +248,7 @@ impl WindowAggregateStream {
         let columns = EventColumns {
             keys: &right_keys,
             time: &self.options.right_time,
+            created: self.options.created.as_ref(),
             domain: self.options.domain,
             key_format: &self.key_format,
             arguments: &self.arguments,
@@ -249,7 +266,8 @@ impl WindowAggregateStream {
             .map_or(0, |s| sliced_size(&s.batch) + s.time.len() * 8);
         let events: usize = self.events.batches().map(|b| b.memory).sum();
         let states: usize = self.states.iter().map(State::memory).sum();
-        let total = spine + events + states;
+        let pending = self.pending.capacity() * std::mem::size_of::<Reverse<(i64, u64)>>();
+        let total = spine + events + states + pending;
         self.reservation.try_resize(total)?;
         self.metrics.peak_mem_used.set_max(total);
         Ok(())
@@ -306,6 +324,7 @@ impl WindowAggregateStream {
                     window.1 = self.add;
                 }
                 self.newest = None;
+                self.pending.clear();
                 self.key = spine.keys.as_ref().map(|k| k.owned(row));
                 self.phase = Phase::Add;
             }
@@ -322,17 +341,26 @@ impl WindowAggregateStream {
                     break;
                 }
                 if batch.valid(event_row) {
-                    if batch.time.value(event_row) > t {
+                    let time = batch.time.value(event_row);
+                    if time > t {
                         break;
                     }
-                    for (i, state) in self.states.iter_mut().enumerate() {
-                        state.add(&self.events, i, &batch.values[i], self.add, event_row);
+                    if batch.created_by(event_row, t) {
+                        for (i, state) in self.states.iter_mut().enumerate() {
+                            state.add(&self.events, i, &batch.values[i], self.add, event_row);
+                        }
+                        self.newest = Some(self.newest.map_or(time, |n| n.max(time)));
+                        self.metrics.events_added.add(1);
+                    } else if let Some(created) =
+                        batch.created.as_ref().filter(|c| c.is_valid(event_row))
+                    {
+                        self.pending
+                            .push(Reverse((created.value(event_row), self.add)));
                     }
-                    self.newest = Some(batch.time.value(event_row));
-                    self.metrics.events_added.add(1);
                 }
                 self.add += 1;
             }
+            self.enter_created(t);
             // Take out what is older than each window.
             for (w, (length, oldest)) in self.windows.iter_mut().enumerate() {
                 let from = t.saturating_sub(*length);
@@ -342,7 +370,8 @@ impl WindowAggregateStream {
                     if valid && batch.time.value(event_row) >= from {
                         break;
                     }
-                    if valid {
+                    // An event not yet created is in no window (and enters none this old).
+                    if valid && batch.created_by(event_row, t) {
                         for (i, state) in self.states.iter_mut().enumerate() {
                             if self.window_of[i] == w {
                                 state.remove(&batch.values[i], *oldest, event_row);
@@ -354,6 +383,7 @@ impl WindowAggregateStream {
             }
             for (i, output) in self.outputs.iter_mut().enumerate() {
                 let oldest = self.windows[self.window_of[i]].1;
+                self.states[i].expire(oldest, self.add - oldest);
                 output.push(self.functions[i], &self.states[i], oldest)?;
             }
             self.measure(t);
@@ -362,12 +392,36 @@ impl WindowAggregateStream {
         }
     }
 
-    /// The leakage figures of a decided row at time `t`, measured on what the windows hold
-    /// (the newest event added is the newest any window holds).
+    /// The waiting events created by `t` enter the windows their remove pointers have not
+    /// passed (a window whose pointer passed an event while it waited is too short for it).
+    fn enter_created(&mut self, t: i64) {
+        while let Some(&Reverse((created, event))) = self.pending.peek() {
+            if created > t {
+                break;
+            }
+            self.pending.pop();
+            if self.windows.iter().all(|w| w.1 > event) {
+                continue;
+            }
+            let (batch, row) = self.events.locate(event);
+            for (i, state) in self.states.iter_mut().enumerate() {
+                if self.windows[self.window_of[i]].1 <= event {
+                    state.add(&self.events, i, &batch.values[i], event, row);
+                }
+            }
+            let time = batch.time.value(row);
+            self.newest = Some(self.newest.map_or(time, |n| n.max(time)));
+            self.metrics.events_added.add(1);
+        }
+    }
+
+    /// The leakage figures of a decided row at time `t`, measured on what the windows hold.
     fn measure(&mut self, t: i64) {
         widen(&mut self.spine_times, t, t);
-        let longest = self.windows.last().map_or(self.add, |w| w.1);
-        if let Some(newest) = self.newest.filter(|_| longest < self.add) {
+        // The newest event entered is at or before t: the longest window holds an event if
+        // and only if it holds that one.
+        let reach = self.windows.last().map_or(0, |w| w.0);
+        if let Some(newest) = self.newest.filter(|&n| n >= t.saturating_sub(reach)) {
             self.metrics.matched_rows.add(1);
             let lead = newest.saturating_sub(t);
             widen(&mut self.feature_lead, lead, lead);
