@@ -186,18 +186,8 @@ pub struct Aggregation {
 
 impl fmt::Display for Aggregation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let argument = self.argument.as_deref().unwrap_or("*");
-        let distinct = match self.function {
-            AggregateFunction::CountDistinct => "DISTINCT ",
-            _ => "",
-        };
-        write!(
-            f,
-            "{}({distinct}{argument}) OVER {} AS {}",
-            self.function.sql_name(),
-            self.window,
-            self.name
-        )
+        let call = self.function.call(self.argument.as_deref());
+        write!(f, "{call} OVER {} AS {}", self.window, self.name)
     }
 }
 
@@ -259,6 +249,15 @@ impl AggregateFunction {
     pub fn nullable(&self) -> bool {
         use AggregateFunction::*;
         !matches!(self, CountRows | Count | CountDistinct)
+    }
+
+    /// The call as SQL over `argument` (`None` for `*`): `count(DISTINCT merchant)`.
+    pub fn call(&self, argument: Option<&str>) -> String {
+        let distinct = match self {
+            AggregateFunction::CountDistinct => "DISTINCT ",
+            _ => "",
+        };
+        format!("{}({distinct}{})", self.sql_name(), argument.unwrap_or("*"))
     }
 
     pub fn sql_name(&self) -> &'static str {

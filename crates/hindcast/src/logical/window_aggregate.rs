@@ -180,17 +180,10 @@ impl<E: fmt::Display> WindowAggregateOptions<E> {
             .aggregates
             .iter()
             .map(|a| {
-                let argument = a
-                    .argument
-                    .as_ref()
-                    .map_or("*".to_string(), |e| e.to_string());
-                let distinct = match a.function {
-                    AggregateFunction::CountDistinct => "DISTINCT ",
-                    _ => "",
-                };
+                let argument = a.argument.as_ref().map(|e| e.to_string());
+                let call = a.function.call(argument.as_deref());
                 format!(
-                    "{}({distinct}{argument}) OVER {} AS {}",
-                    a.function.sql_name(),
+                    "{call} OVER {} AS {}",
                     DisplayTtl(self.domain, a.window),
                     a.name
                 )

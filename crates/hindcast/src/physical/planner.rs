@@ -42,13 +42,10 @@ impl ExtensionPlanner for HindcastExtensionPlanner {
             let ([left_plan, right_plan], [left, right]) = (logical_inputs, physical_inputs) else {
                 return internal_err!("WindowAggregateJoin has two inputs");
             };
-            let options = join.options.try_map(|side, e: &Expr| {
-                let schema = match side {
-                    JoinSide::Left => left_plan.schema(),
-                    _ => right_plan.schema(),
-                };
-                planner.create_physical_expr(e, schema, session, planning_ctx)
-            })?;
+            let sides = [*left_plan, *right_plan];
+            let options =
+                join.options
+                    .try_map(physical_exprs(planner, sides, session, planning_ctx))?;
             let sides = Sides {
                 left_time: &options.left_time,
                 on: &options.on,
@@ -69,13 +66,10 @@ impl ExtensionPlanner for HindcastExtensionPlanner {
         let ([left_plan, right_plan], [left, right]) = (logical_inputs, physical_inputs) else {
             return internal_err!("AsOfJoin has two inputs");
         };
-        let options = join.options.try_map(|side, e: &Expr| {
-            let schema = match side {
-                JoinSide::Left => left_plan.schema(),
-                _ => right_plan.schema(),
-            };
-            planner.create_physical_expr(e, schema, session, planning_ctx)
-        })?;
+        let sides = [*left_plan, *right_plan];
+        let options =
+            join.options
+                .try_map(physical_exprs(planner, sides, session, planning_ctx))?;
         let sides = Sides {
             left_time: &options.left_time,
             on: &options.on,
@@ -88,6 +82,23 @@ impl ExtensionPlanner for HindcastExtensionPlanner {
         let (left, right, narrowing) = narrowed(left, right, sides, session)?;
         let exec = AsOfJoinExec::try_new(left, right, options)?.with_narrowing(narrowing);
         Ok(Some(Arc::new(exec)))
+    }
+}
+
+/// Plans a join's expression against the input of the side it reads (`[left, right]`), for
+/// the options' `try_map`.
+fn physical_exprs<'a>(
+    planner: &'a dyn PhysicalPlanner,
+    [left, right]: [&'a LogicalPlan; 2],
+    session: &'a dyn Session,
+    planning_ctx: &'a PhysicalPlanningContext,
+) -> impl FnMut(JoinSide, &Expr) -> Result<PhysicalExprRef> + 'a {
+    move |side, e| {
+        let schema = match side {
+            JoinSide::Left => left.schema(),
+            _ => right.schema(),
+        };
+        planner.create_physical_expr(e, schema, session, planning_ctx)
     }
 }
 

@@ -603,17 +603,10 @@ async fn describe(
                 },
                 None => aggregate.window.to_string(),
             };
-            let argument = aggregate.argument.as_deref().unwrap_or("*");
-            let distinct = match aggregate.function {
-                AggregateFunction::CountDistinct => "DISTINCT ",
-                _ => "",
-            };
+            let call = aggregate.function.call(aggregate.argument.as_deref());
             rows.push(vec![
                 format!("aggregate {}", aggregate.name),
-                format!(
-                    "{}({distinct}{argument}) OVER {window}",
-                    aggregate.function.sql_name()
-                ),
+                format!("{call} OVER {window}"),
             ]);
         }
         return string_table(ctx, &["property", "value"], rows).map(Some);
