@@ -90,8 +90,9 @@ def generate(data, labels, transactions, users):
     return tx, lb
 
 
-def run(command, reps, timeout=None):
-    """Best wall time of `reps` runs; None if a run takes longer than `timeout` seconds."""
+def run(command, reps, timeout=None, optional=False):
+    """Best wall time of `reps` runs. An `optional` engine that takes longer than `timeout`
+    seconds or fails gives (None, why) instead of ending the run."""
     best, rss = None, None
     for _ in range(reps):
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -99,14 +100,17 @@ def run(command, reps, timeout=None):
         try:
             proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            return None
+            return None, f"did not finish in {timeout:.0f} s"
         elapsed = time.perf_counter() - start
+        if proc.returncode != 0 and optional:
+            killed = " (killed: out of memory?)" if proc.returncode == -9 else ""
+            return None, f"failed after {elapsed:.0f} s with exit {proc.returncode}{killed}"
         if proc.returncode != 0:
             sys.exit(f"failed: {' '.join(command)[:200]}\n{proc.stderr[-2000:]}")
         after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         best = elapsed if best is None else min(best, elapsed)
         rss = max(rss or 0, after, before)
-    return best
+    return best, None
 
 
 def peak_rss_mib(command):
@@ -166,11 +170,11 @@ COPY (
     h_cmd = [args.hindcast, "-q", "-c", hindcast_sql]
     d_cmd = [sys.executable, duck_script]
     p_cmd = [sys.executable, polars_script]
-    t_h = run(h_cmd, args.reps)
-    t_d = run(d_cmd, args.reps)
+    t_h, _ = run(h_cmd, args.reps)
+    t_d, _ = run(d_cmd, args.reps)
     r_h = peak_rss_mib(h_cmd)
     r_d = peak_rss_mib(d_cmd)
-    t_p = run(p_cmd, args.reps, args.polars_timeout) if args.polars else None
+    t_p, why_p = run(p_cmd, args.reps, args.polars_timeout, optional=True) if args.polars else (None, None)
     r_p = peak_rss_mib(p_cmd) if t_p is not None else None
 
     con = duckdb.connect()
@@ -195,7 +199,7 @@ COPY (
         print(f"  Polars (union + rolling per window): {t_p:.2f} s, peak RSS {r_p:.0f} MiB; {bad_p} rows differ")
         failed = failed or bad_p or rows_p != rows_h
     elif args.polars:
-        print(f"  Polars (union + rolling per window): did not finish in {args.polars_timeout:.0f} s")
+        print(f"  Polars (union + rolling per window): {why_p}")
     ratios = f"hindcast/DuckDB {t_h / t_d:.2f}x"
     if t_p is not None:
         ratios += f", hindcast/Polars {t_h / t_p:.2f}x"
