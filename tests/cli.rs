@@ -41,14 +41,22 @@ fn readme_main_job_writes_the_training_set_and_prints_rows() {
     assert!(first.contains("grocery"), "{first}");
     assert!(text.contains("10 rows in set"), "{text}");
 
-    // The written training set: one row per label, features as of each label's time.
-    let check = hindcast(&[
-        "-q",
-        "--format",
-        "csv",
-        "-c",
-        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'target/training_set/'",
-        "-c",
+    // The written training set (as `t`, the statements after it): one row per label,
+    // features as of each label's time.
+    let on_training_set = |statements: &[&str]| {
+        let mut args = vec![
+            "-q",
+            "--format",
+            "csv",
+            "-c",
+            "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'target/training_set/'",
+        ];
+        for statement in statements {
+            args.extend(["-c", statement]);
+        }
+        hindcast(&args)
+    };
+    let check = on_training_set(&[
         "SELECT count(*), count(DISTINCT user_id), max(session_count_7d) FROM t",
     ]);
     assert!(check.status.success(), "stderr: {}", stderr(&check));
@@ -56,15 +64,8 @@ fn readme_main_job_writes_the_training_set_and_prints_rows() {
 
     // Its aggregates against plain SQL over the raw transactions (a range join, then GROUP
     // BY): every row the same, and most labels with transactions in their windows.
-    let reference = hindcast(&[
-        "-q",
-        "--format",
-        "csv",
-        "-c",
-        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'target/training_set/'",
-        "-c",
+    let reference = on_training_set(&[
         "CREATE EXTERNAL TABLE tx STORED AS PARQUET LOCATION 'examples/feature_repo/data/transactions/'",
-        "-c",
         "SELECT count(*), \
            sum(CASE WHEN txn_count_30d = n30 THEN 1 ELSE 0 END), \
            sum(CASE WHEN (avg_amount_30d IS NULL AND avg30 IS NULL) \

@@ -118,6 +118,10 @@ const BRUTE_FIGURES: &str = "SELECT count(*), \
          AND s.ts <= l.event_timestamp AND s.ts >= l.event_timestamp - INTERVAL '30 days' \
        GROUP BY l.user_id, l.event_timestamp)";
 
+/// The labels' first and last time, in nanoseconds.
+const SPINE_RANGE: &str = "SELECT CAST(min(arrow_cast(event_timestamp, 'Int64')) AS BIGINT), \
+       CAST(max(arrow_cast(event_timestamp, 'Int64')) AS BIGINT) FROM labels";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifest_records_sources_statistics_and_leakage() {
     let root = tempfile::tempdir().expect("temp dir");
@@ -262,12 +266,7 @@ async fn manifest_records_sources_statistics_and_leakage() {
                 .as_str()
         )
     );
-    let all = collect(
-        &hc,
-        "SELECT CAST(min(arrow_cast(event_timestamp, 'Int64')) AS BIGINT), \
-           CAST(max(arrow_cast(event_timestamp, 'Int64')) AS BIGINT) FROM labels",
-    )
-    .await;
+    let all = collect(&hc, SPINE_RANGE).await;
     assert_eq!(
         pit.spine_time_min,
         Some(nanos.display(single_i64(&all, 0).unwrap()))
@@ -345,12 +344,7 @@ async fn an_aggregation_views_figures_match_the_brute_force() {
     assert!(pit.matched_rows > 0 && pit.matched_rows < 400, "{pit:?}");
     assert_eq!(pit.future_matches, 0);
     let nanos = TimeDomain::Instant(TimeUnit::Nanosecond);
-    let all = collect(
-        &hc,
-        "SELECT CAST(min(arrow_cast(event_timestamp, 'Int64')) AS BIGINT), \
-           CAST(max(arrow_cast(event_timestamp, 'Int64')) AS BIGINT) FROM labels",
-    )
-    .await;
+    let all = collect(&hc, SPINE_RANGE).await;
     let shown = |column| Some(nanos.display(single_i64(&all, column).unwrap()));
     assert_eq!(
         pit.max_feature_lead,

@@ -427,11 +427,7 @@ impl Decoder<'_> {
             tie_breaker: proto.tie_breaker,
             mode,
         };
-        let (left_schema, right_schema) = (left.schema(), right.schema());
-        let options = options.try_map(|side, node| match side {
-            JoinSide::Left => self.expr(node, &left_schema),
-            _ => self.expr(node, &right_schema),
-        })?;
+        let options = options.try_map(self.side_exprs(left, right))?;
         let sides = JoinSides {
             left_time: &options.left_time,
             left_keys: options.left_keys().cloned().collect(),
@@ -441,10 +437,7 @@ impl Decoder<'_> {
             op: options.op,
             ttl: options.ttl,
         };
-        let narrowing = match proto.narrowing {
-            Some(narrowing) => self.narrowing(narrowing, sides, left, right)?,
-            None => None,
-        };
+        let narrowing = self.narrowing(proto.narrowing, sides, left, right)?;
         let join = AsOfJoinExec::try_new(Arc::clone(left), Arc::clone(right), options)?;
         Ok(Arc::new(join.with_narrowing(narrowing)))
     }
@@ -479,36 +472,47 @@ impl Decoder<'_> {
             created: proto.created,
             aggregates,
         };
-        let (left_schema, right_schema) = (left.schema(), right.schema());
-        let options = options.try_map(|side, node| match side {
-            JoinSide::Left => self.expr(node, &left_schema),
-            _ => self.expr(node, &right_schema),
-        })?;
-        // Narrowed as the planner narrows it: a backward match reaching the longest window.
+        let options = options.try_map(self.side_exprs(left, right))?;
+        let (op, ttl) = options.reach();
         let sides = JoinSides {
             left_time: &options.left_time,
             left_keys: options.left_keys().cloned().collect(),
             right_keys: options.right_keys().cloned().collect(),
             right_time: &options.right_time,
             domain: options.domain,
-            op: MatchOp::GtEq,
-            ttl: Some(options.longest_window()),
+            op,
+            ttl,
         };
-        let narrowing = match proto.narrowing {
-            Some(narrowing) => self.narrowing(narrowing, sides, left, right)?,
-            None => None,
-        };
+        let narrowing = self.narrowing(proto.narrowing, sides, left, right)?;
         let join = WindowAggregateExec::try_new(Arc::clone(left), Arc::clone(right), options)?;
         Ok(Arc::new(join.with_narrowing(narrowing)))
     }
 
+    /// Decodes a join's expression against the input of the side it reads, for the
+    /// options' `try_map`.
+    fn side_exprs<'b>(
+        &'b self,
+        left: &Arc<dyn ExecutionPlan>,
+        right: &Arc<dyn ExecutionPlan>,
+    ) -> impl FnMut(JoinSide, &PhysicalExprNode) -> Result<PhysicalExprRef> + 'b {
+        let (left, right) = (left.schema(), right.schema());
+        move |side, node| match side {
+            JoinSide::Left => self.expr(node, &left),
+            _ => self.expr(node, &right),
+        }
+    }
+
+    /// The narrowing a join was encoded with, if any and if its bounds are found.
     fn narrowing(
         &self,
-        proto: NarrowingProto,
+        proto: Option<NarrowingProto>,
         sides: JoinSides,
         left: &Arc<dyn ExecutionPlan>,
         right: &Arc<dyn ExecutionPlan>,
     ) -> Result<Option<Arc<Narrowing>>> {
+        let Some(proto) = proto else {
+            return Ok(None);
+        };
         // The bounds must be of this join's spine time (and keys, for key sets): narrowing
         // from another spine's would drop rows.
         let Some(bounds) = find_bounds(left, proto.bounds_id).filter(|bounds| {

@@ -21,8 +21,8 @@ use datafusion::logical_expr::{
 };
 
 use super::asof_join::coerce_key_pair;
-use super::fmt_attributes;
 use super::view_column;
+use super::{MatchOp, fmt_attributes};
 use crate::features::{AggregateFunction, FeatureView};
 use crate::time::{DisplayTtl, TimeDomain};
 
@@ -150,6 +150,12 @@ impl<E> WindowAggregateOptions<E> {
     /// The longest window: how far back the events the join reads go.
     pub fn longest_window(&self) -> i64 {
         self.aggregates.iter().map(|a| a.window).max().unwrap_or(0)
+    }
+
+    /// The match its event scan is narrowed by, as an ASOF join's by its operator and TTL:
+    /// backward, reaching back the longest window.
+    pub fn reach(&self) -> (MatchOp, Option<i64>) {
+        (MatchOp::GtEq, Some(self.longest_window()))
     }
 
     /// The distinct window lengths, shortest first.

@@ -46,12 +46,13 @@ impl ExtensionPlanner for HindcastExtensionPlanner {
             let options =
                 join.options
                     .try_map(physical_exprs(planner, sides, session, planning_ctx))?;
+            let (op, ttl) = options.reach();
             let sides = Sides {
                 left_time: &options.left_time,
                 on: &options.on,
                 domain: options.domain,
-                op: MatchOp::GtEq,
-                ttl: Some(options.longest_window()),
+                op,
+                ttl,
                 right_time: &options.right_time,
                 partitioning: scanned_partitioning(right_plan),
             };

@@ -161,6 +161,8 @@ impl WindowAggregateStream {
         let mut window_of = vec![];
         let mut output_types = vec![];
         let left_len = left_schema.fields().len();
+        // Only with the created filter can an event enter after newer ones.
+        let in_order = options.created.is_none();
         for (i, aggregate) in options.aggregates.iter().enumerate() {
             let argument_type = aggregate
                 .argument
@@ -172,7 +174,6 @@ impl WindowAggregateStream {
                 ValueForm::new(aggregate.function, argument_type.as_ref())?,
             ));
             functions.push(aggregate.function);
-            let in_order = options.created.is_none();
             states.push(State::new(
                 aggregate.function,
                 argument_type.as_ref(),
