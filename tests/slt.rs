@@ -474,6 +474,8 @@ slt_files!(
     asof_empty,
     asof_chained,
     asof_errors,
+    asof_duckdb,
+    asof_nearest,
     asof_explain,
     asof_sort,
     features_ddl,

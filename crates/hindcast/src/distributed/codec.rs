@@ -114,6 +114,8 @@ struct AsOfJoinProto {
     rank_time: Option<PhysicalExprNode>,
     #[prost(message, optional, tag = "11")]
     narrowing: Option<NarrowingProto>,
+    #[prost(bool, tag = "12")]
+    inner: bool,
 }
 
 /// [`WindowAggregateOptions`] field by field.
@@ -337,6 +339,7 @@ impl Encoder<'_> {
             mode,
             rank_time,
             narrowing: join.narrowing().map(|n| self.narrowing(n)).transpose()?,
+            inner: options.inner,
         })
     }
 
@@ -426,6 +429,7 @@ impl Decoder<'_> {
             ttl: proto.ttl,
             tie_breaker: proto.tie_breaker,
             mode,
+            inner: proto.inner,
         };
         let options = options.try_map(self.side_exprs(left, right))?;
         let sides = JoinSides {
@@ -639,6 +643,8 @@ mod names {
             MatchOp::Gt => "gt",
             MatchOp::LtEq => "lt_eq",
             MatchOp::Lt => "lt",
+            MatchOp::Nearest => "nearest",
+            MatchOp::NearestExclusive => "nearest_exclusive",
         }
         .into()
     }
@@ -649,6 +655,8 @@ mod names {
             "gt" => MatchOp::Gt,
             "lt_eq" => MatchOp::LtEq,
             "lt" => MatchOp::Lt,
+            "nearest" => MatchOp::Nearest,
+            "nearest_exclusive" => MatchOp::NearestExclusive,
             other => return internal_err!("unknown match operator {other:?}"),
         })
     }
@@ -673,7 +681,7 @@ mod names {
 
     pub fn mode<E>(mode: &JoinMode<E>) -> String {
         match mode {
-            JoinMode::Nearest => "nearest",
+            JoinMode::Winner => "winner",
             JoinMode::DistinctSpine => "distinct_spine",
             JoinMode::KeepTies => "keep_ties",
             JoinMode::LatestVisibleBy { .. } => "latest_visible_by",
@@ -684,7 +692,7 @@ mod names {
     /// `rank_time` is the `latest_visible_by` mode's, and given with it only.
     pub fn parse_mode<E>(name: &str, rank_time: Option<E>) -> Result<JoinMode<E>> {
         Ok(match (name, rank_time) {
-            ("nearest", None) => JoinMode::Nearest,
+            ("winner", None) => JoinMode::Winner,
             ("distinct_spine", None) => JoinMode::DistinctSpine,
             ("keep_ties", None) => JoinMode::KeepTies,
             ("latest_visible_by", Some(rank_time)) => JoinMode::LatestVisibleBy { rank_time },

@@ -89,7 +89,8 @@ impl AsOfJoin {
                 domain,
                 ttl,
                 tie_breaker,
-                mode: JoinMode::Nearest,
+                mode: JoinMode::Winner,
+                inner: false,
             },
             schema,
         })
@@ -155,6 +156,12 @@ impl AsOfJoin {
         self.options.mode = mode;
         self.options.validate()?;
         Ok(self)
+    }
+
+    /// Drop the left rows without a winner instead of keeping them with NULLs.
+    pub fn inner(mut self) -> Self {
+        self.options.inner = true;
+        self
     }
 
     /// Wrap into a `LogicalPlan`.

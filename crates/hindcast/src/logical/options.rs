@@ -13,7 +13,8 @@ use datafusion::logical_expr::Operator;
 
 use crate::time::{DisplayTtl, TimeDomain};
 
-/// The match condition's comparison, read as `left_time <op> right_time`.
+/// The match condition's comparison, read as `left_time <op> right_time`, or the nearest
+/// row on either side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
 pub enum MatchOp {
     /// `l.ts >= r.ts`: the latest right row at or before the left row (features).
@@ -24,17 +25,37 @@ pub enum MatchOp {
     LtEq,
     /// `l.ts < r.ts`: the earliest right row strictly after.
     Lt,
+    /// `nearest(l.ts, r.ts)`: the right row closest in time on either side; at equal
+    /// distance the earlier one (pandas' `direction='nearest'`).
+    Nearest,
+    /// `nearest(l.ts, r.ts) AND l.ts <> r.ts`: the same among right rows not at exactly the
+    /// left row's time (`allow_exact_matches=False`).
+    NearestExclusive,
 }
 
 impl MatchOp {
-    /// Backward joins look into the past of the left row.
+    /// Backward joins look into the past of the left row only.
     pub fn is_backward(&self) -> bool {
         matches!(self, MatchOp::GtEq | MatchOp::Gt)
     }
 
+    /// Whether a right row before the left row can win (backward and nearest joins).
+    pub fn looks_back(&self) -> bool {
+        !matches!(self, MatchOp::LtEq | MatchOp::Lt)
+    }
+
+    /// Whether a right row after the left row can win (forward and nearest joins).
+    pub fn looks_forward(&self) -> bool {
+        !self.is_backward()
+    }
+
+    pub fn is_nearest(&self) -> bool {
+        matches!(self, MatchOp::Nearest | MatchOp::NearestExclusive)
+    }
+
     /// Strict joins exclude right rows at exactly the left row's time.
     pub fn is_strict(&self) -> bool {
-        matches!(self, MatchOp::Gt | MatchOp::Lt)
+        matches!(self, MatchOp::Gt | MatchOp::Lt | MatchOp::NearestExclusive)
     }
 
     /// The same condition with its operands swapped (`a >= b` is `b <= a`).
@@ -44,6 +65,16 @@ impl MatchOp {
             MatchOp::Gt => MatchOp::Lt,
             MatchOp::LtEq => MatchOp::GtEq,
             MatchOp::Lt => MatchOp::Gt,
+            MatchOp::Nearest | MatchOp::NearestExclusive => *self,
+        }
+    }
+
+    /// The condition in SQL over the two time expressions.
+    pub fn sql(&self, left: impl fmt::Display, right: impl fmt::Display) -> String {
+        match self {
+            MatchOp::Nearest => format!("nearest({left}, {right})"),
+            MatchOp::NearestExclusive => format!("nearest({left}, {right}) AND {left} <> {right}"),
+            op => format!("{left} {op} {right}"),
         }
     }
 }
@@ -70,6 +101,8 @@ impl fmt::Display for MatchOp {
             MatchOp::Gt => ">",
             MatchOp::LtEq => "<=",
             MatchOp::Lt => "<",
+            MatchOp::Nearest => "nearest",
+            MatchOp::NearestExclusive => "nearest, exclusive",
         })
     }
 }
@@ -79,7 +112,7 @@ impl fmt::Display for MatchOp {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
 pub enum JoinMode<E> {
     /// One output row per left row: its winner, or NULLs.
-    Nearest,
+    Winner,
     /// One output row per run of left rows with equal keys and time (the first), as
     /// `ROW_NUMBER() OVER (PARTITION BY keys, time) = 1` keeps; set by the ROW_NUMBER rewrite.
     DistinctSpine,
@@ -112,6 +145,9 @@ pub struct AsOfJoinOptions<E> {
     /// created timestamp).
     pub tie_breaker: Option<E>,
     pub mode: JoinMode<E>,
+    /// Left rows without a winner are dropped instead of kept with NULLs: DuckDB's inner
+    /// `ASOF JOIN ... ON`, an inner `ROW_NUMBER` query.
+    pub inner: bool,
 }
 
 impl<E> AsOfJoinOptions<E> {
@@ -141,7 +177,7 @@ impl<E> AsOfJoinOptions<E> {
             .map(|e| f(JoinSide::Right, e))
             .transpose()?;
         let mode = match &self.mode {
-            JoinMode::Nearest => JoinMode::Nearest,
+            JoinMode::Winner => JoinMode::Winner,
             JoinMode::DistinctSpine => JoinMode::DistinctSpine,
             JoinMode::KeepTies => JoinMode::KeepTies,
             JoinMode::LatestVisibleBy { rank_time } => JoinMode::LatestVisibleBy {
@@ -157,6 +193,7 @@ impl<E> AsOfJoinOptions<E> {
             ttl: self.ttl,
             tie_breaker,
             mode,
+            inner: self.inner,
         })
     }
 
@@ -209,12 +246,16 @@ impl<E> AsOfJoinOptions<E> {
         matches!(self.mode, JoinMode::DistinctSpine)
     }
 
-    /// Check what the types cannot: a rank time needs a backward join.
+    /// Check what the types cannot: a rank time needs a backward join, and keeping ties
+    /// one direction (the tie group of the row on the side the join looks).
     pub fn validate(&self) -> Result<()> {
         if self.rank_time().is_some() && !self.op.is_backward() {
             return plan_err!(
                 "filtering by created timestamp needs a backward join (the latest row at or before the spine time)"
             );
+        }
+        if self.keep_ties() && self.op.is_nearest() {
+            return plan_err!("keeping tied rows needs a backward or forward join, not nearest");
         }
         Ok(())
     }
@@ -235,8 +276,8 @@ impl<E: fmt::Display> AsOfJoinOptions<E> {
             (
                 "match",
                 Some(format!(
-                    "[{} {} {}]",
-                    self.left_time, self.op, self.right_time
+                    "[{}]",
+                    self.op.sql(&self.left_time, &self.right_time)
                 )),
             ),
         ];
@@ -246,8 +287,11 @@ impl<E: fmt::Display> AsOfJoinOptions<E> {
         if let Some(tie) = &self.tie_breaker {
             attributes.push(("tie_breaker", Some(format!("[{tie} DESC]"))));
         }
+        if self.inner {
+            attributes.push(("inner", None));
+        }
         match &self.mode {
-            JoinMode::Nearest => {}
+            JoinMode::Winner => {}
             JoinMode::DistinctSpine => attributes.push(("distinct_spine", None)),
             JoinMode::KeepTies => attributes.push(("keep_ties", None)),
             JoinMode::LatestVisibleBy { rank_time } => {

@@ -269,7 +269,6 @@ fn asof_for(window: &Window) -> Result<Option<LogicalPlan>> {
         return Ok(None);
     }
 
-    let right_time = shape.condition.right_time.clone();
     // Partitions of exactly (keys, time) come out of the join's sorted spine as runs of
     // adjacent rows, which the operator collapses itself; any other partitioning is
     // deduplicated by a window after the join.
@@ -295,10 +294,10 @@ fn asof_for(window: &Window) -> Result<Option<LogicalPlan>> {
     } else if exact_partition {
         node = node.with_mode(JoinMode::DistinctSpine)?;
     }
-    let mut plan = LogicalPlanBuilder::from(node.into_plan());
     if join.join_type == JoinType::Inner {
-        plan = plan.filter(right_time.is_not_null())?;
+        node = node.inner();
     }
+    let mut plan = LogicalPlanBuilder::from(node.into_plan());
     if let Some(columns) = selection {
         plan = plan.project(columns)?;
     }

@@ -1,10 +1,18 @@
-//! Planning `l ASOF JOIN r MATCH_CONDITION (...) ON ... | USING (...)` into [`AsOfJoin`].
+//! Planning `l ASOF JOIN r MATCH_CONDITION (...) ON ... | USING (...)`, and DuckDB's
+//! `l ASOF [LEFT] JOIN r ON ... | USING (...)` (see [`super::asof_on`]), into [`AsOfJoin`].
 //!
 //! Grammar accepted in `MATCH_CONDITION`, as AND-ed terms in any order:
-//! - exactly one comparison `<left time> {>=|>|<=|<} <right time>` (either operand order);
+//! - exactly one comparison `<left time> {>=|>|<=|<} <right time>` (either operand order),
+//!   or `nearest(<left time>, <right time>)` (either order), optionally with
+//!   `<left time> <> <right time>` to leave out right rows at exactly the left row's time;
 //! - optionally one inclusive TTL bound on the distance, in any of the usual spellings:
-//!   `l.ts - r.ts <= c`, `r.ts >= l.ts - c`, `l.ts <= r.ts + c` (mirrored for forward joins);
+//!   `l.ts - r.ts <= c`, `r.ts >= l.ts - c`, `l.ts <= r.ts + c` (mirrored for forward joins),
+//!   and for `nearest`, `abs(l.ts - r.ts) <= c`;
 //! - optionally `latest_by(r.created)`: among right rows tied on time, the larger value wins.
+//!
+//! DuckDB's `ON` holds the key equalities and the time comparison together (and here may
+//! hold a TTL bound too); `USING (k, ..., ts)` names the keys and, last, the time, with
+//! `>=`. Without `LEFT` the join is inner, as in DuckDB.
 
 use std::sync::Arc;
 
@@ -17,6 +25,7 @@ use datafusion::sql::sqlparser::ast::{
     JoinConstraint,
 };
 
+use super::asof_on::OnForm;
 use crate::logical::{AsOfJoin, MatchOp, Term, TimeCondition};
 
 pub(super) fn plan_asof_join(
@@ -27,11 +36,28 @@ pub(super) fn plan_asof_join(
     context: &mut dyn RelationPlannerContext,
 ) -> Result<LogicalPlan> {
     let join_schema = left.schema().join(right.schema())?;
+    if let Some(form) = OnForm::of(&match_condition) {
+        return plan_on_form(left, right, form, constraint, &join_schema, context);
+    }
 
     let mut tie_breaker = None;
+    let mut nearest = None;
+    let mut nearest_ttl = None;
     let mut conditions = vec![];
     for term in split_sql_and(match_condition) {
-        if let Some(arg) = latest_by_argument(&term)? {
+        if let Some((a, b)) = function_arguments(&term, "nearest")? {
+            if nearest.is_some() {
+                return plan_err!("MATCH_CONDITION may name nearest(...) only once");
+            }
+            let a = context.sql_to_expr(a, &join_schema)?;
+            let b = context.sql_to_expr(b, &join_schema)?;
+            nearest = Some(a.gt_eq(b));
+        } else if let Some(distance) = abs_bound(&term) {
+            if nearest_ttl.is_some() {
+                return plan_err!("MATCH_CONDITION may bound abs(...) only once");
+            }
+            nearest_ttl = Some((context.sql_to_expr(distance, &join_schema)?, term));
+        } else if let Some(arg) = latest_by_argument(&term)? {
             if tie_breaker.is_some() {
                 return plan_err!("MATCH_CONDITION may name latest_by(...) only once");
             }
@@ -45,12 +71,198 @@ pub(super) fn plan_asof_join(
             ));
         }
     }
-    let condition = read_match_condition(conditions, left.schema(), right.schema())?;
+    let condition = match nearest {
+        Some(times) => read_nearest(
+            times,
+            conditions,
+            nearest_ttl,
+            left.schema(),
+            right.schema(),
+        )?,
+        None => {
+            if let Some((_, term)) = nearest_ttl {
+                return plan_err!(
+                    "abs(...) bounds the distance of nearest(l.ts, r.ts) only; for >= or <= write the TTL \
+                     as l.ts - r.ts <= INTERVAL '...'; found: {term}"
+                );
+            }
+            read_match_condition(conditions, left.schema(), right.schema(), "MATCH_CONDITION")?
+        }
+    };
 
     let (on, using) = join_keys(constraint, &left, &right, &join_schema, context)?;
 
     let node = AsOfJoin::try_new(Arc::new(left), Arc::new(right), on, condition, tie_breaker)?;
     merge_using(node.into_plan(), &using)
+}
+
+/// DuckDB's form: `ON` with the key equalities and one time comparison (and, beyond DuckDB,
+/// at most one TTL bound), or `USING (keys..., time)` for `>=`.
+fn plan_on_form(
+    left: LogicalPlan,
+    right: LogicalPlan,
+    form: OnForm,
+    constraint: JoinConstraint,
+    join_schema: &DFSchema,
+    context: &mut dyn RelationPlannerContext,
+) -> Result<LogicalPlan> {
+    let (on, condition, using) = match constraint {
+        JoinConstraint::On(expr) => {
+            let expr = context.sql_to_expr(expr, join_schema)?;
+            let mut on = vec![];
+            let mut conditions = vec![];
+            for term in split_conjunction_owned(expr) {
+                match Term::classify(&term, left.schema(), right.schema()) {
+                    Term::KeyEquality(l, r) => on.push((l, r)),
+                    Term::Compare(_) | Term::Bound(_) => conditions.push(term),
+                    Term::Other => {
+                        return plan_err!(
+                            "ASOF JOIN ... ON takes equalities between a left and a right expression and one \
+                             of >=, >, <=, < between their times (optionally a TTL bound such as \
+                             l.ts - r.ts <= INTERVAL '1 day'), AND-ed together; found: {term}. Filter \
+                             either side in a subquery, or the result in WHERE"
+                        );
+                    }
+                }
+            }
+            if conditions.is_empty() {
+                return plan_err!(
+                    "ASOF JOIN ... ON needs one of >=, >, <=, < between a left and a right time, \
+                     e.g. ON l.k = r.k AND l.ts >= r.ts"
+                );
+            }
+            let condition = read_match_condition(conditions, left.schema(), right.schema(), "ON")?;
+            (on, condition, vec![])
+        }
+        JoinConstraint::Using(names) => {
+            let Some((time, keys)) = names.split_last() else {
+                return plan_err!("ASOF JOIN ... USING needs at least the time column");
+            };
+            let (on, mut using) = join_keys(
+                JoinConstraint::Using(keys.to_vec()),
+                &left,
+                &right,
+                join_schema,
+                context,
+            )?;
+            let (mut times, time_column) = join_keys(
+                JoinConstraint::Using(vec![time.clone()]),
+                &left,
+                &right,
+                join_schema,
+                context,
+            )?;
+            let (left_time, right_time) = times.pop().expect("one USING column");
+            using.extend(time_column);
+            let condition = TimeCondition {
+                left_time,
+                op: MatchOp::GtEq,
+                right_time,
+                ttl: None,
+            };
+            (on, condition, using)
+        }
+        JoinConstraint::Natural | JoinConstraint::None => {
+            return plan_err!(
+                "ASOF JOIN needs ON l.k = r.k AND l.ts >= r.ts, USING (k, ts) or MATCH_CONDITION (...)"
+            );
+        }
+    };
+    let mut node = AsOfJoin::try_new(Arc::new(left), Arc::new(right), on, condition, None)?;
+    if form == OnForm::Inner {
+        node = node.inner();
+    }
+    merge_using(node.into_plan(), &using)
+}
+
+/// `nearest(a, b)` (read as `a >= b` to tell the sides apart), with the other terms: at
+/// most `l.ts <> r.ts` over the same times, and the TTL from `abs(a - b) <= c`.
+fn read_nearest(
+    times: Expr,
+    conditions: Vec<Expr>,
+    ttl: Option<(Expr, SQLExpr)>,
+    left: &DFSchema,
+    right: &DFSchema,
+) -> Result<TimeCondition> {
+    let Term::Compare(mut condition) = Term::classify(&times, left, right) else {
+        return plan_err!(
+            "nearest(...) takes a time of the left input and a time of the right input, e.g. nearest(l.ts, r.ts); \
+             found: {times}"
+        );
+    };
+    let same_times = |a: &Expr, b: &Expr| {
+        (*a == condition.left_time && *b == condition.right_time)
+            || (*a == condition.right_time && *b == condition.left_time)
+    };
+    condition.op = MatchOp::Nearest;
+    for c in &conditions {
+        match c {
+            Expr::BinaryExpr(BinaryExpr {
+                left: a,
+                op: Operator::NotEq,
+                right: b,
+            }) if same_times(a, b) && condition.op == MatchOp::Nearest => {
+                condition.op = MatchOp::NearestExclusive;
+            }
+            _ => {
+                return plan_err!(
+                    "with nearest(l.ts, r.ts), MATCH_CONDITION takes only l.ts <> r.ts (to leave out exact \
+                     matches), abs(l.ts - r.ts) <= c (a TTL) and latest_by(...); found: {c}"
+                );
+            }
+        }
+    }
+    if let Some((bound, term)) = ttl {
+        match Term::classify(&bound, left, right) {
+            Term::Bound(b) if b.difference && same_times(&b.later, &b.earlier) => {
+                if b.strict {
+                    return plan_err!(
+                        "the TTL bound is inclusive: write it with <=, e.g. abs(l.ts - r.ts) <= INTERVAL '1 hour'; \
+                         found: {term}"
+                    );
+                }
+                condition.ttl = Some(b.amount);
+            }
+            _ => {
+                return plan_err!(
+                    "abs(...) must bound the distance between the two times of nearest(...) by a constant, \
+                     e.g. abs(l.ts - r.ts) <= INTERVAL '1 hour'; found: {term}"
+                );
+            }
+        }
+    }
+    Ok(condition)
+}
+
+/// `abs(x) <= c` (or `c >= abs(x)`, or with `<`) as `x <= c` (`x < c`), the bound on a
+/// nearest join's distance.
+fn abs_bound(expr: &SQLExpr) -> Option<SQLExpr> {
+    let SQLExpr::BinaryOp { left, op, right } = expr else {
+        return None;
+    };
+    let (abs, op, c) = match op {
+        BinaryOperator::LtEq | BinaryOperator::Lt => (left, op.clone(), right),
+        BinaryOperator::GtEq => (right, BinaryOperator::LtEq, left),
+        BinaryOperator::Gt => (right, BinaryOperator::Lt, left),
+        _ => return None,
+    };
+    let SQLExpr::Function(function) = abs.as_ref() else {
+        return None;
+    };
+    if !function.name.to_string().eq_ignore_ascii_case("abs") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return None;
+    };
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(x))] = list.args.as_slice() else {
+        return None;
+    };
+    Some(SQLExpr::BinaryOp {
+        left: Box::new(x.clone()),
+        op,
+        right: c.clone(),
+    })
 }
 
 /// Equality keys as (left, right) pairs, and for `USING` the right columns to project away
@@ -144,6 +356,25 @@ fn split_sql_and(expr: SQLExpr) -> Vec<SQLExpr> {
     }
 }
 
+/// The two arguments of `name(a, b)`, or an error for `name` with other arguments.
+fn function_arguments(expr: &SQLExpr, name: &str) -> Result<Option<(SQLExpr, SQLExpr)>> {
+    let SQLExpr::Function(function) = expr else {
+        return Ok(None);
+    };
+    if !function.name.to_string().eq_ignore_ascii_case(name) {
+        return Ok(None);
+    }
+    if let FunctionArguments::List(list) = &function.args
+        && let [
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(a)),
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(b)),
+        ] = list.args.as_slice()
+    {
+        return Ok(Some((a.clone(), b.clone())));
+    }
+    plan_err!("{name} takes a left and a right time, e.g. {name}(l.ts, r.ts); found {expr}")
+}
+
 fn latest_by_argument(expr: &SQLExpr) -> Result<Option<SQLExpr>> {
     let SQLExpr::Function(function) = expr else {
         return Ok(None);
@@ -162,11 +393,13 @@ fn latest_by_argument(expr: &SQLExpr) -> Result<Option<SQLExpr>> {
 }
 
 /// The `MATCH_CONDITION` grammar over the terms [`Term::classify`] reads: exactly one time
-/// comparison, plus at most one inclusive bound on the distance it looks across.
+/// comparison, plus at most one inclusive bound on the distance it looks across. `clause`
+/// names where they were written (`MATCH_CONDITION`, or DuckDB's `ON`).
 fn read_match_condition(
     conditions: Vec<Expr>,
     left: &DFSchema,
     right: &DFSchema,
+    clause: &str,
 ) -> Result<TimeCondition> {
     for c in &conditions {
         check_term(c)?;
@@ -181,7 +414,7 @@ fn read_match_condition(
         ),
         [only] => comparison(only).ok_or_else(|| {
             plan_datafusion_err!(
-                "MATCH_CONDITION must compare a time of the left input with a time of the right input, e.g. l.ts >= r.ts; found: {only}"
+                "{clause} must compare a time of the left input with a time of the right input, e.g. l.ts >= r.ts; found: {only}"
             )
         }),
         [a, b] => {
@@ -200,12 +433,12 @@ fn read_match_condition(
                 }
             }
             plan_err!(
-                "ASOF JOIN needs exactly one time comparison in MATCH_CONDITION, plus at most one TTL bound such as \
+                "ASOF JOIN needs exactly one time comparison in {clause}, plus at most one TTL bound such as \
                  l.ts - r.ts <= INTERVAL '90 days'; found: {a} AND {b}"
             )
         }
         _ => plan_err!(
-            "ASOF JOIN takes one time comparison and at most one TTL bound in MATCH_CONDITION; found {} conditions",
+            "ASOF JOIN takes one time comparison and at most one TTL bound in {clause}; found {} conditions",
             conditions.len()
         ),
     }

@@ -8,10 +8,12 @@
 //! `(<everything to its left> ASOF JOIN <right> ...)`, and [`HindcastRelationPlanner`] plans
 //! exactly those factors into the [`AsOfJoin`](crate::logical::AsOfJoin) node. The temporal
 //! join on a feature view (`LEFT JOIN v FOR SYSTEM_TIME AS OF l.ts`) is nested and planned
-//! the same way. The feature-store DDL is parsed by [`parser`]. Everything else stays
-//! DataFusion SQL.
+//! the same way. DuckDB's `ASOF [LEFT] JOIN ... ON | USING`, which sqlparser does not parse,
+//! is marked on the tokens first ([`asof_on`]). The feature-store DDL is parsed by
+//! [`parser`]. Everything else stays DataFusion SQL.
 
 mod asof_join;
+mod asof_on;
 mod dialect;
 mod parser;
 mod relation;

@@ -26,7 +26,9 @@ use datafusion::sql::sqlparser::dialect::Dialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::IsOptional::Mandatory;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+
+use super::asof_on::rewrite_asof_on;
 
 /// One parsed statement.
 #[derive(Debug, Clone)]
@@ -195,7 +197,10 @@ pub fn parse_statements(
     dialect: &dyn Dialect,
     recursion_limit: usize,
 ) -> Result<Vec<(HindcastStatement, u64)>> {
-    let mut parser = DFParserBuilder::new(sql)
+    let tokens = Tokenizer::new(dialect, sql)
+        .tokenize_with_location()
+        .map_err(ParserError::from)?;
+    let mut parser = DFParserBuilder::new(rewrite_asof_on(tokens)?)
         .with_dialect(dialect)
         .with_recursion_limit(recursion_limit)
         .build()?;

@@ -387,7 +387,7 @@ impl ExecutionPlan for AsOfJoinExec {
         match self.options.mode {
             JoinMode::KeepTies => CardinalityEffect::GreaterEqual,
             JoinMode::DistinctSpine => CardinalityEffect::LowerEqual,
-            JoinMode::Nearest | JoinMode::LatestVisibleBy { .. } => CardinalityEffect::Equal,
+            JoinMode::Winner | JoinMode::LatestVisibleBy { .. } => CardinalityEffect::Equal,
         }
     }
 

@@ -20,6 +20,8 @@ pub(super) struct PendingOutput {
     null_right: Vec<ArrayRef>,
     keep_ties: bool,
     distinct_spine: bool,
+    /// Rows without a winner are dropped.
+    inner: bool,
     /// First left row of the current batch not yet emitted.
     emit_from: usize,
     /// Winners of rows `emit_from..`: one per row, or with `keep_ties` one per output row,
@@ -38,6 +40,7 @@ impl PendingOutput {
         right_schema: &SchemaRef,
         keep_ties: bool,
         distinct_spine: bool,
+        inner: bool,
     ) -> Self {
         Self {
             schema,
@@ -48,6 +51,7 @@ impl PendingOutput {
                 .collect(),
             keep_ties,
             distinct_spine,
+            inner,
             emit_from: 0,
             picks: vec![],
             pick_rows: vec![],
@@ -111,9 +115,10 @@ impl PendingOutput {
         }
     }
 
-    /// The oldest right batch a pending winner is in.
+    /// The oldest right batch a pending winner is in. (Winners come in right order for
+    /// backward and forward joins, not for nearest ones.)
     pub fn first_pinned(&self) -> Option<usize> {
-        self.picks.iter().flatten().next().map(|p| p.batch)
+        self.picks.iter().flatten().map(|p| p.batch).min()
     }
 
     /// The output for left rows `emit_from..upto` of `left`.
@@ -129,16 +134,26 @@ impl PendingOutput {
         };
         columns.extend(self.right_columns(right)?);
         self.emit_from = upto;
-        self.picks.clear();
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
         // The entry of a row still waiting for right input stays for the next output.
         let waiting = self.repeats.split_off(n.min(self.repeats.len()));
         let repeats = std::mem::replace(&mut self.repeats, waiting);
-        if !repeats.iter().any(|r| *r) {
-            return Ok(batch);
+        let unmatched = self.inner && self.picks.iter().any(Option::is_none);
+        let keep: Option<BooleanArray> = (unmatched || repeats.iter().any(|r| *r)).then(|| {
+            // One pick per output row, one repeat flag per left row (never both kinds of
+            // rows: repeats are marked only without `keep_ties`).
+            (0..batch.num_rows())
+                .map(|i| {
+                    let repeat = repeats.get(i).copied().unwrap_or(false);
+                    Some(!repeat && (!self.inner || self.picks[i].is_some()))
+                })
+                .collect()
+        });
+        self.picks.clear();
+        match keep {
+            Some(keep) => Ok(filter_record_batch(&batch, &keep)?),
+            None => Ok(batch),
         }
-        let keep: BooleanArray = repeats.iter().map(|r| Some(!r)).collect();
-        Ok(filter_record_batch(&batch, &keep)?)
     }
 
     /// The right columns of the pending output: the picks' rows, NULLs where none.
@@ -163,8 +178,14 @@ impl PendingOutput {
         }
 
         // Source 0 is the NULL row; right batch b is source 1 + b - first.
-        let first = first_pick.map_or(0, |p| p.batch);
-        let last = self.picks.iter().flatten().last().map_or(0, |p| p.batch);
+        let first = self.first_pinned().unwrap_or(0);
+        let last = self
+            .picks
+            .iter()
+            .flatten()
+            .map(|p| p.batch)
+            .max()
+            .unwrap_or(0);
         let indices: Vec<(usize, usize)> = self
             .picks
             .iter()

@@ -11,6 +11,10 @@
 //!   group of rows tied on `(keys, time)` at the cursor holds the winner. The group is
 //!   scanned ahead of the cursor (memoised in [`Group`]) without moving it, because the next
 //!   left row may need the same group.
+//! - **nearest**: the cursor moves as for `>=`, and the two rows on either side of the left
+//!   row compete: the candidate passed (for `nearest ... AND l.ts <> r.ts`, the one before
+//!   it when the candidate is at exactly the left row's time, kept as `prior`), and the tie
+//!   group at the cursor. The closer one wins; at equal distance the earlier one.
 //!
 //! Among tied rows the larger tie-breaker (created timestamp) wins, then the row whose
 //! columns compare larger left to right, so the winner never depends on the order in which
@@ -54,7 +58,7 @@ use super::keyed::{KeyFormat, Keyed};
 use super::metrics::{AsOfJoinMetrics, widen};
 use super::output::PendingOutput;
 use super::right_buffer::{At, RightBuffer, RowRef};
-use crate::logical::AsOfJoinOptions;
+use crate::logical::{AsOfJoinOptions, MatchOp};
 use crate::physical::spine_bounds::Narrowing;
 
 /// When the output pending for one left batch references more right batches than this,
@@ -130,6 +134,8 @@ pub(super) struct AsOfJoinStream {
     candidate: Option<RowRef>,
     /// Backward joins: the first row of the candidate's tie group.
     candidate_start: Option<RowRef>,
+    /// Nearest joins: the winner of the tie group before the candidate's.
+    prior: Option<RowRef>,
     /// Forward joins: the tie group at the cursor, as far as it has been scanned.
     group: Option<Group>,
 
@@ -172,6 +178,7 @@ impl AsOfJoinStream {
             &right_schema,
             options.keep_ties(),
             options.distinct_spine(),
+            options.inner,
         );
         let right = RightBuffer::new(
             reservation,
@@ -193,6 +200,7 @@ impl AsOfJoinStream {
             right,
             candidate: None,
             candidate_start: None,
+            prior: None,
             group: None,
             metrics,
             spine_times: None,
@@ -215,11 +223,13 @@ impl AsOfJoinStream {
 
     /// Move the cursor past every right row before left row `i`: for backward joins those
     /// at or before its time (strictly before for `>`), folding each into the candidate; for
-    /// forward joins those before its time (at or before for `<`).
+    /// forward joins those before its time (at or before for `<`); for nearest joins those at
+    /// or before its time, folding each into the candidate.
     fn seek(&mut self, i: usize) -> Seek {
         let left_time = self.left().time(i);
-        let backward = self.options.op.is_backward();
-        let passes_equal_time = backward != self.options.op.is_strict();
+        let op = self.options.op;
+        let folds = op.looks_back();
+        let passes_equal_time = op.is_nearest() || op.is_backward() != op.is_strict();
         loop {
             let r = match self.right.at_cursor() {
                 At::Row(r) => r,
@@ -239,12 +249,12 @@ impl AsOfJoinStream {
                 if !passes {
                     return Seek::Done;
                 }
-                if backward {
+                if folds {
                     self.fold_candidate(r);
                 }
             }
             self.right.cursor.row += 1;
-            if !backward {
+            if op.looks_forward() {
                 self.group = None;
             }
         }
@@ -258,6 +268,7 @@ impl AsOfJoinStream {
             Some(c) if self.right.same_group(c, r) => self.right.better(c, r),
             _ => {
                 self.candidate_start = Some(r);
+                self.prior = self.candidate;
                 r
             }
         });
@@ -294,15 +305,45 @@ impl AsOfJoinStream {
         if let Seek::NeedRight = self.seek(i) {
             return Some(Resolved::NeedRight);
         }
-        if self.options.op.is_backward() {
-            let c = self.candidate?;
-            return (self.cmp_keys(c, i) == Ordering::Equal).then_some(Resolved::Winner(c));
+        let op = self.options.op;
+        let before = if op.looks_back() {
+            self.before(i)
+        } else {
+            None
+        };
+        if op.is_backward() {
+            return before.map(Resolved::Winner);
         }
-        match self.right.at_cursor() {
-            At::Row(r) if self.cmp_keys(r, i) == Ordering::Equal => Some(self.resolve_group()),
+        let after = match self.right.at_cursor() {
+            At::Row(r) if self.cmp_keys(r, i) == Ordering::Equal => match self.resolve_group() {
+                Resolved::Winner(w) => Some(w),
+                Resolved::NeedRight => return Some(Resolved::NeedRight),
+            },
             At::Row(_) | At::End => None,
-            At::NeedMore => Some(Resolved::NeedRight),
+            At::NeedMore => return Some(Resolved::NeedRight),
+        };
+        let winner = match (before, after) {
+            (Some(b), Some(a)) => {
+                let t = self.left().time(i) as i128;
+                let time = |r: RowRef| self.right.row(r).time(r.row) as i128;
+                // Equal distances go to the earlier row, as in pandas.
+                if t - time(b) <= time(a) - t { b } else { a }
+            }
+            (b, a) => b.or(a)?,
+        };
+        Some(Resolved::Winner(winner))
+    }
+
+    /// Backward and nearest joins: the winner among the right rows the cursor has passed
+    /// for left row `i` (for an exclusive nearest join, not at exactly its time).
+    fn before(&self, i: usize) -> Option<RowRef> {
+        let mut c = self.candidate?;
+        if self.options.op == MatchOp::NearestExclusive
+            && self.right.row(c).time(c.row) == self.left().time(i)
+        {
+            c = self.prior?;
         }
+        (self.cmp_keys(c, i) == Ordering::Equal).then_some(c)
     }
 
     /// Decide left rows until the left batch is done or more right rows are needed.
@@ -420,6 +461,11 @@ impl AsOfJoinStream {
         let mut from = self.right.cursor.batch;
         if let Some(c) = self.candidate {
             from = from.min(c.batch);
+        }
+        if self.options.op == MatchOp::NearestExclusive
+            && let Some(p) = self.prior
+        {
+            from = from.min(p.batch);
         }
         if self.options.keep_ties()
             && let Some(c) = self.candidate_start

@@ -196,10 +196,21 @@ impl Narrowing {
                 }
                 return Ok(true);
             }
-            Some((min, max)) if self.op.is_backward() => {
-                (self.ttl.map(|t| min.saturating_sub(t)), Some(max))
+            // A join that looks back reaches a TTL before the earliest spine time (without
+            // one, all the way back); one that looks forward a TTL after the latest.
+            Some((min, max)) => {
+                let lo = if self.op.looks_back() {
+                    self.ttl.map(|t| min.saturating_sub(t))
+                } else {
+                    Some(min)
+                };
+                let hi = if self.op.looks_forward() {
+                    self.ttl.map(|t| max.saturating_add(t))
+                } else {
+                    Some(max)
+                };
+                (lo, hi)
             }
-            Some((min, max)) => (Some(min), self.ttl.map(|t| max.saturating_add(t))),
         };
         // Bounds that do not fit the right type are left open, which is always safe.
         let lower = lo
