@@ -21,7 +21,8 @@ is a drop-in Feast offline store.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Sequence, Union
+import sys
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from hindcast import _hindcast
 from hindcast._hindcast import ExecutionError, PlanningError
@@ -58,19 +59,24 @@ def _memory_limit(limit: Union[int, str, None]) -> int | None:
     return _hindcast.parse_memory_limit(limit)
 
 
+_NEXT_NAME = iter(range(1 << 62))
+
+
+def _temporary_name(what: str) -> str:
+    return f"__hc_join_asof_{what}_{os.getpid()}_{next(_NEXT_NAME)}"
+
+
 def _arrow_input(data: Any) -> Any:
-    """Anything with `__arrow_c_stream__` or `__arrow_c_array__` as is; a pandas DataFrame
-    through pyarrow (without its index)."""
-    if hasattr(data, "__arrow_c_stream__") or hasattr(data, "__arrow_c_array__"):
-        return data
-    try:
-        import pandas
-    except ImportError:  # pragma: no cover - pandas absent
-        pandas = None
+    """A pandas DataFrame through pyarrow, without its index (pandas 2.2 and later also
+    export `__arrow_c_stream__`, which would add a non-default index as a column); anything
+    else with `__arrow_c_stream__` or `__arrow_c_array__` as is."""
+    pandas = sys.modules.get("pandas")
     if pandas is not None and isinstance(data, pandas.DataFrame):
         import pyarrow
 
         return pyarrow.Table.from_pandas(data, preserve_index=False)
+    if hasattr(data, "__arrow_c_stream__") or hasattr(data, "__arrow_c_array__"):
+        return data
     raise PlanningError(
         "expected a pandas or Polars DataFrame, a pyarrow Table or RecordBatchReader, or any "
         f"object with __arrow_c_stream__; got {type(data).__name__}"
@@ -178,6 +184,165 @@ class Session:
         entity = entity_df if isinstance(entity_df, str) else _arrow_input(entity_df)
         return Result(self._native.historical_features(
             entity, refs, full_feature_names, filter_by_created_timestamp))
+
+    def join_asof(
+        self,
+        left: Any,
+        right: Any,
+        on: Optional[str] = None,
+        *,
+        left_on: Optional[str] = None,
+        right_on: Optional[str] = None,
+        by: Union[str, Sequence[str], None] = None,
+        left_by: Union[str, Sequence[str], None] = None,
+        right_by: Union[str, Sequence[str], None] = None,
+        direction: Optional[str] = None,
+        strategy: Optional[str] = None,
+        tolerance: Any = None,
+        allow_exact_matches: bool = True,
+        suffixes: tuple[str, str] = ("_x", "_y"),
+    ) -> Result:
+        """pandas' `merge_asof` (Polars' `join_asof`): for every row of `left`, the row of
+        `right` with equal `by` values that is nearest in `on`: the latest at or before it
+        (`direction='backward'`), the earliest at or after it (`'forward'`), or the closer
+        of the two, the earlier at equal distance (`'nearest'`). `strategy` is Polars' name
+        for `direction`. `tolerance` bounds the distance (inclusive); without
+        `allow_exact_matches` a right row at exactly the left row's time never matches.
+
+        The inputs are DataFrames or Arrow data and need not be sorted. The result has
+        `left`'s rows in `left`'s order, its columns, then `right`'s other columns (`on` and
+        `by` once, as in pandas; clashing names get `suffixes`). Among right rows with equal
+        `by` and `on`, the last one in `right` wins going backward and the first going
+        forward, as in pandas. A NULL in `on` or `by` never matches."""
+        if direction is not None and strategy is not None and direction != strategy:
+            raise PlanningError("give direction or strategy (its Polars name), not both")
+        direction = direction or strategy or "backward"
+        if direction not in _DIRECTIONS:
+            raise PlanningError(
+                f"direction must be one of {', '.join(_DIRECTIONS)}, not {direction!r}"
+            )
+        if on is not None and (left_on is not None or right_on is not None):
+            raise PlanningError("give on, or left_on and right_on, not both")
+        if on is not None:
+            left_on = right_on = on
+        if left_on is None or right_on is None:
+            raise PlanningError("join_asof needs on, or left_on and right_on: the time columns")
+        if by is not None and (left_by is not None or right_by is not None):
+            raise PlanningError("give by, or left_by and right_by, not both")
+        left_keys = _names(by if by is not None else left_by)
+        right_keys = _names(by if by is not None else right_by)
+        if len(left_keys) != len(right_keys):
+            raise PlanningError("left_by and right_by must name as many columns each")
+
+        position = "__hc_position"
+        left_table = _with_positions(left, position)
+        # The tie-breaker: the larger wins, so going forward the first row is the largest.
+        right_table = _with_positions(right, position, reverse=direction == "forward")
+        for name, table, columns in [("left", left_table, [left_on, *left_keys]),
+                                     ("right", right_table, [right_on, *right_keys])]:
+            for column in columns:
+                if column not in table.column_names:
+                    raise PlanningError(f"join_asof: {name} has no column {column!r}")
+
+        lt, rt = f"l.{_ident(left_on)}", f"r.{_ident(right_on)}"
+        exact = allow_exact_matches
+        terms = {
+            "backward": [f"{lt} {'>=' if exact else '>'} {rt}"],
+            "forward": [f"{lt} {'<=' if exact else '<'} {rt}"],
+            "nearest": [f"nearest({lt}, {rt})"] + ([] if exact else [f"{lt} <> {rt}"]),
+        }[direction]
+        if tolerance is not None:
+            bound = _tolerance_sql(tolerance)
+            terms.append({
+                "backward": f"{lt} - {rt} <= {bound}",
+                "forward": f"{rt} - {lt} <= {bound}",
+                "nearest": f"abs({lt} - {rt}) <= {bound}",
+            }[direction])
+        terms.append(f"latest_by(r.{_ident(position)})")
+        keys = [f"l.{_ident(a)} = r.{_ident(b)}" for a, b in zip(left_keys, right_keys)]
+
+        # pandas' columns: the left's, then the right's but `on` and `by` when they are
+        # shared names; a name on both sides gets the suffixes.
+        left_columns = [c for c in left_table.column_names if c != position]
+        dropped = ({right_on} if on is not None else set()) | (set(right_keys) if by is not None else set())
+        right_columns = [c for c in right_table.column_names if c != position and c not in dropped]
+        clash = set(left_columns) & set(right_columns)
+        select = [f"l.{_ident(c)} AS {_ident(c + suffixes[0] if c in clash else c)}"
+                  for c in left_columns]
+        select += [f"r.{_ident(c)} AS {_ident(c + suffixes[1] if c in clash else c)}"
+                   for c in right_columns]
+        names = (_temporary_name("left"), _temporary_name("right"))
+        query = (
+            f"SELECT {', '.join(select)} FROM {names[0]} AS l ASOF JOIN {names[1]} AS r "
+            f"MATCH_CONDITION ({' AND '.join(terms)})"
+            + (f" ON {' AND '.join(keys)}" if keys else "")
+            + f" ORDER BY l.{_ident(position)}"
+        )
+        return Result(self._native.sql_with_tables(
+            query, [(names[0], left_table), (names[1], right_table)]))
+
+
+_DIRECTIONS = ("backward", "forward", "nearest")
+
+
+def _ident(name: str) -> str:
+    if not isinstance(name, str):
+        raise PlanningError(f"join_asof takes column names as strings, not {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _names(value: Union[str, Sequence[str], None]) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _tolerance_sql(tolerance: Any) -> str:
+    """A tolerance as the SQL literal of the join's TTL: an int for integer times; for time
+    columns a `datetime.timedelta` (`pandas.Timedelta` is one), a `numpy.timedelta64`, or a
+    string pandas reads as one ('1h', '30s')."""
+    import datetime
+
+    if isinstance(tolerance, int) and not isinstance(tolerance, bool):
+        if tolerance < 0:
+            raise PlanningError(f"tolerance must not be negative, found {tolerance}")
+        return str(tolerance)
+    original = tolerance
+    if isinstance(tolerance, str):
+        try:
+            import pandas
+
+            tolerance = pandas.Timedelta(tolerance)
+        except (ImportError, ValueError) as e:
+            raise PlanningError(
+                f"tolerance {original!r} is not a duration such as '1h' or '30s' ({e})"
+            ) from None
+    if hasattr(tolerance, "value") and isinstance(tolerance, datetime.timedelta):
+        nanos = int(tolerance.value)  # pandas.Timedelta counts nanoseconds
+    elif isinstance(tolerance, datetime.timedelta):
+        micros = (tolerance.days * 86_400 + tolerance.seconds) * 1_000_000 + tolerance.microseconds
+        nanos = micros * 1_000
+    elif type(tolerance).__name__ == "timedelta64":
+        nanos = int(tolerance.astype("timedelta64[ns]").astype("int64"))
+    else:
+        raise PlanningError(
+            "tolerance must be an int (integer times) or a duration (datetime.timedelta, "
+            f"pandas.Timedelta, numpy.timedelta64, '1h'), not {type(original).__name__}"
+        )
+    if nanos < 0:
+        raise PlanningError(f"tolerance must not be negative, found {original!r}")
+    return f"INTERVAL '{nanos} nanoseconds'"
+
+
+def _with_positions(data: Any, name: str, reverse: bool = False) -> "pyarrow.Table":
+    import numpy
+    import pyarrow
+
+    table = data if isinstance(data, pyarrow.Table) else pyarrow.table(_arrow_input(data))
+    if name in table.column_names:
+        raise PlanningError(f"join_asof's inputs must not have a column named {name}")
+    positions = numpy.arange(table.num_rows, dtype=numpy.int64)
+    return table.append_column(name, pyarrow.array(-positions if reverse else positions))
 
 
 def connect(repo: Union[str, os.PathLike, None] = None,

@@ -307,3 +307,15 @@ def test_queries_run_on_workers(workers):
     hindcast.connect(workers=",".join(workers))
     with pytest.raises(hindcast.PlanningError, match="is not host:port"):
         hindcast.connect(workers=["not an address"])
+
+
+def test_a_pandas_index_is_not_a_column(hc):
+    # pandas 2.2+ exports __arrow_c_stream__ with a non-default index as a column.
+    shuffled = pd.DataFrame({"a": [3, 1, 2]}).sort_values("a")
+    hc.register("shuffled", shuffled)
+    assert hc.sql("SELECT * FROM shuffled").to_arrow().column_names == ["a"]
+    entity = pd.DataFrame({"user_id": [1001, 1000],
+                           "event_timestamp": pd.to_datetime(["2025-03-01", "2025-03-02"])})
+    training = hc.historical_features(entity.sort_values("user_id"),
+                                      ["user_activity:session_count_7d"]).to_arrow()
+    assert training.column_names == ["user_id", "event_timestamp", "session_count_7d"]

@@ -150,6 +150,33 @@ impl Session {
         Ok(QueryResult::new(self.hc.clone(), df))
     }
 
+    /// Plan `query` (one statement) with `tables` registered under their names for the
+    /// moment it takes: the plan holds the data, so the result runs after they are gone.
+    /// What `join_asof` runs on.
+    fn sql_with_tables(
+        &self,
+        py: Python<'_>,
+        query: &str,
+        tables: Vec<(String, AnyRecordBatch)>,
+    ) -> PyResult<QueryResult> {
+        let ctx = self.hc.session_context();
+        let names: Vec<String> = tables.iter().map(|(name, _)| name.clone()).collect();
+        let planned = (|| {
+            for (name, data) in tables {
+                let table = read_all(data)?;
+                ctx.register_table(name.as_str(), Arc::new(table))
+                    .py_err()?;
+            }
+            let hc = self.hc.clone();
+            let query = query.to_string();
+            wait(py, async move { hc.sql(&query).await })?.py_err()
+        })();
+        for name in &names {
+            ctx.deregister_table(name.as_str()).py_err()?;
+        }
+        Ok(QueryResult::new(self.hc.clone(), planned?))
+    }
+
     /// Names of the session's tables and feature views.
     fn tables(&self) -> Vec<String> {
         let ctx = self.hc.session_context();
