@@ -20,6 +20,7 @@ is a drop-in Feast offline store.
 
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
@@ -57,13 +58,6 @@ def _memory_limit(limit: Union[int, str, None]) -> int | None:
             raise PlanningError(f"memory_limit must be positive, not {limit}")
         return limit
     return _hindcast.parse_memory_limit(limit)
-
-
-_NEXT_NAME = iter(range(1 << 62))
-
-
-def _temporary_name(what: str) -> str:
-    return f"__hc_join_asof_{what}_{os.getpid()}_{next(_NEXT_NAME)}"
 
 
 def _arrow_input(data: Any) -> Any:
@@ -213,7 +207,9 @@ class Session:
         `left`'s rows in `left`'s order, its columns, then `right`'s other columns (`on` and
         `by` once, as in pandas; clashing names get `suffixes`). Among right rows with equal
         `by` and `on`, the last one in `right` wins going backward and the first going
-        forward, as in pandas. A NULL in `on` or `by` never matches."""
+        forward, as in pandas; for `nearest`, the last one on either side (pandas takes the
+        first of those after the left row, Polars the last). A NULL in `on` or `by` never
+        matches (pandas refuses it)."""
         if direction is not None and strategy is not None and direction != strategy:
             raise PlanningError("give direction or strategy (its Polars name), not both")
         direction = direction or strategy or "backward"
@@ -261,17 +257,19 @@ class Session:
         terms.append(f"latest_by(r.{_ident(position)})")
         keys = [f"l.{_ident(a)} = r.{_ident(b)}" for a, b in zip(left_keys, right_keys)]
 
-        # pandas' columns: the left's, then the right's but `on` and `by` when they are
-        # shared names; a name on both sides gets the suffixes.
+        # pandas' columns: the left's, then the right's but an `on` or `by` column paired with
+        # a left column of the same name; any other name on both sides gets the suffixes.
         left_columns = [c for c in left_table.column_names if c != position]
-        dropped = ({right_on} if on is not None else set()) | (set(right_keys) if by is not None else set())
+        pairs = zip([left_on, *left_keys], [right_on, *right_keys])
+        dropped = {r for l, r in pairs if l == r}
         right_columns = [c for c in right_table.column_names if c != position and c not in dropped]
         clash = set(left_columns) & set(right_columns)
         select = [f"l.{_ident(c)} AS {_ident(c + suffixes[0] if c in clash else c)}"
                   for c in left_columns]
         select += [f"r.{_ident(c)} AS {_ident(c + suffixes[1] if c in clash else c)}"
                    for c in right_columns]
-        names = (_temporary_name("left"), _temporary_name("right"))
+        names = (_hindcast.temporary_name("join_asof_left"),
+                 _hindcast.temporary_name("join_asof_right"))
         query = (
             f"SELECT {', '.join(select)} FROM {names[0]} AS l ASOF JOIN {names[1]} AS r "
             f"MATCH_CONDITION ({' AND '.join(terms)})"
@@ -303,7 +301,11 @@ def _tolerance_sql(tolerance: Any) -> str:
     string pandas reads as one ('1h', '30s')."""
     import datetime
 
-    if isinstance(tolerance, int) and not isinstance(tolerance, bool):
+    # numpy.timedelta64 counts as an Integral; it is a duration.
+    is_timedelta64 = type(tolerance).__name__ == "timedelta64"
+    if (isinstance(tolerance, numbers.Integral) and not isinstance(tolerance, bool)
+            and not is_timedelta64):
+        tolerance = int(tolerance)
         if tolerance < 0:
             raise PlanningError(f"tolerance must not be negative, found {tolerance}")
         return str(tolerance)
@@ -322,7 +324,7 @@ def _tolerance_sql(tolerance: Any) -> str:
     elif isinstance(tolerance, datetime.timedelta):
         micros = (tolerance.days * 86_400 + tolerance.seconds) * 1_000_000 + tolerance.microseconds
         nanos = micros * 1_000
-    elif type(tolerance).__name__ == "timedelta64":
+    elif is_timedelta64:
         nanos = int(tolerance.astype("timedelta64[ns]").astype("int64"))
     else:
         raise PlanningError(

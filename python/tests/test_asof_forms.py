@@ -172,6 +172,19 @@ def test_join_asof_names_clashing_columns_with_suffixes():
     expected = pd.merge_asof(left, right, on="t", by="k")
     assert list(actual.columns) == list(expected.columns) == ["t", "k", "v_x", "v_y"]
     pd.testing.assert_frame_equal(actual, expected, check_dtype=False)
+    # The same names given as left_on/right_on and left_by/right_by are one column each.
+    actual = hc.join_asof(left, right, left_on="t", right_on="t", left_by="k", right_by="k")
+    expected = pd.merge_asof(left, right, left_on="t", right_on="t", left_by="k", right_by="k")
+    assert list(expected.columns) == ["t", "k", "v_x", "v_y"]
+    pd.testing.assert_frame_equal(actual.to_pandas(), expected, check_dtype=False)
+    # Other names are kept apart, the right's time included.
+    renamed = right.rename(columns={"t": "rt", "k": "rk"})
+    actual = hc.join_asof(left, renamed, left_on="t", right_on="rt", left_by="k", right_by="rk",
+                          tolerance=np.int64(3))
+    expected = pd.merge_asof(left, renamed, left_on="t", right_on="rt", left_by="k",
+                             right_by="rk", tolerance=np.int64(3))
+    assert list(expected.columns) == ["t", "k", "v_x", "rt", "rk", "v_y"]
+    pd.testing.assert_frame_equal(actual.to_pandas(), expected, check_dtype=False)
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -89,6 +89,12 @@ impl<T> IntoPy<T> for datafusion::common::Result<T> {
     }
 }
 
+/// A table name no user table has (what `join_asof` registers its inputs under).
+#[pyfunction]
+fn temporary_name(prefix: &str) -> String {
+    session::temporary_name(prefix)
+}
+
 /// `512M`, `2G` or bytes, as the shell's `-m` takes them.
 #[pyfunction]
 fn parse_memory_limit(text: &str) -> PyResult<usize> {
@@ -104,6 +110,7 @@ fn _hindcast(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::Session>()?;
     m.add_class::<result::QueryResult>()?;
     m.add_function(wrap_pyfunction!(parse_memory_limit, m)?)?;
+    m.add_function(wrap_pyfunction!(temporary_name, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

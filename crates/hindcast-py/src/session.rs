@@ -171,10 +171,13 @@ impl Session {
             let query = query.to_string();
             wait(py, async move { hc.sql(&query).await })?.py_err()
         })();
-        for name in &names {
-            ctx.deregister_table(name.as_str()).py_err()?;
-        }
-        Ok(QueryResult::new(self.hc.clone(), planned?))
+        // The planning error, if any, is the one to report.
+        let deregistered: PyResult<()> = names
+            .iter()
+            .try_for_each(|name| ctx.deregister_table(name.as_str()).map(|_| ()).py_err());
+        let df = planned?;
+        deregistered?;
+        Ok(QueryResult::new(self.hc.clone(), df))
     }
 
     /// Names of the session's tables and feature views.

@@ -692,7 +692,8 @@ mod names {
     /// `rank_time` is the `latest_visible_by` mode's, and given with it only.
     pub fn parse_mode<E>(name: &str, rank_time: Option<E>) -> Result<JoinMode<E>> {
         Ok(match (name, rank_time) {
-            ("winner", None) => JoinMode::Winner,
+            // "nearest": its name before the nearest direction existed.
+            ("winner" | "nearest", None) => JoinMode::Winner,
             ("distinct_spine", None) => JoinMode::DistinctSpine,
             ("keep_ties", None) => JoinMode::KeepTies,
             ("latest_visible_by", Some(rank_time)) => JoinMode::LatestVisibleBy { rank_time },

@@ -201,7 +201,12 @@ fn read_nearest(
                 left: a,
                 op: Operator::NotEq,
                 right: b,
-            }) if same_times(a, b) && condition.op == MatchOp::Nearest => {
+            }) if same_times(a, b) => {
+                if condition.op == MatchOp::NearestExclusive {
+                    return plan_err!(
+                        "MATCH_CONDITION may leave out exact matches only once; found: {c}"
+                    );
+                }
                 condition.op = MatchOp::NearestExclusive;
             }
             _ => {
@@ -246,20 +251,12 @@ fn abs_bound(expr: &SQLExpr) -> Option<SQLExpr> {
         BinaryOperator::Gt => (right, BinaryOperator::Lt, left),
         _ => return None,
     };
-    let SQLExpr::Function(function) = abs.as_ref() else {
-        return None;
-    };
-    if !function.name.to_string().eq_ignore_ascii_case("abs") {
-        return None;
-    }
-    let FunctionArguments::List(list) = &function.args else {
-        return None;
-    };
-    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(x))] = list.args.as_slice() else {
+    let args = call_of(abs, "abs")??;
+    let [x] = args.as_slice() else {
         return None;
     };
     Some(SQLExpr::BinaryOp {
-        left: Box::new(x.clone()),
+        left: Box::new((*x).clone()),
         op,
         right: c.clone(),
     })
@@ -308,7 +305,8 @@ pub(super) fn join_keys(
 }
 
 /// USING merges each key pair into one column, as in DuckDB and PostgreSQL. The left key is
-/// that column: every left row is kept, so it is never NULL where the right is set.
+/// that column: it is never NULL where the right is set, whether unmatched left rows are
+/// kept or not.
 pub(super) fn merge_using(plan: LogicalPlan, using: &[Column]) -> Result<LogicalPlan> {
     if using.is_empty() {
         return Ok(plan);
@@ -356,40 +354,48 @@ fn split_sql_and(expr: SQLExpr) -> Vec<SQLExpr> {
     }
 }
 
-/// The two arguments of `name(a, b)`, or an error for `name` with other arguments.
-fn function_arguments(expr: &SQLExpr, name: &str) -> Result<Option<(SQLExpr, SQLExpr)>> {
+/// `name(args...)`: `None` if `expr` is not a call of `name`, else its plain arguments
+/// (`None` inside for any other kind of argument list).
+fn call_of<'a>(expr: &'a SQLExpr, name: &str) -> Option<Option<Vec<&'a SQLExpr>>> {
     let SQLExpr::Function(function) = expr else {
-        return Ok(None);
+        return None;
     };
     if !function.name.to_string().eq_ignore_ascii_case(name) {
-        return Ok(None);
+        return None;
     }
-    if let FunctionArguments::List(list) = &function.args
-        && let [
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(a)),
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(b)),
-        ] = list.args.as_slice()
-    {
-        return Ok(Some((a.clone(), b.clone())));
+    let FunctionArguments::List(list) = &function.args else {
+        return Some(None);
+    };
+    Some(
+        list.args
+            .iter()
+            .map(|arg| match arg {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// The two arguments of `name(a, b)`, or an error for `name` with other arguments.
+fn function_arguments(expr: &SQLExpr, name: &str) -> Result<Option<(SQLExpr, SQLExpr)>> {
+    match call_of(expr, name) {
+        None => Ok(None),
+        Some(Some(args)) if args.len() == 2 => Ok(Some((args[0].clone(), args[1].clone()))),
+        Some(_) => {
+            plan_err!("{name} takes a left and a right time, e.g. {name}(l.ts, r.ts); found {expr}")
+        }
     }
-    plan_err!("{name} takes a left and a right time, e.g. {name}(l.ts, r.ts); found {expr}")
 }
 
 fn latest_by_argument(expr: &SQLExpr) -> Result<Option<SQLExpr>> {
-    let SQLExpr::Function(function) = expr else {
-        return Ok(None);
-    };
-    if !function.name.to_string().eq_ignore_ascii_case("latest_by") {
-        return Ok(None);
+    match call_of(expr, "latest_by") {
+        None => Ok(None),
+        Some(Some(args)) if args.len() == 1 => Ok(Some(args[0].clone())),
+        Some(_) => plan_err!(
+            "latest_by takes one right-side column, e.g. latest_by(f.created_timestamp); found {expr}"
+        ),
     }
-    if let FunctionArguments::List(list) = &function.args
-        && let [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] = list.args.as_slice()
-    {
-        return Ok(Some(arg.clone()));
-    }
-    plan_err!(
-        "latest_by takes one right-side column, e.g. latest_by(f.created_timestamp); found {expr}"
-    )
 }
 
 /// The `MATCH_CONDITION` grammar over the terms [`Term::classify`] reads: exactly one time

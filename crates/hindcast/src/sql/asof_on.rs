@@ -113,11 +113,13 @@ fn asof_join_at(tokens: &[TokenWithSpan], i: usize) -> Result<Option<(OnForm, us
         [ASOF, JOIN, ..] => Some((OnForm::Inner, after(2))),
         [ASOF, LEFT, JOIN, ..] | [LEFT, ASOF, JOIN, ..] => Some((OnForm::Left, after(3))),
         [ASOF, LEFT, OUTER, JOIN] | [LEFT, OUTER, ASOF, JOIN] => Some((OnForm::Left, after(4))),
-        [ASOF, kind @ (RIGHT | FULL | INNER), ..] | [kind @ (RIGHT | FULL | INNER), ASOF, ..] => {
+        [ASOF, kind @ (RIGHT | FULL | INNER), ..]
+        | [kind @ (RIGHT | FULL | INNER), ASOF, ..]
+        | [kind @ (RIGHT | FULL), OUTER, ASOF, ..] => {
             let at = at(&tokens[i]);
             return match kind {
                 INNER => plan_err!(
-                    "ASOF INNER JOIN at {at}: write ASOF JOIN ... ON (DuckDB's inner ASOF join), \
+                    "INNER with ASOF at {at}: write ASOF JOIN ... ON (DuckDB's inner ASOF join), \
                      or ASOF LEFT JOIN to keep every left row"
                 ),
                 _ => plan_err!(
@@ -166,9 +168,11 @@ fn relation_end(tokens: &[TokenWithSpan], mut i: usize) -> End {
             Token::Word(w) if depth == 0 && w.quote_style.is_none() => match w.keyword {
                 MATCH_CONDITION => return End::MatchCondition,
                 ON | USING => return End::Constraint(i),
-                JOIN | INNER | LEFT | RIGHT | FULL | CROSS | NATURAL | ASOF | OUTER | WHERE
-                | GROUP | ORDER | LIMIT | OFFSET | HAVING | QUALIFY | WINDOW | UNION | EXCEPT
-                | INTERSECT | FETCH => return End::Other(i),
+                JOIN | INNER | LEFT | RIGHT | FULL | CROSS | NATURAL | ASOF | OUTER | SEMI
+                | ANTI | LATERAL | APPLY | PIVOT | UNPIVOT | WHERE | GROUP | ORDER | LIMIT
+                | OFFSET | HAVING | QUALIFY | WINDOW | UNION | EXCEPT | INTERSECT | FETCH => {
+                    return End::Other(i);
+                }
                 _ => {}
             },
             _ => {}

@@ -191,16 +191,28 @@ pub struct CreateFeatureService {
     pub views: Vec<(ObjectName, Option<Vec<Ident>>)>,
 }
 
+/// The tokens of `sql` as hindcast's parsers read them: with DuckDB's ASOF joins marked
+/// ([`rewrite_asof_on`]).
+fn tokens(sql: &str, dialect: &dyn Dialect) -> Result<Vec<TokenWithSpan>> {
+    let tokens = Tokenizer::new(dialect, sql)
+        .tokenize_with_location()
+        .map_err(ParserError::from)?;
+    rewrite_asof_on(tokens)
+}
+
+/// One query (a `historical_features` spine), read as [`parse_statements`] reads queries.
+pub(crate) fn parse_query(sql: &str, dialect: &dyn Dialect) -> Result<Box<Query>> {
+    let mut parser = Parser::new(dialect).with_tokens_with_locations(tokens(sql, dialect)?);
+    Ok(parser.parse_query()?)
+}
+
 /// Parse `;`-separated statements, each with the line it starts on (1-based).
 pub fn parse_statements(
     sql: &str,
     dialect: &dyn Dialect,
     recursion_limit: usize,
 ) -> Result<Vec<(HindcastStatement, u64)>> {
-    let tokens = Tokenizer::new(dialect, sql)
-        .tokenize_with_location()
-        .map_err(ParserError::from)?;
-    let mut parser = DFParserBuilder::new(rewrite_asof_on(tokens)?)
+    let mut parser = DFParserBuilder::new(tokens(sql, dialect)?)
         .with_dialect(dialect)
         .with_recursion_limit(recursion_limit)
         .build()?;

@@ -17,9 +17,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{
-    Column, DFSchema, DataFusionError, Result, TableReference, plan_datafusion_err, plan_err,
-};
+use datafusion::common::{Column, DFSchema, Result, TableReference, plan_datafusion_err, plan_err};
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::planner::RelationPlannerContext;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableSource};
@@ -27,10 +25,10 @@ use datafusion::sql::sqlparser::ast::{
     Expr as SQLExpr, FunctionArg, FunctionArgExpr, Query, TableAlias, TableFactor,
     TableFunctionArgs, Value, VisitMut,
 };
-use datafusion::sql::sqlparser::parser::Parser;
 
 use super::NestAsOfJoins;
 use super::dialect::HindcastDialect;
+use super::parser::parse_query;
 use crate::features::{FeatureRegistry, FeatureView, FeatureViewTable, column_list};
 use crate::logical::{AsOfJoin, WindowAggregateJoin};
 
@@ -74,10 +72,7 @@ pub(super) fn declared_tables(
         }
     }
     let sql = format!("SELECT 1 FROM {}", from.join(", "));
-    let query = Parser::new(&HindcastDialect::default())
-        .try_with_sql(&sql)
-        .and_then(|mut p| p.parse_query())
-        .ok()?;
+    let query = parse_query(&sql, &HindcastDialect::default()).ok()?;
     Some(FunctionArg::Named {
         name: HIDDEN.into(),
         arg: FunctionArgExpr::Expr(SQLExpr::Subquery(query)),
@@ -228,12 +223,8 @@ fn usage<T>(problem: &str) -> Result<T> {
 fn plan_spine(spine: &str, context: &mut dyn RelationPlannerContext) -> Result<LogicalPlan> {
     let sql = spine_sql(spine);
     let dialect = HindcastDialect::default();
-    let mut query: Box<Query> = Parser::new(&dialect)
-        .try_with_sql(&sql)
-        .and_then(|mut p| p.parse_query())
-        .map_err(|e| {
-            DataFusionError::from(e).context(format!("{NAME}: cannot parse the spine {spine:?}"))
-        })?;
+    let mut query: Box<Query> = parse_query(&sql, &dialect)
+        .map_err(|e| e.context(format!("{NAME}: cannot parse the spine {spine:?}")))?;
     let _ = query.visit(&mut NestAsOfJoins);
     let factor = TableFactor::Derived {
         lateral: false,

@@ -384,10 +384,13 @@ impl ExecutionPlan for AsOfJoinExec {
     }
 
     fn cardinality_effect(&self) -> CardinalityEffect {
-        match self.options.mode {
-            JoinMode::KeepTies => CardinalityEffect::GreaterEqual,
-            JoinMode::DistinctSpine => CardinalityEffect::LowerEqual,
-            JoinMode::Winner | JoinMode::LatestVisibleBy { .. } => CardinalityEffect::Equal,
+        match (&self.options.mode, self.options.inner) {
+            (JoinMode::KeepTies, true) => CardinalityEffect::Unknown,
+            (JoinMode::KeepTies, false) => CardinalityEffect::GreaterEqual,
+            (JoinMode::DistinctSpine, _) | (_, true) => CardinalityEffect::LowerEqual,
+            (JoinMode::Winner | JoinMode::LatestVisibleBy { .. }, false) => {
+                CardinalityEffect::Equal
+            }
         }
     }
 

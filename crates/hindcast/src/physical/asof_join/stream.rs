@@ -130,13 +130,13 @@ pub(super) struct AsOfJoinStream {
     left_row: usize,
     output: PendingOutput,
     right: RightBuffer,
-    /// Backward joins: the winner among the rows the cursor has passed.
+    /// Backward and nearest joins: the winner among the rows the cursor has passed.
     candidate: Option<RowRef>,
-    /// Backward joins: the first row of the candidate's tie group.
+    /// Backward and nearest joins: the first row of the candidate's tie group.
     candidate_start: Option<RowRef>,
     /// Nearest joins: the winner of the tie group before the candidate's.
     prior: Option<RowRef>,
-    /// Forward joins: the tie group at the cursor, as far as it has been scanned.
+    /// Forward and nearest joins: the tie group at the cursor, as far as it has been scanned.
     group: Option<Group>,
 
     metrics: AsOfJoinMetrics,
@@ -268,7 +268,8 @@ impl AsOfJoinStream {
             Some(c) if self.right.same_group(c, r) => self.right.better(c, r),
             _ => {
                 self.candidate_start = Some(r);
-                self.prior = self.candidate;
+                // The group before, if it is of the same keys (else it can never win).
+                self.prior = self.candidate.filter(|c| self.right.same_keys(*c, r));
                 r
             }
         });
@@ -531,7 +532,9 @@ impl AsOfJoinStream {
                     match self.merge()? {
                         Step::NeedRight(flush) => {
                             self.state = State::PullRight;
-                            if let Some(batch) = flush {
+                            if let Some(batch) = flush
+                                && batch.num_rows() > 0
+                            {
                                 return Poll::Ready(Some(Ok(batch)));
                             }
                         }
