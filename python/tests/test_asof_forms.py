@@ -76,6 +76,42 @@ def test_inner_and_left_differ_by_the_unmatched_rows(engines):
     assert left == 2000 and 0 < inner < left
 
 
+@pytest.mark.parametrize("direction", ["backward", "forward", "nearest"])
+def test_join_asof_and_nearest_on_the_example_data(engines, direction):
+    """The labels against the users' activity, as pandas and Polars answer, through
+    `join_asof` and through the SQL form."""
+    hc, _ = engines
+    labels = pd.read_parquet(DATA / "labels.parquet").sort_values("event_timestamp",
+                                                                   kind="stable")
+    activity = pd.read_parquet(DATA / "user_activity.parquet").sort_values("ts", kind="stable")
+    labels = labels.reset_index(drop=True)
+    activity = activity.reset_index(drop=True)
+    tolerance = pd.Timedelta("3 days")
+    expected = pd.merge_asof(labels, activity, left_on="event_timestamp", right_on="ts",
+                             by="user_id", direction=direction, tolerance=tolerance)
+    actual = hc.join_asof(labels, activity, left_on="event_timestamp", right_on="ts",
+                          by="user_id", direction=direction, tolerance=tolerance).to_pandas()
+    pd.testing.assert_frame_equal(actual, expected, check_dtype=False)
+    assert 0 < expected["ts"].notna().sum() < len(expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        polars = pl.from_pandas(labels).join_asof(
+            pl.from_pandas(activity), left_on="event_timestamp", right_on="ts", by="user_id",
+            strategy=direction, tolerance=timedelta(days=3))
+    assert hc.join_asof(pl.from_pandas(labels), pl.from_pandas(activity),
+                        left_on="event_timestamp", right_on="ts", by="user_id",
+                        strategy=direction, tolerance=timedelta(days=3)).to_polars().equals(polars)
+    if direction == "nearest":
+        sql = hc.sql(
+            "SELECT l.user_id, l.event_timestamp, a.ts FROM labels l ASOF JOIN activity a "
+            "MATCH_CONDITION (nearest(l.event_timestamp, a.ts) "
+            "AND abs(l.event_timestamp - a.ts) <= INTERVAL '3 days') ON l.user_id = a.user_id"
+        ).to_pandas().sort_values(["user_id", "event_timestamp"]).reset_index(drop=True)
+        by_key = expected[["user_id", "event_timestamp", "ts"]] \
+            .sort_values(["user_id", "event_timestamp"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(sql, by_key, check_dtype=False)
+
+
 def random_frames(seed, unique_right=False, no_ties=False):
     """Left and right sorted by `t`, with keys `k`, ids, and values. `no_ties`: left times
     are 0 mod 4 and right times 1 mod 4, so no right row is at a left row's time and no two
