@@ -270,11 +270,41 @@ impl Case {
     }
 
     fn sql(&self) -> String {
-        if self.is_nearest() {
-            return self.nearest_sql();
+        let mut terms = if self.is_nearest() {
+            self.nearest_terms()
+        } else {
+            self.comparison_terms()
+        };
+        if self.tie_breaker {
+            terms.push("latest_by(r.c)".to_string());
         }
-        let mut terms = vec![];
-        terms.push(if self.flip_match {
+        let keys: Vec<String> = ["l.k1 = r.k1", "r.k2 = l.k2"]
+            .into_iter()
+            .take(self.keys)
+            .map(String::from)
+            .collect();
+        if let Some(form) = self.duckdb {
+            let join = match form {
+                DuckDbForm::Left => "ASOF LEFT JOIN",
+                DuckDbForm::Inner => "ASOF JOIN",
+            };
+            let on: Vec<String> = keys.into_iter().chain(terms).collect();
+            return format!("SELECT l.lid, r.* FROM l {join} r ON {}", on.join(" AND "));
+        }
+        let on = if keys.is_empty() {
+            String::new()
+        } else {
+            format!(" ON {}", keys.join(" AND "))
+        };
+        format!(
+            "SELECT l.lid, r.* FROM l ASOF JOIN r MATCH_CONDITION ({}){on}",
+            terms.join(" AND ")
+        )
+    }
+
+    /// The comparison, in either operand order, and the TTL in one of its three spellings.
+    fn comparison_terms(&self) -> Vec<String> {
+        let mut terms = vec![if self.flip_match {
             let flipped = match self.op {
                 ">=" => "<=",
                 ">" => "<",
@@ -284,7 +314,7 @@ impl Case {
             format!("r.t {flipped} l.t")
         } else {
             format!("l.t {} r.t", self.op)
-        });
+        }];
         if let Some(ttl) = self.ttl {
             let c = self.ttl_literal(ttl);
             let backward = self.op.starts_with('>');
@@ -299,35 +329,11 @@ impl Case {
                 _ => format!("{later} <= {earlier} + {c}"),
             });
         }
-        if self.tie_breaker {
-            terms.push("latest_by(r.c)".to_string());
-        }
-        if let Some(form) = self.duckdb {
-            let keys = ["l.k1 = r.k1", "r.k2 = l.k2"].into_iter().take(self.keys);
-            let on: Vec<String> = keys.map(String::from).chain(terms).collect();
-            let join = match form {
-                DuckDbForm::Left => "ASOF LEFT JOIN",
-                DuckDbForm::Inner => "ASOF JOIN",
-            };
-            return format!("SELECT l.lid, r.* FROM l {join} r ON {}", on.join(" AND "));
-        }
-        self.match_condition_sql(terms)
-    }
-
-    fn match_condition_sql(&self, terms: Vec<String>) -> String {
-        let on = match self.keys {
-            0 => String::new(),
-            1 => " ON l.k1 = r.k1".to_string(),
-            _ => " ON l.k1 = r.k1 AND r.k2 = l.k2".to_string(),
-        };
-        format!(
-            "SELECT l.lid, r.* FROM l ASOF JOIN r MATCH_CONDITION ({}){on}",
-            terms.join(" AND ")
-        )
+        terms
     }
 
     /// `nearest(l.t, r.t)`, with `l.t <> r.t` for the exclusive one and `abs(...) <= c`.
-    fn nearest_sql(&self) -> String {
+    fn nearest_terms(&self) -> Vec<String> {
         let (a, b) = if self.flip_match {
             ("r.t", "l.t")
         } else {
@@ -345,10 +351,7 @@ impl Case {
                 _ => format!("abs({b} - {a}) <= {c}"),
             });
         }
-        if self.tie_breaker {
-            terms.push("latest_by(r.c)".to_string());
-        }
-        self.match_condition_sql(terms)
+        terms
     }
 
     /// The semantics, row by row: `(lid, winning rid)` for every left row (every matched
