@@ -22,6 +22,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use datafusion::prelude::ParquetReadOptions;
 use hindcast::Hindcast;
+use hindcast::physical::key_time_sort::KeyTimeSortExec;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -602,34 +603,73 @@ async fn asof_matches_reference_on_three_workers() {
     );
 }
 
-/// Larger cases under a memory limit small enough that the sorts below the join spill.
+/// Larger cases under memory limits small enough that the sorts below the join spill:
+/// hindcast's key-time sort at three limits, and every fourth case DataFusion's `SortExec`
+/// too (`hindcast.key_time_sort` off).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asof_matches_reference_while_spilling() {
-    let mut spilled_cases = 0;
-    let cases = seeds(12, 1_000_000);
-    for &seed in &cases {
+    const LIMITS: [usize; 3] = [512 << 10, 768 << 10, 1 << 20];
+    let (mut own_spills, mut eligible, mut stock_runs) = (0, 0, 0);
+    let cases = seeds(18, 1_000_000);
+    for (i, &seed) in cases.iter().enumerate() {
         let case = Case::random(seed, 300);
-        let hc = session(64, 2, Some(2 * 1024 * 1024));
+        let limit = LIMITS[i % LIMITS.len()];
+        let hc = session(64, 2, Some(limit));
         let (actual, plan) = run(&hc, &case, 64, 2).await;
-        check(&case, &actual, "memory limit 2 MiB");
-        if crate::out_of_core::spilled_bytes(&plan) > 0 {
-            spilled_cases += 1;
+        check(
+            &case,
+            &actual,
+            &format!("key-time sort, memory limit {limit} bytes"),
+        );
+        // Without keys the join's sort is DataFusion's (a sort of one partition by time).
+        if case.keys > 0 && !case.left.is_empty() && !case.right.is_empty() {
+            eligible += 1;
+            if key_time_sort_spilled_bytes(&plan) > 0 {
+                own_spills += 1;
+            }
+        }
+        if i % 4 == 0 {
+            let hc = session(64, 2, Some(2 << 20));
+            hc.sql("SET hindcast.key_time_sort = false")
+                .await
+                .expect("set");
+            let (actual, plan) = run(&hc, &case, 64, 2).await;
+            check(&case, &actual, "SortExec, memory limit 2 MiB");
+            assert_eq!(
+                key_time_sort_spilled_bytes(&plan),
+                0,
+                "seed {seed}: no key-time sort"
+            );
+            stock_runs += 1;
         }
     }
     eprintln!(
-        "differential (spilling): {spilled_cases} of {} cases spilled, 0 mismatches",
+        "differential (spilling): {} cases, {own_spills} of the {eligible} with keys and \
+         rows on both sides spilled in the key-time sort, {stock_runs} also run with \
+         SortExec, 0 mismatches",
         cases.len()
     );
-    // Cases with an empty side have nothing to spill; most must have spilled.
     assert!(
-        spilled_cases * 2 >= cases.len(),
-        "only {spilled_cases} of {} cases spilled: the limit no longer forces spilling",
-        cases.len()
+        own_spills * 4 >= eligible * 3,
+        "only {own_spills} of {eligible} cases spilled: the limits no longer force spilling"
     );
 }
 
-/// hindcast's own sort (no memory limit) against DataFusion's `SortExec` (under a limit
-/// that is large enough not to spill) on cases too large for the brute-force reference:
+/// Bytes the plan's key-time sorts spilled.
+fn key_time_sort_spilled_bytes(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let own = match plan.downcast_ref::<KeyTimeSortExec>() {
+        Some(_) => plan.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0),
+        None => 0,
+    };
+    own + plan
+        .children()
+        .into_iter()
+        .map(key_time_sort_spilled_bytes)
+        .sum::<usize>()
+}
+
+/// hindcast's own sort against DataFusion's `SortExec` (`hindcast.key_time_sort` off) on
+/// cases too large for the brute-force reference:
 /// single batches of up to 300k rows, which the own sort splits into chunks of 64Ki rows,
 /// and few keys with unsorted times, so each key's run has many late rows to merge in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -647,7 +687,11 @@ async fn own_sort_matches_sort_exec_on_large_batches() {
             assert!(plan.contains("KeyTimeSortExec"), "seed {seed}: {plan}");
             own_sorts += 1;
         }
-        let stock = session(batch_size, 2, Some(1 << 30));
+        let stock = session(batch_size, 2, None);
+        stock
+            .sql("SET hindcast.key_time_sort = false")
+            .await
+            .expect("set");
         let (expected, _) = run(&stock, &case, batch_size, 1).await;
         assert!(
             actual == expected,

@@ -202,8 +202,8 @@ async fn run_join(hc: &Hindcast, sql: &str) -> (Vec<(i64, Option<i64>)>, Arc<dyn
 /// history. The first row's winner is in the first right batch, and deciding the second
 /// reads every right batch; the join emits the first row's output early, once it pins
 /// `MAX_PINNED_RIGHT_BATCHES` batches, so the batches in between are released. Its peak
-/// memory is then a few batches, not the history: on both sort paths (hindcast's own sort
-/// without a limit, DataFusion's `SortExec` under one).
+/// memory is then a few batches, not the history: on every sort path (hindcast's own sort
+/// in memory and spilling, DataFusion's `SortExec`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_flush_bounds_the_joins_memory_on_a_sparse_spine() {
     const BATCH: usize = 1024;
@@ -218,8 +218,11 @@ async fn early_flush_bounds_the_joins_memory_on_a_sparse_spine() {
     );
     let right = MemTable::try_new(schema, vec![batches]).expect("mem table");
     let right = Arc::new(right);
-    for limit in [None, Some(1 << 30)] {
+    for (limit, key_time_sort) in [(None, true), (Some(4 << 20), true), (Some(1 << 30), false)] {
         let hc = session(BATCH, 1, limit);
+        hc.sql(&format!("SET hindcast.key_time_sort = {key_time_sort}"))
+            .await
+            .expect("set");
         let ctx = hc.session_context();
         ctx.register_table("r", Arc::clone(&right) as _).expect("r");
         ctx.sql(&format!("CREATE TABLE l AS VALUES (1, 0), (1, {ROWS})"))
@@ -236,13 +239,16 @@ async fn early_flush_bounds_the_joins_memory_on_a_sparse_spine() {
             vec![(0, Some(0)), (ROWS, Some(ROWS - 1))],
             "{limit:?}"
         );
+        if limit == Some(4 << 20) {
+            assert!(spilled_bytes(&plan) > 0, "the history is larger than 4 MiB");
+        }
         let peak = join_peak_memory(&plan);
         // Held at once: the batches pinned before the flush, the cursor's and the left
-        // batch; on the unlimited path a right batch is only its join arrays.
+        // batch; read late from a sorted partition a right batch is only its join arrays.
         let bound = (MAX_PINNED_RIGHT_BATCHES + 4) * (batch_bytes + BATCH * 16);
         assert!(
             peak <= bound && peak * 10 < history_bytes,
-            "limit {limit:?}: the join held {peak} bytes at its peak, more than {bound} \
+            "limit {limit:?}, key-time sort {key_time_sort}: the join held {peak} bytes at its peak, more than {bound} \
              ({} batches of {batch_bytes} bytes; the history is {history_bytes} bytes)",
             MAX_PINNED_RIGHT_BATCHES + 4
         );

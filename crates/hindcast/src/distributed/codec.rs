@@ -27,7 +27,6 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{Schema, TimeUnit};
 use datafusion::common::{JoinSide, Result, internal_datafusion_err, internal_err, not_impl_err};
 use datafusion::execution::TaskContext;
-use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
 use datafusion::physical_expr::{LexOrdering, PhysicalExprRef};
 use datafusion::physical_plan::ExecutionPlan;
@@ -268,14 +267,8 @@ impl PhysicalExtensionCodec for HindcastCodec {
                     .ok_or_else(|| internal_datafusion_err!("a KeyTimeSortExec without keys"))?;
                 let sort = SortExec::new(ordering, Arc::clone(input))
                     .with_preserve_partitioning(sort.preserve_partitioning);
-                // The key-time sort cannot spill: a process with a memory limit (a worker
-                // started with `-m`) runs the spilling sort it replaced, as it would have
-                // planned it itself. So does a sort the key-time sort cannot replace here.
-                let unlimited = matches!(ctx.memory_pool().memory_limit(), MemoryLimit::Infinite);
-                match unlimited
-                    .then(|| KeyTimeSortExec::try_replace(&sort))
-                    .flatten()
-                {
+                // A sort the key-time sort cannot replace here stays DataFusion's.
+                match KeyTimeSortExec::try_replace(&sort) {
                     Some(sort) => Ok(Arc::new(sort)),
                     None => Ok(Arc::new(sort)),
                 }

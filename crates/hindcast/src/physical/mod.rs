@@ -2,7 +2,7 @@
 //! optimizer rules.
 //!
 //! - [`asof_join`]: the ASOF join operator;
-//! - [`key_time_sort`]: the sort under it when memory is unlimited;
+//! - [`key_time_sort`]: the sort under it;
 //! - [`window_aggregate`]: the window aggregation operator of aggregation views;
 //! - [`spine_bounds`]: the spine's time range and keys, pushed into the feature scan;
 //! - [`planner`]: logical node to operator; [`optimizer`]: `UseKeyTimeSort`.

@@ -15,15 +15,28 @@ use super::key_time_sort::KeyTimeSortExec;
 /// The physical optimizer's last step: the `SortExec`s directly under an ASOF join become
 /// [`KeyTimeSortExec`]s. It runs after DataFusion's own rules, so the sorts it finds are
 /// the ones `EnforceSorting` decided are needed, with the filters pushed below them.
-#[derive(Debug, Default)]
-pub struct UseKeyTimeSort;
+#[derive(Debug)]
+pub struct UseKeyTimeSort {
+    /// Whether a query's configuration asks for hindcast's sort: the switch is a session
+    /// option, which this layer does not know.
+    enabled: fn(&ConfigOptions) -> bool,
+}
+
+impl UseKeyTimeSort {
+    pub fn new(enabled: fn(&ConfigOptions) -> bool) -> Self {
+        Self { enabled }
+    }
+}
 
 impl PhysicalOptimizerRule for UseKeyTimeSort {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !(self.enabled)(config) {
+            return Ok(plan);
+        }
         plan.transform_up(|node| {
             if node.downcast_ref::<AsOfJoinExec>().is_none() {
                 return Ok(Transformed::no(node));

@@ -26,7 +26,6 @@ use datafusion::common::{DataFusionError, Result, plan_datafusion_err};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
-use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement as LogicalStatement};
 use datafusion::physical_plan::metrics::MetricType;
@@ -121,12 +120,12 @@ impl Hindcast {
         rules.extend(Optimizer::new().rules);
         rules.push(Arc::new(PushDownAsOfFilter));
         rules.push(Arc::new(PruneWindowAggregates));
-        // Last, once DataFusion has placed the sorts: without a memory limit the ones under
-        // ASOF joins become hindcast's own, which cannot spill (physical/asof_join/sort.rs).
+        // Last, once DataFusion has placed the sorts: the ones under ASOF joins become
+        // hindcast's own (physical/key_time_sort), unless `hindcast.key_time_sort` is off.
         let mut physical_rules = PhysicalOptimizer::new().rules;
-        if matches!(runtime.memory_pool.memory_limit(), MemoryLimit::Infinite) {
-            physical_rules.push(Arc::new(UseKeyTimeSort));
-        }
+        physical_rules.push(Arc::new(UseKeyTimeSort::new(
+            HindcastOptions::key_time_sort,
+        )));
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)

@@ -11,6 +11,9 @@ datafusion::common::extensions_options! {
     pub struct HindcastOptions {
         /// Run `ROW_NUMBER() ... = 1` point-in-time SQL with the ASOF operator.
         pub rewrite_row_number: bool, default = true
+        /// Sort the ASOF join's inputs with hindcast's key-time sort (spilling sorted runs
+        /// under a memory limit); off: DataFusion's `SortExec`.
+        pub key_time_sort: bool, default = true
         /// The `hindcast worker`s queries run on (`host:port,host:port,...`); empty: in
         /// this process.
         pub workers: WorkerList, default = WorkerList::default()
@@ -28,6 +31,14 @@ impl HindcastOptions {
             .extensions
             .get::<HindcastOptions>()
             .is_none_or(|o| o.rewrite_row_number)
+    }
+
+    /// Whether `config` asks for hindcast's key-time sort under ASOF joins (the default).
+    pub fn key_time_sort(config: &ConfigOptions) -> bool {
+        config
+            .extensions
+            .get::<HindcastOptions>()
+            .is_none_or(|o| o.key_time_sort)
     }
 
     /// The workers `config` runs queries on (none: this process).

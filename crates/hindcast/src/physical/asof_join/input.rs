@@ -14,15 +14,15 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::logical::AsOfJoinOptions;
-use crate::physical::key_time_sort::SortedPartition;
+use crate::physical::key_time_sort::{Sorted, SortedPartition};
 use crate::time::TimeDomain;
 
 /// The right input of the merge.
 pub(crate) enum RightInput {
     /// Batches sorted by `(keys, time)`.
     Batches(SendableRecordBatchStream),
-    /// One sorted, not yet gathered partition: see [`Source::Rows`].
-    Unmaterialized(BoxFuture<'static, Result<SortedPartition>>),
+    /// One sorted partition, not yet gathered where it is in memory: see [`Source::Rows`].
+    Unmaterialized(BoxFuture<'static, Result<Sorted>>),
 }
 
 /// Where the output columns of some rows are.
@@ -230,30 +230,44 @@ pub(super) fn right_rows(
     batch_size: usize,
 ) -> BoxStream<'static, Result<(Source, JoinArrays)>> {
     match input {
-        RightInput::Batches(batches) => batches
-            .try_filter(|b| futures::future::ready(b.num_rows() > 0))
-            .map(move |batch| {
-                let batch = batch?;
-                let arrays = exprs.evaluate(&batch)?;
-                Ok((Source::Batch(batch), arrays))
-            })
-            .boxed(),
+        RightInput::Batches(batches) => batch_rows(batches, exprs),
         RightInput::Unmaterialized(sorted) => futures::stream::once(sorted)
             .and_then(move |sorted| {
-                let sorted = Arc::new(sorted);
-                let columns = PartitionArrays::new(&exprs, &sorted);
+                let exprs = exprs.clone();
                 async move {
-                    let columns = columns?;
+                    let sorted = match sorted {
+                        Sorted::InMemory(sorted) => Arc::new(sorted),
+                        // Merged from spilled runs: every column is gathered already.
+                        Sorted::Merged(batches) => return Ok(batch_rows(batches, exprs)),
+                    };
+                    let columns = PartitionArrays::new(&exprs, &sorted)?;
                     let starts = (0..sorted.num_rows()).step_by(batch_size);
-                    Ok(futures::stream::iter(starts).map(move |start| {
-                        let len = batch_size.min(sorted.num_rows() - start);
-                        let arrays = columns.get(&sorted, start, len)?;
-                        let partition = Arc::clone(&sorted);
-                        Ok((Source::Rows { partition, start }, arrays))
-                    }))
+                    Ok(futures::stream::iter(starts)
+                        .map(move |start| {
+                            let len = batch_size.min(sorted.num_rows() - start);
+                            let arrays = columns.get(&sorted, start, len)?;
+                            let partition = Arc::clone(&sorted);
+                            Ok((Source::Rows { partition, start }, arrays))
+                        })
+                        .boxed())
                 }
             })
             .try_flatten()
             .boxed(),
     }
+}
+
+/// Sorted batches as the merge reads them, with their join arrays.
+fn batch_rows(
+    batches: SendableRecordBatchStream,
+    exprs: JoinExprs,
+) -> BoxStream<'static, Result<(Source, JoinArrays)>> {
+    batches
+        .try_filter(|b| futures::future::ready(b.num_rows() > 0))
+        .map(move |batch| {
+            let batch = batch?;
+            let arrays = exprs.evaluate(&batch)?;
+            Ok((Source::Batch(batch), arrays))
+        })
+        .boxed()
 }

@@ -10,10 +10,10 @@
 //! - [`metrics`]: what `EXPLAIN ANALYZE` shows.
 //!
 //! The operator itself buffers only a few right batches per partition. The sorts below it
-//! are hindcast's `KeyTimeSortExec` (`physical::key_time_sort`) without a memory limit,
-//! and DataFusion's `SortExec`s under one: those account their memory to the pool and spill
-//! to disk, so a feature table larger than memory is sorted out of core and merged in one
-//! pass. The spine's bounds narrow the right side (`physical::spine_bounds`).
+//! are hindcast's `KeyTimeSortExec` (`physical::key_time_sort`, DataFusion's `SortExec`
+//! with `hindcast.key_time_sort` off): they account their memory to the pool and spill
+//! sorted runs to disk, so a feature table larger than memory is sorted out of core and
+//! merged in one pass. The spine's bounds narrow the right side (`physical::spine_bounds`).
 
 mod exec;
 mod input;

@@ -101,6 +101,19 @@ impl SortedPartition {
         self._reservation = Some(reservation);
     }
 
+    /// The memory the sort added to the rows: the order and the columns it produced.
+    pub(super) fn sort_memory(&self) -> usize {
+        let sorted: usize = self
+            .columns
+            .iter()
+            .map(|c| match c {
+                Located::Sorted(array) => array.get_array_memory_size(),
+                Located::Chunks(_) => 0,
+            })
+            .sum();
+        sorted + self.order.get_array_memory_size()
+    }
+
     pub fn num_rows(&self) -> usize {
         self.order.len()
     }
@@ -263,40 +276,64 @@ fn sort_order(
         }
     }
     // Chunk numbers take the 16 bits above the row's (`u32` codes); very many small
-    // batches (tests use one-row batches) take the general path, which concatenates.
-    if chunks.len() <= CHUNK_ROWS {
-        let evaluate = |e: &PhysicalExprRef| {
-            chunks
-                .iter()
-                .map(|c| e.evaluate(c)?.into_array(c.num_rows()))
-                .collect::<Result<Vec<_>>>()
-        };
-        let columns = exprs.iter().map(evaluate).collect::<Result<Vec<_>>>()?;
-        if let Some(sorted) = key_time_order(&columns)? {
-            drop(columns);
-            // The sorted key and time stand in for their columns when the expressions are
-            // plain columns, so the partition holds no more than its rows.
-            let mut sorted_columns = vec![None; schema.fields().len()];
-            for (expr, values) in exprs.iter().zip([sorted.keys, sorted.times]) {
-                if let Some(column) = expr.downcast_ref::<Column>() {
-                    let c = column.index();
-                    let data_type = schema.field(c).data_type();
-                    sorted_columns[c] = Some(restore(values, data_type)?);
-                }
-            }
-            let order = UInt32Array::from(sorted.order);
-            return SortedPartition::new(schema, chunks, sorted_columns, order);
+    // batches (tests use one-row batches) are concatenated first (see `general_order`).
+    if chunks.len() > CHUNK_ROWS {
+        let all = concat_batches(&schema, &chunks)?;
+        drop(chunks);
+        let chunks = (0..all.num_rows())
+            .step_by(CHUNK_ROWS)
+            .map(|start| all.slice(start, CHUNK_ROWS.min(all.num_rows() - start)))
+            .collect();
+        return general_order(schema, chunks, exprs);
+    }
+    let evaluate = |e: &PhysicalExprRef| {
+        chunks
+            .iter()
+            .map(|c| e.evaluate(c)?.into_array(c.num_rows()))
+            .collect::<Result<Vec<_>>>()
+    };
+    let columns = exprs.iter().map(evaluate).collect::<Result<Vec<_>>>()?;
+    let Some(sorted) = key_time_order(&columns)? else {
+        drop(columns);
+        return general_order(schema, chunks, exprs);
+    };
+    drop(columns);
+    // The sorted key and time stand in for their columns when the expressions are plain
+    // columns, so the partition holds no more than its rows.
+    let mut sorted_columns = vec![None; schema.fields().len()];
+    for (expr, values) in exprs.iter().zip([sorted.keys, sorted.times]) {
+        if let Some(column) = expr.downcast_ref::<Column>() {
+            let c = column.index();
+            let data_type = schema.field(c).data_type();
+            sorted_columns[c] = Some(restore(values, data_type)?);
         }
     }
-    // General path: any key types, any number of keys. Row `i` of the concatenation is
-    // row `i % CHUNK_ROWS` of chunk `i / CHUNK_ROWS`, so its code is `i`.
-    let all = concat_batches(&schema, &chunks)?;
-    drop(chunks);
+    let order = UInt32Array::from(sorted.order);
+    SortedPartition::new(schema, chunks, sorted_columns, order)
+}
+
+/// The general path: any key types, any number of keys, at most [`CHUNK_ROWS`] chunks.
+/// Only the sort columns are concatenated (for Arrow's `lexsort`); the rows stay in their
+/// chunks, as on the radix path, so the sort needs no second copy of the payload.
+fn general_order(
+    schema: SchemaRef,
+    chunks: Vec<RecordBatch>,
+    exprs: &[PhysicalExprRef],
+) -> Result<SortedPartition> {
     let sort_columns = exprs
         .iter()
         .map(|e| {
+            let arrays = chunks
+                .iter()
+                .map(|c| e.evaluate(c)?.into_array(c.num_rows()))
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            let values = match refs.as_slice() {
+                [] => new_empty_array(&e.data_type(&schema)?),
+                _ => concat(&refs)?,
+            };
             Ok(SortColumn {
-                values: e.evaluate(&all)?.into_array(all.num_rows())?,
+                values,
                 options: Some(SortOptions {
                     descending: false,
                     nulls_first: true,
@@ -304,10 +341,20 @@ fn sort_order(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let order = lexsort_to_indices(&sort_columns, None)?;
-    let chunks = (0..all.num_rows())
-        .step_by(CHUNK_ROWS)
-        .map(|start| all.slice(start, CHUNK_ROWS.min(all.num_rows() - start)))
+    let indices = lexsort_to_indices(&sort_columns, None)?;
+    drop(sort_columns);
+    // Input row number to code: each chunk's rows in turn.
+    let codes: Vec<u32> = chunks
+        .iter()
+        .enumerate()
+        .flat_map(|(chunk, c)| {
+            (0..c.num_rows() as u32).map(move |row| (chunk as u32) << CHUNK_BITS | row)
+        })
+        .collect();
+    let order: UInt32Array = indices
+        .values()
+        .iter()
+        .map(|&i| codes[i as usize])
         .collect();
     SortedPartition::new(schema, chunks, vec![], order)
 }
