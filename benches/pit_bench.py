@@ -214,7 +214,7 @@ def duckdb_source(data, view, layout, drop_corrections=True):
     return scan
 
 
-def duckdb_program(data, workload, drop_corrections=True):
+def duckdb_program(data, workload, drop_corrections=True, memory_limit=None):
     alias = {v: f"v{i}" for i, v in enumerate(workload["views"])}
     cases, joins = [], []
     for v in workload["views"]:
@@ -229,7 +229,10 @@ def duckdb_program(data, workload, drop_corrections=True):
              f"FROM read_parquet('{data}/labels.parquet') l " + " ".join(joins) + ")")
     return f"""
 import duckdb
-row = duckdb.connect().execute({query!r}).fetchone()
+con = duckdb.connect()
+if {memory_limit!r}:
+    con.execute("SET memory_limit = '{memory_limit}iB'")
+row = con.execute({query!r}).fetchone()
 print("rows_out,matched,checksum")
 print(",".join(str(v) for v in row))
 """
@@ -419,7 +422,15 @@ def engines_for(args, name, workload, data):
             engines["hindcast ROW_NUMBER SQL (rule off)"] = Engine(hindcast(
                 row_number_sql(workload), as_views=False,
                 settings="SET hindcast.rewrite_row_number = false;"), slow=True)
+    if workload.get("memory_limit"):
+        # The same query on the plan it had before hindcast's own sort could spill.
+        engines["hindcast feature view, hindcast.key_time_sort = false (SortExec)"] = Engine(
+            hindcast(hindcast_temporal(workload), settings="SET hindcast.key_time_sort = false;"))
     engines["DuckDB ASOF LEFT JOIN"] = Engine([sys.executable, "-c", duckdb_program(data, workload)])
+    if workload.get("memory_limit"):
+        # Like for like: DuckDB within the memory limit hindcast is given.
+        engines[f"DuckDB ASOF LEFT JOIN, memory_limit {workload['memory_limit']}iB"] = Engine(
+            [sys.executable, "-c", duckdb_program(data, workload, memory_limit=workload["memory_limit"])])
     if any(VIEWS[v]["created"] for v in workload["views"]):
         # DuckDB's join alone: ties go to an arbitrary row, so the answer is not Feast's.
         engines["DuckDB ASOF LEFT JOIN, corrections kept"] = Engine(

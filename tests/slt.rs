@@ -1,9 +1,8 @@
 //! Runs `sql/*.slt` against a hindcast session, once per configuration in [`CONFIGS`], so
 //! every expected answer is checked across batch and partition boundaries, with and
 //! without a memory limit (under which a large enough table spills in the sorts). A record
-//! that shows a plan or figures of one path only is marked `onlyif unlimited` or
-//! `onlyif memory_limit`; DataFusion's `SortExec` under the join is
-//! `SET hindcast.key_time_sort = false`.
+//! that holds on one path only can be marked `onlyif unlimited` or `onlyif memory_limit`;
+//! DataFusion's `SortExec` under the join is `SET hindcast.key_time_sort = false`.
 //!
 //! Two more configurations run every plan through hindcast's codec first
 //! (`hindcast::distributed`): each statement's physical plan, or the plan an `EXPLAIN`
@@ -70,7 +69,7 @@ const CONFIGS: [(usize, usize, Option<usize>, Mode); 10] = [
 const IN_PROCESS_ONLY: [&str; 1] = ["features_delta"];
 
 /// Enough for the small tables of most files; `asof_sort.slt`'s larger one spills.
-const MEMORY_LIMIT: usize = 32 * 1024 * 1024;
+pub const MEMORY_LIMIT: usize = 32 * 1024 * 1024;
 
 /// The label `onlyif` / `skipif` records name for a configuration's execution path.
 fn path_label(memory_limit: Option<usize>, mode: Mode) -> &'static str {

@@ -10,7 +10,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::utils::memory::RecordBatchMemoryCounter;
 use datafusion::common::{Result, internal_err};
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryReservation};
+use datafusion::execution::memory_pool::{
+    MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_expr::PhysicalExprRef;
@@ -112,9 +114,14 @@ impl KeyTimeSortExec {
             reservation: MemoryConsumer::new(format!("KeyTimeSortExec[{partition}]"))
                 .with_can_spill(true)
                 .register(pool),
-            merge_reservation: MemoryConsumer::new(format!("KeyTimeSortExec[{partition}] merge"))
-                .with_can_spill(true)
-                .register(pool),
+            pool: Arc::clone(pool),
+            partition,
+            merge_reservation: None,
+            merge_headroom: context
+                .session_config()
+                .options()
+                .execution
+                .sort_spill_reservation_bytes,
             spill_manager: SpillManager::new(
                 context.runtime_env(),
                 SpillMetrics::new(&self.metrics, partition),
@@ -130,6 +137,7 @@ impl KeyTimeSortExec {
             batch_size: context.session_config().batch_size(),
             metrics,
             buffered: vec![],
+            chunks: 0,
             counted: RecordBatchMemoryCounter::new(),
             scratch: 0,
             spilled: vec![],
@@ -162,14 +170,22 @@ struct Runs {
     bounded: bool,
     /// The buffered batches and the scratch their sort will need.
     reservation: MemoryReservation,
-    /// The merge's: spillable, so that a fair pool caps it at a share. DataFusion's
-    /// multi-level merge grows it for as many runs as it can read at once and merges the
-    /// rest in further passes; left unspillable it grew until the join above it had none.
-    merge_reservation: MemoryReservation,
+    pool: Arc<dyn MemoryPool>,
+    partition: usize,
+    /// The merge's, registered with the first run (a consumer more would shrink every
+    /// other's share of a fair pool), with `sort_spill_reservation_bytes` in it where the
+    /// pool grants them, as `SortExec` holds them, so the merge has memory to start with.
+    /// Spillable, so that a fair pool caps it at a share: DataFusion's multi-level merge
+    /// grows it for as many runs as it can read at once, and merges the rest in further
+    /// passes; registered unspillable, it grew until the join above could reserve nothing.
+    merge_reservation: Option<MemoryReservation>,
+    merge_headroom: usize,
     spill_manager: SpillManager,
     batch_size: usize,
     metrics: BaselineMetrics,
     buffered: Vec<RecordBatch>,
+    /// The chunks of at most `CHUNK_ROWS` rows `buffered` makes (see `partition`).
+    chunks: usize,
     /// The buffers of `buffered`, each counted once: batches sliced from one batch share
     /// its buffers, and each keeps all of them alive.
     counted: RecordBatchMemoryCounter,
@@ -197,6 +213,9 @@ impl Runs {
             return Ok(Sorted::InMemory(sorted));
         }
         self.spill()?;
+        let Some(merge_reservation) = self.merge_reservation else {
+            return internal_err!("KeyTimeSortExec spilled without a merge reservation");
+        };
         let merged = StreamingMergeBuilder::new()
             .with_sorted_spill_files(self.spilled)
             .with_spill_manager(self.spill_manager)
@@ -204,7 +223,7 @@ impl Runs {
             .with_expressions(&self.ordering)
             .with_metrics(self.metrics)
             .with_batch_size(self.batch_size)
-            .with_reservation(self.merge_reservation)
+            .with_reservation(merge_reservation)
             .build()?;
         Ok(Sorted::Merged(merged))
     }
@@ -212,10 +231,17 @@ impl Runs {
     /// Keeps `batch` with the memory for it and for its share of the sort's scratch,
     /// spilling what is buffered first when the pool has no more.
     fn buffer(&mut self, batch: RecordBatch) -> Result<()> {
+        if !self.bounded {
+            // Accounted, but no scratch estimated: nothing is refused.
+            self.reservation.grow(self.counted.count_batch(&batch));
+            self.buffered.push(batch);
+            return Ok(());
+        }
         let scratch = self.scratch_for(&batch)?;
-        // Past `CHUNK_ROWS` batches the sort would concatenate them (see
+        // Past `CHUNK_ROWS` chunks the sort would concatenate them (see
         // `partition::sort_order`), a copy of the rows the reservation does not cover.
-        let full = self.bounded && self.buffered.len() == CHUNK_ROWS;
+        let chunks = batch.num_rows().div_ceil(CHUNK_ROWS);
+        let full = self.chunks + chunks > CHUNK_ROWS;
         let size = self.counted.count_batch(&batch) + scratch;
         if full || self.reservation.try_grow(size).is_err() {
             // With nothing buffered this only forgets the batch's count: then not even it
@@ -225,6 +251,7 @@ impl Runs {
             self.reservation.try_grow(size)?;
         }
         self.scratch += scratch;
+        self.chunks += chunks;
         self.buffered.push(batch);
         Ok(())
     }
@@ -245,6 +272,7 @@ impl Runs {
     /// session's size; frees their memory.
     fn spill(&mut self) -> Result<()> {
         self.counted = RecordBatchMemoryCounter::new();
+        self.chunks = 0;
         if self.buffered.is_empty() {
             return Ok(());
         }
@@ -270,6 +298,14 @@ impl Runs {
         }
         self.reservation.free();
         self.scratch = 0;
+        if self.merge_reservation.is_none() {
+            let merge = MemoryConsumer::new(format!("KeyTimeSortExec[{}] merge", self.partition))
+                .with_can_spill(true)
+                .register(&self.pool);
+            // Best effort: the merge also grows it as it needs.
+            let _ = merge.try_grow(self.merge_headroom);
+            self.merge_reservation = Some(merge);
+        }
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use datafusion::arrow::compute::{
     SortColumn, SortOptions, cast, concat, concat_batches, interleave, lexsort_to_indices, take,
 };
 use datafusion::arrow::datatypes::{DataType, Date32Type, SchemaRef};
-use datafusion::common::Result;
+use datafusion::common::{Result, exec_err};
 use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::physical_expr::PhysicalExprRef;
 use datafusion::physical_expr::expressions::Column;
@@ -279,6 +279,13 @@ fn sort_order(
     // batches (tests use one-row batches) are concatenated first (see `general_order`).
     if chunks.len() > CHUNK_ROWS {
         let all = concat_batches(&schema, &chunks)?;
+        if u32::try_from(all.num_rows()).is_err() {
+            return exec_err!(
+                "a partition of {} rows is more than the sort's 2^32; raise \
+                 datafusion.execution.target_partitions so that each partition holds fewer",
+                all.num_rows()
+            );
+        }
         drop(chunks);
         let chunks = (0..all.num_rows())
             .step_by(CHUNK_ROWS)
