@@ -17,6 +17,7 @@
 //! - `s3`: feature views on a local S3-compatible server (moto);
 //! - `snapshots`: the shell's output for `tests/snapshots/*.sql`;
 //! - `shell`: the interactive shell in a terminal (tmux);
+//! - `views`: feature views over changing directories (schema from the newest file);
 //! - `window_aggregates`: aggregation views against a brute-force reference and the
 //!   `RANGE`-window SQL on random inputs.
 
@@ -34,4 +35,5 @@ mod shell;
 mod slt;
 mod snapshots;
 mod training_sets;
+mod views;
 mod window_aggregates;

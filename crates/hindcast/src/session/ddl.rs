@@ -9,14 +9,18 @@ use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::TableProvider;
 use datafusion::common::{
-    DFSchema, Result, ScalarValue, TableReference, plan_datafusion_err, plan_err,
+    DFSchema, DataFusionError, Result, ScalarValue, TableReference, plan_datafusion_err, plan_err,
 };
 use datafusion::datasource::ViewTable;
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::{CreateExternalTable, Expr};
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::planner::{IdentNormalizer, object_name_to_table_reference};
 use datafusion::sql::sqlparser::ast::{ObjectName, Statement as SQLStatement};
+use futures::TryStreamExt;
+use object_store::ObjectMeta;
 
 use url::Url;
 
@@ -189,21 +193,8 @@ async fn create_view(
                 };
                 ctx.register_object_store(&url, s3_store(&url, &s3_options)?);
             }
-            let command = CreateExternalTable::builder(
-                reference.clone(),
-                location.clone(),
-                format.clone(),
-                Arc::new(DFSchema::empty()),
-            )
-            .with_partition_cols(partitions.clone())
-            .with_options(options)
-            .build();
-            let factory = state.table_factories().get(format).ok_or_else(|| {
-                plan_datafusion_err!("no table factory for {format} files in this session")
-            })?;
-            let provider = factory.create(&state, &command).await.map_err(|e| {
-                let message = e.to_string();
-                let hint = if message.contains("403 Forbidden") {
+            let cannot_read = |e: DataFusionError| {
+                let hint = if e.to_string().contains("403 Forbidden") {
                     " (access denied: check the credentials, from the AWS_* environment variables or the view's aws.* OPTIONS)"
                 } else {
                     ""
@@ -211,7 +202,32 @@ async fn create_view(
                 e.context(format!(
                     "feature view {reference}: cannot read {format} files at '{location}'{hint}"
                 ))
+            };
+            let schema = match format.as_str() {
+                "PARQUET" => newest_file_schema(&state, &location, &options, &partitions)
+                    .await
+                    .map_err(&cannot_read)?,
+                _ => None,
+            };
+            let command = CreateExternalTable::builder(
+                reference.clone(),
+                location.clone(),
+                format.clone(),
+                Arc::new(match schema {
+                    Some(schema) => DFSchema::try_from(schema)?,
+                    None => DFSchema::empty(),
+                }),
+            )
+            .with_partition_cols(partitions.clone())
+            .with_options(options)
+            .build();
+            let factory = state.table_factories().get(format).ok_or_else(|| {
+                plan_datafusion_err!("no table factory for {format} files in this session")
             })?;
+            let provider = factory
+                .create(&state, &command)
+                .await
+                .map_err(&cannot_read)?;
             if let Some(delta) = DeltaSource::of(provider.as_ref()) {
                 partitions = delta.partitions();
             }
@@ -623,4 +639,55 @@ async fn describe(
         rows.push(vec![format!("view {view}"), features]);
     }
     string_table(ctx, &["property", "value"], rows).map(Some)
+}
+
+/// A Parquet view's schema read from its newest file (and its partition columns, typed as
+/// DataFusion's listing table types them), for `CREATE FEATURE VIEW`.
+///
+/// Why: given no schema, DataFusion's listing table reads every file's footer to merge
+/// their schemas; two years of daily partitions are 730 footers, on S3 a request each, at
+/// every session start. One file's schema is what Spark reads by default. The newest file
+/// has the columns added last, and older files without one read it as NULL (DataFusion's
+/// schema adapter; a column declared NOT NULL cannot be, and the read says so, as it did
+/// with the merged schema). `None` where no file has rows: the listing table then says so.
+async fn newest_file_schema(
+    state: &SessionState,
+    location: &str,
+    options: &HashMap<String, String>,
+    partitions: &[String],
+) -> Result<Option<SchemaRef>> {
+    let url = ListingTableUrl::parse(location)?;
+    let store = state.runtime_env().object_store(&url)?;
+    let format = state
+        .get_file_format_factory("parquet")
+        .ok_or_else(|| plan_datafusion_err!("no Parquet format in this session"))?
+        .create(state, options)?;
+    let extension = format.get_ext();
+    let files: Vec<ObjectMeta> = url
+        .list_all_files(state, store.as_ref(), &extension)
+        .await?
+        .try_collect()
+        .await?;
+    let Some(newest) = files
+        .into_iter()
+        .filter(|f| f.size > 0)
+        .max_by(|a, b| (a.last_modified, &a.location).cmp(&(b.last_modified, &b.location)))
+    else {
+        return Ok(None);
+    };
+    let file_schema = format.infer_schema(state, &store, &[newest]).await?;
+    let fields = file_schema
+        .fields()
+        .iter()
+        .filter(|f| !partitions.contains(f.name()))
+        .cloned()
+        .chain(partitions.iter().map(|p| {
+            let values = DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8));
+            Arc::new(Field::new(p, values, true))
+        }))
+        .collect::<Vec<_>>();
+    Ok(Some(Arc::new(Schema::new_with_metadata(
+        fields,
+        file_schema.metadata().clone(),
+    ))))
 }
