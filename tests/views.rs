@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
 };
-use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
 
 use hindcast::Hindcast;
@@ -18,13 +19,14 @@ use hindcast::Hindcast;
 /// One row, `(user_id, ts, spend[, visits])`, as `dir/date=<date>/part-0.parquet`, modified
 /// `age` ago.
 fn write_partition(dir: &Path, date: &str, ts: &str, spend: f64, visits: Option<i64>, age: u64) {
-    let micros = chrono_free_micros(ts);
+    let ts = cast(
+        &StringArray::from(vec![ts]),
+        &DataType::Timestamp(TimeUnit::Microsecond, None),
+    )
+    .expect("a timestamp");
     let mut columns: Vec<(&str, ArrayRef)> = vec![
         ("user_id", Arc::new(Int64Array::from(vec![1]))),
-        (
-            "ts",
-            Arc::new(TimestampMicrosecondArray::from(vec![micros])),
-        ),
+        ("ts", ts),
         ("spend", Arc::new(Float64Array::from(vec![spend]))),
     ];
     if let Some(visits) = visits {
@@ -43,20 +45,6 @@ fn write_partition(dir: &Path, date: &str, ts: &str, spend: f64, visits: Option<
     let file = writer.into_inner().expect("close");
     file.set_modified(SystemTime::now() - Duration::from_secs(age))
         .expect("mtime");
-}
-
-/// `YYYY-MM-DD HH:MM:SS` (UTC, 2024-2025) as microseconds since the epoch.
-fn chrono_free_micros(ts: &str) -> i64 {
-    let days_before_month = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
-    let (y, m, d): (i64, usize, i64) = (
-        ts[0..4].parse().unwrap(),
-        ts[5..7].parse().unwrap(),
-        ts[8..10].parse().unwrap(),
-    );
-    let (h, min): (i64, i64) = (ts[11..13].parse().unwrap(), ts[14..16].parse().unwrap());
-    let leap = (y == 2024 && m > 2) as i64;
-    let days = (y - 1970) * 365 + (y - 1969) / 4 + days_before_month[m - 1] + leap + d - 1;
-    ((days * 24 + h) * 60 + min) * 60 * 1_000_000
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

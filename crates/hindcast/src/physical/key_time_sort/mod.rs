@@ -21,7 +21,7 @@
 //! wider than 32 bits, and a time equal to `i64::MIN` (which would tie with NULL) take a
 //! general path: Arrow's `lexsort` over the sort columns. Partitions of very many small
 //! batches (over 64Ki of them, see [`CHUNK_BITS`]) are concatenated first; under a memory
-//! limit a run ends at 64Ki batches instead, since the concatenation is not reserved.
+//! limit a run ends at 64Ki chunks instead, since the concatenation is not reserved.
 //!
 //! - [`exec`]: the plan node;
 //! - [`partition`]: [`SortedPartition`], the sorted rows as the join reads them;

@@ -287,22 +287,16 @@ fn sort_order(
             );
         }
         drop(chunks);
-        let chunks = (0..all.num_rows())
+        let chunks: Vec<RecordBatch> = (0..all.num_rows())
             .step_by(CHUNK_ROWS)
             .map(|start| all.slice(start, CHUNK_ROWS.min(all.num_rows() - start)))
             .collect();
-        return general_order(schema, chunks, exprs);
+        let columns = evaluate(exprs, &chunks)?;
+        return general_order(schema, chunks, exprs, columns);
     }
-    let evaluate = |e: &PhysicalExprRef| {
-        chunks
-            .iter()
-            .map(|c| e.evaluate(c)?.into_array(c.num_rows()))
-            .collect::<Result<Vec<_>>>()
-    };
-    let columns = exprs.iter().map(evaluate).collect::<Result<Vec<_>>>()?;
+    let columns = evaluate(exprs, &chunks)?;
     let Some(sorted) = key_time_order(&columns)? else {
-        drop(columns);
-        return general_order(schema, chunks, exprs);
+        return general_order(schema, chunks, exprs, columns);
     };
     drop(columns);
     // The sorted key and time stand in for their columns when the expressions are plain
@@ -319,21 +313,33 @@ fn sort_order(
     SortedPartition::new(schema, chunks, sorted_columns, order)
 }
 
-/// The general path: any key types, any number of keys, at most [`CHUNK_ROWS`] chunks.
-/// Only the sort columns are concatenated (for Arrow's `lexsort`); the rows stay in their
-/// chunks, as on the radix path, so the sort needs no second copy of the payload.
+/// Each of `exprs` evaluated on each chunk.
+fn evaluate(exprs: &[PhysicalExprRef], chunks: &[RecordBatch]) -> Result<Vec<Vec<ArrayRef>>> {
+    exprs
+        .iter()
+        .map(|e| {
+            chunks
+                .iter()
+                .map(|c| e.evaluate(c)?.into_array(c.num_rows()))
+                .collect()
+        })
+        .collect()
+}
+
+/// The general path: any key types, any number of keys, at most [`CHUNK_ROWS`] chunks,
+/// with `columns` the sort expressions evaluated on each chunk ([`evaluate`]). Only the
+/// sort columns are concatenated (for Arrow's `lexsort`); the rows stay in their chunks,
+/// as on the radix path, so the sort needs no second copy of the payload.
 fn general_order(
     schema: SchemaRef,
     chunks: Vec<RecordBatch>,
     exprs: &[PhysicalExprRef],
+    columns: Vec<Vec<ArrayRef>>,
 ) -> Result<SortedPartition> {
     let sort_columns = exprs
         .iter()
-        .map(|e| {
-            let arrays = chunks
-                .iter()
-                .map(|c| e.evaluate(c)?.into_array(c.num_rows()))
-                .collect::<Result<Vec<_>>>()?;
+        .zip(columns)
+        .map(|(e, arrays)| {
             let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
             let values = match refs.as_slice() {
                 [] => new_empty_array(&e.data_type(&schema)?),
