@@ -1,5 +1,7 @@
 //! hindcast's one integration-test binary (one binary links DataFusion once).
 //!
+//! - `bad_files`: a Parquet feature view over a directory with broken, hidden, removed
+//!   or drifted files (each an error naming the file, or the good files' answer);
 //! - `slt`: the SQL behaviour in `sql/*.slt`, each file under several batch sizes and
 //!   partition counts, through the plan codec and on a cluster;
 //! - `delta`: Delta Lake tables and feature views, each pinned version against the rows
@@ -15,12 +17,15 @@
 //! - `helpers`: pure helpers (the key-time sort's radix sort, the shell's statement end);
 //! - `cli`: the `hindcast` binary as a user runs it (worker processes included);
 //! - `s3`: feature views on a local S3-compatible server (moto);
+//! - `sql_fuzz`: seeded random and mutated statements over hindcast's grammar (no
+//!   panic, hang or internal error);
 //! - `snapshots`: the shell's output for `tests/snapshots/*.sql`;
 //! - `shell`: the interactive shell in a terminal (tmux);
 //! - `views`: feature views over changing directories (schema from the newest file);
 //! - `window_aggregates`: aggregation views against a brute-force reference and the
 //!   `RANGE`-window SQL on random inputs.
 
+mod bad_files;
 mod cli;
 mod common;
 mod delta;
@@ -34,6 +39,7 @@ mod s3;
 mod shell;
 mod slt;
 mod snapshots;
+mod sql_fuzz;
 mod training_sets;
 mod views;
 mod window_aggregates;

@@ -6,12 +6,14 @@
 //! scan and get dropped like any table; feature services, which are only lists of
 //! `view (features)`, live in a [`FeatureRegistry`] shared by the session and its planner.
 
+mod files;
 mod partitioning;
 mod view;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+pub use files::{BadFile, file_location, is_hidden, open_problem};
 pub use partitioning::TimePartitioning;
 pub(crate) use view::column_list;
 pub use view::{

@@ -16,6 +16,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::TimePartitioning;
+use super::files::checked_scans;
 use crate::delta::DELTA;
 use crate::time::TimeDomain;
 
@@ -374,7 +375,13 @@ impl TableProvider for FeatureViewTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.source.scan(state, projection, filters, limit).await
+        let plan = self.source.scan(state, projection, filters, limit).await?;
+        match &self.view.source {
+            FeatureSource::Files {
+                format, location, ..
+            } if format == "PARQUET" => checked_scans(&self.view.name, location, plan),
+            _ => Ok(plan),
+        }
     }
 
     fn supports_filters_pushdown(

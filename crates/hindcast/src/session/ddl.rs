@@ -12,7 +12,9 @@ use datafusion::common::{
     DFSchema, DataFusionError, Result, ScalarValue, TableReference, plan_datafusion_err, plan_err,
 };
 use datafusion::datasource::ViewTable;
-use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{CreateExternalTable, Expr};
 use datafusion::prelude::{DataFrame, SessionContext};
@@ -26,8 +28,8 @@ use url::Url;
 
 use crate::delta::{DELTA, DeltaSource};
 use crate::features::{
-    AggregateFunction, Aggregation, FeatureRegistry, FeatureService, FeatureSource, FeatureView,
-    FeatureViewTable,
+    AggregateFunction, Aggregation, BadFile, FeatureRegistry, FeatureService, FeatureSource,
+    FeatureView, FeatureViewTable, file_location, is_hidden, open_problem,
 };
 use crate::sql::{
     CreateFeatureService, CreateFeatureView, FeatureObject, FeatureViewSource, HindcastStatement,
@@ -194,6 +196,9 @@ async fn create_view(
                 ctx.register_object_store(&url, s3_store(&url, &s3_options)?);
             }
             let cannot_read = |e: DataFusionError| {
+                if matches!(&e, DataFusionError::External(inner) if inner.is::<BadFile>()) {
+                    return e;
+                }
                 let hint = if e.to_string().contains("403 Forbidden") {
                     " (access denied: check the credentials, from the AWS_* environment variables or the view's aws.* OPTIONS)"
                 } else {
@@ -203,31 +208,35 @@ async fn create_view(
                     "feature view {reference}: cannot read {format} files at '{location}'{hint}"
                 ))
             };
-            let schema = match format.as_str() {
-                "PARQUET" => newest_file_schema(&state, &location, &options, &partitions)
-                    .await
-                    .map_err(&cannot_read)?,
+            let parquet = match format.as_str() {
+                "PARQUET" => {
+                    parquet_view_table(&state, &reference, &location, &options, &partitions)
+                        .await
+                        .map_err(&cannot_read)?
+                }
                 _ => None,
             };
-            let command = CreateExternalTable::builder(
-                reference.clone(),
-                location.clone(),
-                format.clone(),
-                Arc::new(match schema {
-                    Some(schema) => DFSchema::try_from(schema)?,
-                    None => DFSchema::empty(),
-                }),
-            )
-            .with_partition_cols(partitions.clone())
-            .with_options(options)
-            .build();
-            let factory = state.table_factories().get(format).ok_or_else(|| {
-                plan_datafusion_err!("no table factory for {format} files in this session")
-            })?;
-            let provider = factory
-                .create(&state, &command)
-                .await
-                .map_err(&cannot_read)?;
+            let provider = match parquet {
+                Some(table) => table,
+                None => {
+                    let command = CreateExternalTable::builder(
+                        reference.clone(),
+                        location.clone(),
+                        format.clone(),
+                        Arc::new(DFSchema::empty()),
+                    )
+                    .with_partition_cols(partitions.clone())
+                    .with_options(options)
+                    .build();
+                    let factory = state.table_factories().get(format).ok_or_else(|| {
+                        plan_datafusion_err!("no table factory for {format} files in this session")
+                    })?;
+                    factory
+                        .create(&state, &command)
+                        .await
+                        .map_err(&cannot_read)?
+                }
+            };
             if let Some(delta) = DeltaSource::of(provider.as_ref()) {
                 partitions = delta.partitions();
             }
@@ -641,33 +650,78 @@ async fn describe(
     string_table(ctx, &["property", "value"], rows).map(Some)
 }
 
-/// A Parquet view's schema read from its newest file (and its partition columns, typed as
-/// DataFusion's listing table types them), for `CREATE FEATURE VIEW`.
+/// A Parquet view's table: DataFusion's listing table over the location's `.parquet`
+/// files, its schema read from the newest of them, its partition columns typed as
+/// DataFusion types them. `None` where no file has rows: DataFusion's table factory then
+/// says what it finds.
 ///
-/// Why: given no schema, DataFusion's listing table reads every file's footer to merge
-/// their schemas; two years of daily partitions are 730 footers, on S3 a request each, at
-/// every session start. One file's schema is what Spark reads by default. The newest file
-/// has the columns added last, and older files without one read it as NULL (DataFusion's
-/// schema adapter; a column declared NOT NULL cannot be, and the read says so, as it did
-/// with the merged schema). `None` where no file has rows: the listing table then says so.
-async fn newest_file_schema(
+/// Why one file's schema: given no schema, DataFusion's listing table reads every file's
+/// footer to merge their schemas; two years of daily partitions are 730 footers, on S3 a
+/// request each, at every session start. One file's schema is what Spark reads by
+/// default. The newest file has the columns added last, and older files without one read
+/// it as NULL (a column declared NOT NULL cannot be; the read names the file).
+///
+/// Why not DataFusion's table factory: it checks the partition directories of the first
+/// ten files it lists, hidden ones included, so the `_SUCCESS` Spark writes at a table's
+/// root fails `CREATE`. Here hidden files (`files::is_hidden`) are skipped, and every other
+/// file must be under the declared partition directories: DataFusion's scan drops a file it
+/// cannot read partition values for, which would silently leave out its rows.
+async fn parquet_view_table(
     state: &SessionState,
+    view: &impl std::fmt::Display,
     location: &str,
     options: &HashMap<String, String>,
     partitions: &[String],
-) -> Result<Option<SchemaRef>> {
+) -> Result<Option<Arc<dyn TableProvider>>> {
     let url = ListingTableUrl::parse(location)?;
     let store = state.runtime_env().object_store(&url)?;
     let format = state
         .get_file_format_factory("parquet")
         .ok_or_else(|| plan_datafusion_err!("no Parquet format in this session"))?
         .create(state, options)?;
-    let extension = format.get_ext();
+    // A directory's `.parquet` files, as DataFusion reads one it infers the schema of; a
+    // file by its name, whatever it ends in.
+    let extension = if url.is_collection() {
+        format.get_ext()
+    } else {
+        String::new()
+    };
     let files: Vec<ObjectMeta> = url
         .list_all_files(state, store.as_ref(), &extension)
         .await?
         .try_collect()
         .await?;
+    let files: Vec<ObjectMeta> = files
+        .into_iter()
+        .filter(|f| !is_hidden(url.prefix(), &f.location))
+        .collect();
+    for file in &files {
+        let directories: Vec<&str> = url
+            .strip_prefix(&file.location)
+            .into_iter()
+            .flatten()
+            .collect();
+        let keys: Vec<&str> = directories
+            .split_last()
+            .map_or(&[][..], |(_, directories)| directories)
+            .iter()
+            .filter_map(|part| part.split_once('=').map(|(key, _)| key))
+            .collect();
+        if !partitions.is_empty() && keys != partitions {
+            return Err(DataFusionError::External(Box::new(BadFile {
+                view: view.to_string(),
+                file: file_location(&url.object_store(), &file.location),
+                problem: format!(
+                    "it is not under the view's partition directories ({}), so no query would read its rows: move it under them, or remove it",
+                    partitions
+                        .iter()
+                        .map(|p| format!("{p}=..."))
+                        .collect::<Vec<_>>()
+                        .join("/")
+                ),
+            })));
+        }
+    }
     let Some(newest) = files
         .into_iter()
         .filter(|f| f.size > 0)
@@ -675,19 +729,43 @@ async fn newest_file_schema(
     else {
         return Ok(None);
     };
-    let file_schema = format.infer_schema(state, &store, &[newest]).await?;
-    let fields = file_schema
+    let file = file_location(&url.object_store(), &newest.location);
+    let file_schema = format
+        .infer_schema(state, &store, &[newest])
+        .await
+        .map_err(|e| {
+            DataFusionError::External(Box::new(BadFile {
+                view: view.to_string(),
+                file,
+                problem: format!(
+                    "the view takes its schema from its newest file, this one, and {}",
+                    open_problem(&e.to_string())
+                ),
+            }))
+        })?;
+    let fields: Vec<_> = file_schema
         .fields()
         .iter()
         .filter(|f| !partitions.contains(f.name()))
         .cloned()
-        .chain(partitions.iter().map(|p| {
-            let values = DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8));
-            Arc::new(Field::new(p, values, true))
-        }))
-        .collect::<Vec<_>>();
-    Ok(Some(Arc::new(Schema::new_with_metadata(
+        .collect();
+    let file_schema = Arc::new(Schema::new_with_metadata(
         fields,
         file_schema.metadata().clone(),
-    ))))
+    ));
+    let partition_type = DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8));
+    let listing = ListingOptions::new(format)
+        .with_file_extension(extension)
+        .with_table_partition_cols(
+            partitions
+                .iter()
+                .map(|p| (p.clone(), partition_type.clone()))
+                .collect(),
+        );
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(listing)
+        .with_schema(file_schema);
+    let table = ListingTable::try_new(config)?
+        .with_cache(state.runtime_env().cache_manager.get_file_statistic_cache());
+    Ok(Some(Arc::new(table)))
 }

@@ -38,7 +38,7 @@ use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::dialect::{Dialect, dialect_from_str};
 
 use crate::delta::{DELTA, DeltaTableFactory};
-use crate::features::FeatureRegistry;
+use crate::features::{self, FeatureRegistry};
 use crate::logical::{PruneWindowAggregates, PushDownAsOfFilter, RewriteRowNumberAsOf};
 use crate::physical::{HindcastExtensionPlanner, UseKeyTimeSort};
 use crate::sql::{
@@ -491,6 +491,7 @@ impl HindcastBuilder {
 /// An error as one readable line, as the shell and the Python package show it: DataFusion
 /// nests causes over several lines (`caused by`) and shows a parser error with `Debug`.
 pub fn error_message(e: &DataFusionError) -> String {
+    use datafusion::parquet::errors::ParquetError;
     use datafusion::sql::sqlparser::parser::ParserError;
     match e {
         // DataFusion shows a parser error with `Debug` (`ParserError("...")`).
@@ -503,8 +504,30 @@ pub fn error_message(e: &DataFusionError) -> String {
             }
         },
         DataFusionError::Context(context, inner) => format!("{context}: {}", error_message(inner)),
+        DataFusionError::Shared(inner) => error_message(inner),
+        DataFusionError::Diagnostic(_, inner) => error_message(inner),
+        DataFusionError::External(inner) => external_message(inner.as_ref())
+            .unwrap_or_else(|| e.to_string().lines().collect::<Vec<_>>().join(" ")),
+        DataFusionError::ParquetError(inner) => match inner.as_ref() {
+            ParquetError::External(inner) => external_message(inner.as_ref())
+                .unwrap_or_else(|| format!("Parquet error: {}", inner)),
+            // Each layer adds its prefix: "Parquet error: Parquet error: ...".
+            _ => format!(
+                "Parquet error: {}",
+                inner.to_string().replace("Parquet error: ", "")
+            ),
+        },
         _ => e.to_string().lines().collect::<Vec<_>>().join(" "),
     }
+}
+
+/// The message of an error DataFusion carries as an opaque one, where it is hindcast's or
+/// DataFusion's own.
+fn external_message(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<String> {
+    if let Some(bad) = e.downcast_ref::<features::BadFile>() {
+        return Some(bad.to_string());
+    }
+    e.downcast_ref::<DataFusionError>().map(error_message)
 }
 
 /// Options of [`Hindcast::historical_features`], as in Feast.

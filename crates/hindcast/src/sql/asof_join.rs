@@ -14,6 +14,7 @@
 //! hold a TTL bound too); `USING (k, ..., ts)` names the keys and, last, the time, with
 //! `>=`. Without `LEFT` the join is inner, as in DuckDB.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::common::{Column, DFSchema, Result, plan_datafusion_err, plan_err};
@@ -22,7 +23,7 @@ use datafusion::logical_expr::utils::split_conjunction_owned;
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, LogicalPlanBuilder, Operator};
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr as SQLExpr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    JoinConstraint,
+    JoinConstraint, visit_expressions,
 };
 
 use super::asof_on::OnForm;
@@ -66,6 +67,12 @@ pub(super) fn plan_asof_join(
             })?;
             tie_breaker = Some(expr);
         } else {
+            if let Some(name) = misplaced_call(&term) {
+                return plan_err!(
+                    "{name}(...) is a term of MATCH_CONDITION on its own, AND-ed with the others \
+                     (not inside NOT, OR or another expression); found {term}"
+                );
+            }
             conditions.extend(split_conjunction_owned(
                 context.sql_to_expr(term, &join_schema)?,
             ));
@@ -108,6 +115,12 @@ fn plan_on_form(
 ) -> Result<LogicalPlan> {
     let (on, condition, using) = match constraint {
         JoinConstraint::On(expr) => {
+            if let Some(name) = misplaced_call(&expr) {
+                return plan_err!(
+                    "{name}(...) belongs in MATCH_CONDITION, not in DuckDB's ASOF JOIN ... ON: write \
+                     ASOF JOIN r MATCH_CONDITION (...) ON l.k = r.k; found {expr}"
+                );
+            }
             let expr = context.sql_to_expr(expr, join_schema)?;
             let mut on = vec![];
             let mut conditions = vec![];
@@ -276,6 +289,12 @@ pub(super) fn join_keys(
 ) -> Result<JoinKeys> {
     Ok(match constraint {
         JoinConstraint::On(expr) => {
+            if let Some(name) = misplaced_call(&expr) {
+                return plan_err!(
+                    "{name}(...) belongs in MATCH_CONDITION, not in DuckDB's ASOF JOIN ... ON: write \
+                     ASOF JOIN r MATCH_CONDITION (...) ON l.k = r.k; found {expr}"
+                );
+            }
             let expr = context.sql_to_expr(expr, join_schema)?;
             (equi_keys(expr, left.schema(), right.schema())?, vec![])
         }
@@ -375,6 +394,23 @@ fn call_of<'a>(expr: &'a SQLExpr, name: &str) -> Option<Option<Vec<&'a SQLExpr>>
             })
             .collect(),
     )
+}
+
+/// `latest_by` or `nearest` if `expr` calls one anywhere inside it: they are words of the
+/// `MATCH_CONDITION` grammar, which DataFusion would report as unknown functions.
+fn misplaced_call(expr: &SQLExpr) -> Option<&'static str> {
+    let mut found = None;
+    let _ = visit_expressions(expr, |e| {
+        if let Some(name) = ["latest_by", "nearest"]
+            .into_iter()
+            .find(|name| call_of(e, name).is_some())
+        {
+            found = Some(name);
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    found
 }
 
 /// The two arguments of `name(a, b)`, or an error for `name` with other arguments.
