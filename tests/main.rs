@@ -15,6 +15,8 @@
 //! - `inserts`: `INSERT INTO` a Parquet feature view (new files moved into place);
 //! - `training_sets`: a training set's manifest, `validate` and `reproduce`;
 //! - `helpers`: pure helpers (the key-time sort's radix sort, the shell's statement end);
+//! - `crashes`: `COPY`, `INSERT INTO` and `hindcast generate` killed with SIGKILL at
+//!   several points (the next write finishes or removes what they left);
 //! - `cli`: the `hindcast` binary as a user runs it (worker processes included);
 //! - `s3`: feature views on a local S3-compatible server (moto);
 //! - `sql_fuzz`: seeded random and mutated statements over hindcast's grammar (no
@@ -28,6 +30,7 @@
 mod bad_files;
 mod cli;
 mod common;
+mod crashes;
 mod delta;
 mod differential;
 mod distributed;

@@ -426,10 +426,20 @@ impl Generator {
     }
 }
 
-/// Replace `target` by `partial`.
+/// Replace `target` by `partial`: the old one moved aside to a hidden name, the new one
+/// renamed in, then the old one removed, so a reader (or a kill) sees the old table or the
+/// new one, never one half removed. What a killed run leaves (`.name.partial`,
+/// `.name.old`) is hidden from readers and removed by the next run.
 fn publish(partial: &Path, target: &Path) -> Result<()> {
-    remove(target)?;
-    std::fs::rename(partial, target).map_err(|e| io_error(target, e))
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let old = target.with_file_name(format!(".{name}.old"));
+    remove(&old)?;
+    if target.exists() {
+        std::fs::rename(target, &old).map_err(|e| io_error(target, e))?;
+    }
+    hindcast::crash_point("moved-aside");
+    std::fs::rename(partial, target).map_err(|e| io_error(target, e))?;
+    remove(&old)
 }
 
 /// Remove a file or directory tree if it exists.

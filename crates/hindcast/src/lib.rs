@@ -31,6 +31,8 @@ pub mod sql;
 pub mod storage;
 pub mod time;
 
+#[doc(hidden)]
+pub use session::crash_point;
 pub use session::{
     Hindcast, HindcastBuilder, HindcastOptions, RetrievalOptions, WorkerList, error_message,
     manifest, parse_memory_limit,

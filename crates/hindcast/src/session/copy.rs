@@ -1,16 +1,47 @@
-//! `COPY ... TO` a local path, written atomically: under a temporary sibling name, moved
-//! into place only once the whole write succeeded.
+//! `COPY ... TO` a local path (and `INSERT INTO` a Parquet view), written atomically:
+//! under a temporary sibling name, moved into place only once the whole write succeeded.
+//!
+//! A write goes through three sibling names of its target `dir/name`, each carrying the
+//! writer's process id and a counter:
+//!
+//! - `.hindcast-tmp-<pid>-<n>-name`: being written; incomplete until renamed;
+//! - `.hindcast-commit-<pid>-<n>-name` (or `.hindcast-replace-...`, replacing the target
+//!   as a whole): complete, being moved into place;
+//! - `.hindcast-old-<pid>-<n>-name`: the target it replaces, moved aside, removed once
+//!   the new one is in.
+//!
+//! Each step is one rename, so a process killed at any point leaves the target as it was
+//! or as it is meant to be, plus siblings that say how far it got. The next write to the
+//! same target finishes what a dead writer started (`recover`): an incomplete write is
+//! removed, a complete one is moved into place, an old copy is removed (or put back if
+//! the target is missing). Readers list the target itself, never its siblings.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::common::{DataFusionError, Result};
 
+const TEMP: &str = ".hindcast-tmp-";
+const COMMIT: &str = ".hindcast-commit-";
+const REPLACE: &str = ".hindcast-replace-";
+const OLD: &str = ".hindcast-old-";
+
+/// Where a test asks a write to stop: at a point named `point` when `HINDCAST_CRASH_POINT`
+/// names it, the process says so on stderr and sleeps, for the test to kill it there
+/// (`tests/crashes.rs`). Costs one environment lookup per write step.
+#[doc(hidden)]
+pub fn crash_point(point: &str) {
+    if std::env::var("HINDCAST_CRASH_POINT").is_ok_and(|p| p == point) {
+        eprintln!("hindcast: at crash point {point}");
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
 /// A `COPY ... TO` target written under a temporary sibling name and moved into place only
-/// once the whole write succeeded, so a failed or cancelled write leaves no partial dataset.
-/// Object-store targets have no rename and are written in place.
+/// once the whole write succeeded, so a failed, cancelled or killed write leaves no
+/// partial dataset. Object-store targets have no rename and are written in place.
 pub(super) struct TempOutput {
-    /// A sibling of `target` with the same file name after a hidden prefix.
+    /// `.hindcast-tmp-<pid>-<n>-<name>`, a sibling of `target`.
     temp: PathBuf,
     target: PathBuf,
     /// Whether the target was written as a directory (`'out/'`).
@@ -21,19 +52,16 @@ pub(super) struct TempOutput {
 }
 
 impl TempOutput {
+    /// The write of `target`, after finishing what dead writers left there (`recover`).
     pub fn for_target(target: &str) -> Option<Self> {
         let local = target.strip_prefix("file://").unwrap_or(target);
         if local.contains("://") {
             return None;
         }
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let target = PathBuf::from(local.trim_end_matches('/'));
-        let name = target.file_name()?.to_string_lossy().into_owned();
-        let temp = target.with_file_name(format!(
-            ".hindcast-tmp-{}-{}-{name}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        target.file_name()?;
+        recover(&target);
+        let temp = sibling(&target, TEMP);
         Some(Self {
             temp,
             target,
@@ -83,22 +111,115 @@ impl TempOutput {
             self.committed = true;
             return Ok(());
         }
-        let result = if self.replace && self.target.is_dir() {
-            replace(&self.temp, &self.target)
-        } else if self.target.is_dir() {
-            merge_into(&self.temp, &self.target)
-        } else {
-            std::fs::rename(&self.temp, &self.target)
-        };
-        result.map_err(|e| {
+        crash_point("written");
+        // From here the write is complete: a dead writer's `.hindcast-commit-` is moved
+        // into place by the next write, not removed.
+        let kind = if self.replace { REPLACE } else { COMMIT };
+        let complete = self.temp.with_file_name(format!(
+            "{kind}{}",
+            &self.temp.file_name().unwrap_or_default().to_string_lossy()[TEMP.len()..]
+        ));
+        let moved = std::fs::rename(&self.temp, &complete).and_then(|()| {
+            self.committed = true;
+            crash_point("complete");
+            put_in_place(&complete, &self.target, self.replace)
+        });
+        moved.map_err(|e| {
+            // Nothing of a failed write is left to be moved in later (a directory merge
+            // stopped halfway keeps the files it moved, each whole).
+            let _ = remove(&complete);
             DataFusionError::from(e).context(format!(
                 "COPY wrote {} but could not move it to {}",
-                self.temp.display(),
+                complete.display(),
                 self.target.display()
             ))
-        })?;
-        self.committed = true;
-        Ok(())
+        })
+    }
+}
+
+/// `dir/<prefix><pid>-<n>-<name>` for the target `dir/name`.
+fn sibling(target: &Path, prefix: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    target.with_file_name(format!(
+        "{prefix}{}-{}-{name}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Move the complete write `from` into place at `target`: renamed there, or its files added
+/// to the directory there, or (`replace`) in the place of that directory.
+fn put_in_place(from: &Path, target: &Path, replace: bool) -> std::io::Result<()> {
+    if replace && target.is_dir() {
+        replace_dir(from, target)
+    } else if target.is_dir() {
+        merge_into(from, target)
+    } else {
+        std::fs::rename(from, target)
+    }
+}
+
+/// Finish or undo what writers of `target` that are no longer running left beside it:
+/// a `.hindcast-tmp-` is removed, a `.hindcast-commit-`/`-replace-` moved into place, then
+/// a `.hindcast-old-` removed, or renamed back where the target is missing. Best effort:
+/// what cannot be done is logged and left for the next write.
+fn recover(target: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let name = name.to_string_lossy();
+    let mut left: Vec<(&str, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let kind = [TEMP, COMMIT, REPLACE, OLD]
+                .into_iter()
+                .find(|kind| file.starts_with(kind))?;
+            let (pid, rest) = file[kind.len()..].split_once('-')?;
+            let (_, rest) = rest.split_once('-')?;
+            (rest == name && !running(pid.parse().ok()?)).then(|| (kind, entry.path()))
+        })
+        .collect();
+    // Complete writes first (an old copy is only put back if none is), then the rest.
+    left.sort_by_key(|(kind, _)| [COMMIT, REPLACE, OLD, TEMP].iter().position(|k| k == kind));
+    for (kind, path) in left {
+        let done = match kind {
+            COMMIT | REPLACE => put_in_place(&path, target, kind == REPLACE),
+            OLD if !target.exists() => std::fs::rename(&path, target),
+            _ => remove(&path),
+        };
+        match done {
+            Ok(()) => log::info!("finished an interrupted write: {}", path.display()),
+            Err(e) => log::warn!(
+                "cannot clean up {} after an interrupted write: {e}",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// Whether process `pid` is running (its leftovers are not to be touched). Where there is
+/// no `/proc` to ask, every process counts as running, and leftovers stay.
+fn running(pid: u32) -> bool {
+    pid == std::process::id()
+        || !Path::new("/proc/self").exists()
+        || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn remove(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
     }
 }
 
@@ -106,15 +227,10 @@ impl TempOutput {
 /// one renamed in, the old one removed. Between the two renames the target is missing (no
 /// rename swaps two directories portably); each rename is atomic, so a reader never sees
 /// a mix of the two.
-fn replace(from: &Path, target: &Path) -> std::io::Result<()> {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let name = target.file_name().unwrap_or_default().to_string_lossy();
-    let old = target.with_file_name(format!(
-        ".hindcast-old-{}-{}-{name}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+fn replace_dir(from: &Path, target: &Path) -> std::io::Result<()> {
+    let old = sibling(target, OLD);
     std::fs::rename(target, &old)?;
+    crash_point("moved-aside");
     if let Err(e) = std::fs::rename(from, target) {
         return match std::fs::rename(&old, target) {
             Ok(()) => Err(e),
@@ -135,10 +251,14 @@ fn replace(from: &Path, target: &Path) -> std::io::Result<()> {
 }
 
 /// Move every file under `from` to the same relative path under `into` (DataFusion's COPY
-/// adds files to an existing directory), then remove `from`.
+/// adds files to an existing directory), then remove `from`. Each file arrives whole; a
+/// reader listing `into` meanwhile may see some of them (documented in
+/// `docs/reliability.md`).
 fn merge_into(from: &Path, into: &Path) -> std::io::Result<()> {
     if from.is_file() {
-        return std::fs::rename(from, into);
+        std::fs::rename(from, into)?;
+        crash_point("merging");
+        return Ok(());
     }
     std::fs::create_dir_all(into)?;
     for entry in std::fs::read_dir(from)? {
@@ -150,13 +270,8 @@ fn merge_into(from: &Path, into: &Path) -> std::io::Result<()> {
 
 impl Drop for TempOutput {
     fn drop(&mut self) {
-        if self.committed {
-            return;
+        if !self.committed {
+            let _ = remove(&self.temp);
         }
-        let _ = if self.temp.is_dir() {
-            std::fs::remove_dir_all(&self.temp)
-        } else {
-            std::fs::remove_file(&self.temp)
-        };
     }
 }

@@ -50,6 +50,7 @@ use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 
 use copy::TempOutput;
+pub use copy::crash_point;
 use ddl::{execute_ddl, resolve_location};
 pub use options::{HindcastOptions, WorkerList, parse_memory_limit};
 
