@@ -15,6 +15,7 @@
 //! - `inserts`: `INSERT INTO` a Parquet feature view (new files moved into place);
 //! - `training_sets`: a training set's manifest, `validate` and `reproduce`;
 //! - `helpers`: pure helpers (the key-time sort's radix sort, the shell's statement end);
+//! - `concurrency`: eight queries at once through one session sharing a memory pool;
 //! - `crashes`: `COPY`, `INSERT INTO` and `hindcast generate` killed with SIGKILL at
 //!   several points (the next write finishes or removes what they left);
 //! - `cli`: the `hindcast` binary as a user runs it (worker processes included);
@@ -30,6 +31,7 @@
 mod bad_files;
 mod cli;
 mod common;
+mod concurrency;
 mod crashes;
 mod delta;
 mod differential;

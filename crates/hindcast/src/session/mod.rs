@@ -505,6 +505,10 @@ pub fn error_message(e: &DataFusionError) -> String {
             }
         },
         DataFusionError::Context(context, inner) => format!("{context}: {}", error_message(inner)),
+        DataFusionError::ResourcesExhausted(message) => format!(
+            "Resources exhausted: {message}. The memory limit is shared by the session's running \
+             queries: raise it (hindcast -m, memory_limit=...), or run fewer queries at once"
+        ),
         DataFusionError::Shared(inner) => error_message(inner),
         DataFusionError::Diagnostic(_, inner) => error_message(inner),
         DataFusionError::External(inner) => external_message(inner.as_ref())
