@@ -88,6 +88,12 @@ async fn eight_queries_share_one_pool_and_each_completes_or_names_the_limit() {
         }
     }
     println!("{completed} completed, {refused} refused memory, {spilled} bytes spilled");
-    assert!(completed >= QUERIES / 2, "only {completed} of {QUERIES} completed");
-    assert!(spilled > 0, "the pool was large enough for all eight: nothing spilled");
+    assert!(
+        completed >= QUERIES / 2,
+        "only {completed} of {QUERIES} completed"
+    );
+    assert!(
+        spilled > 0,
+        "the pool was large enough for all eight: nothing spilled"
+    );
 }

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use datafusion::common::{DataFusionError, Result, plan_err};
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
+use object_store::{ObjectStore, RetryConfig};
 use url::Url;
 
 /// The prefix of the S3 options a feature view's `OPTIONS` may hold.
@@ -71,6 +71,23 @@ impl ObjectStoreRegistry for HindcastObjectStores {
     }
 }
 
+/// Retries of a failed S3 request: each request that fails for a reason worth retrying (a
+/// 5xx status, a timeout, a connection refused or reset) is tried again at most
+/// `S3_RETRIES` times, after 100 ms, then about twice as long each time, and never past
+/// 30 s from the first attempt; then the query fails naming the object. Why not
+/// object_store's default (10 retries within 3 minutes): a query over a store that is
+/// down would sit for minutes before saying so. Three retries are what DuckDB's httpfs
+/// makes.
+pub const S3_RETRIES: usize = 3;
+
+fn retry_config() -> RetryConfig {
+    RetryConfig {
+        max_retries: S3_RETRIES,
+        retry_timeout: std::time::Duration::from_secs(30),
+        ..RetryConfig::default()
+    }
+}
+
 /// An S3 client for `url`'s bucket: the environment's settings, overridden by `options`
 /// (keys `aws.access_key_id`, `aws.secret_access_key`, `aws.session_token`, `aws.region`,
 /// `aws.endpoint`, `aws.allow_http`).
@@ -78,7 +95,9 @@ pub fn s3_store(url: &Url, options: &HashMap<String, String>) -> Result<Arc<dyn 
     let Some(bucket) = url.host_str() else {
         return plan_err!("S3 location '{url}' has no bucket: write it as s3://bucket/path/");
     };
-    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(retry_config());
     for (key, value) in options {
         builder = match key.strip_prefix(S3_OPTION_PREFIX) {
             Some("access_key_id") => builder.with_access_key_id(value),

@@ -61,7 +61,11 @@ impl std::error::Error for BadFile {}
 /// (the parquet crate and the object store report these cases only as text).
 pub fn open_problem(message: &str) -> String {
     let message = strip_prefixes(message);
-    if message.contains("not found") || message.contains("No such file") {
+    if message.contains(" retries") || message.contains("error sending request") {
+        // The object store's client gave up (`storage::S3_RETRIES`): nothing is wrong
+        // with the file.
+        format!("the object store did not answer: {message}; run the query again once it does")
+    } else if message.contains("not found") || message.contains("No such file") {
         "the file is gone: it was removed after the query listed the view's files; run the query again".to_string()
     } else if message.contains("Corrupt footer")
         || message.contains("Invalid Parquet file")

@@ -17,9 +17,16 @@
 //! the target is missing). Readers list the target itself, never its siblings.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use url::Url;
 
 const TEMP: &str = ".hindcast-tmp-";
 const COMMIT: &str = ".hindcast-commit-";
@@ -272,6 +279,99 @@ impl Drop for TempOutput {
     fn drop(&mut self) {
         if !self.committed {
             let _ = remove(&self.temp);
+        }
+    }
+}
+
+/// A `COPY ... TO` an object store (`s3://`), written under a hidden sibling prefix and
+/// copied into place (server-side) once the whole write succeeded; a failed write's
+/// objects are deleted. An object store has no rename: while the copies run, a reader may
+/// see some of the new files (each whole), and a process killed mid-write leaves its
+/// `.hindcast-tmp-` prefix behind, which readers of the target never list (see
+/// `docs/reliability.md`).
+pub(super) struct RemoteOutput {
+    store: Arc<dyn ObjectStore>,
+    /// `s3://bucket/`: what the store's paths are relative to.
+    base: String,
+    temp: ObjectPath,
+    target: ObjectPath,
+    is_dir: bool,
+}
+
+impl RemoteOutput {
+    pub fn for_target(target: &str, runtime: &RuntimeEnv) -> Result<Option<Self>> {
+        let Ok(url) = Url::parse(target) else {
+            return Ok(None);
+        };
+        if url.scheme() == "file" || url.host_str().is_none() {
+            return Ok(None);
+        }
+        let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
+        let store = runtime.object_store(&store_url)?;
+        let path = ObjectPath::from_url_path(url.path())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let Some(name) = path.filename().map(str::to_string) else {
+            return Ok(None);
+        };
+        let parent: Vec<_> = path.parts().collect();
+        let parent = ObjectPath::from_iter(parent[..parent.len() - 1].iter().cloned());
+        let temp = sibling(Path::new(&name), TEMP);
+        let temp = parent.join(temp.to_string_lossy().as_ref());
+        Ok(Some(Self {
+            store,
+            base: store_url.as_str().to_string(),
+            temp,
+            target: path,
+            is_dir: target.ends_with('/'),
+        }))
+    }
+
+    /// The location for DataFusion to write, shaped as the target is.
+    pub fn temp_target(&self) -> String {
+        let slash = if self.is_dir { "/" } else { "" };
+        format!("{}{}{slash}", self.base, self.temp)
+    }
+
+    /// Copy every object written into place, then delete the written ones. A failure
+    /// deletes what it had copied and what was written.
+    pub async fn commit(self) -> Result<()> {
+        let written: Vec<ObjectMeta> = self.store.list(Some(&self.temp)).try_collect().await?;
+        let mut copied = vec![];
+        for object in &written {
+            let to = match object.location.prefix_match(&self.temp) {
+                Some(parts) if self.is_dir => {
+                    parts.fold(self.target.clone(), |path, part| path.join(part))
+                }
+                _ => self.target.clone(),
+            };
+            if let Err(e) = self.store.copy(&object.location, &to).await {
+                for path in copied.iter().chain(written.iter().map(|o| &o.location)) {
+                    let _ = self.store.delete(path).await;
+                }
+                return Err(DataFusionError::from(e).context(format!(
+                    "COPY wrote {}{} but could not copy it into place",
+                    self.base, self.temp
+                )));
+            }
+            copied.push(to);
+        }
+        self.abort().await;
+        Ok(())
+    }
+
+    /// Delete what was written (best effort: the store may be why the write failed).
+    pub async fn abort(self) {
+        if let Ok(written) = self
+            .store
+            .list(Some(&self.temp))
+            .try_collect::<Vec<ObjectMeta>>()
+            .await
+        {
+            for object in written {
+                if let Err(e) = self.store.delete(&object.location).await {
+                    log::warn!("cannot delete {}{}: {e}", self.base, object.location);
+                }
+            }
         }
     }
 }

@@ -49,8 +49,8 @@ use crate::{distributed, runtime};
 use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 
-use copy::TempOutput;
 pub use copy::crash_point;
+use copy::{RemoteOutput, TempOutput};
 use ddl::{execute_ddl, resolve_location};
 pub use options::{HindcastOptions, WorkerList, parse_memory_limit};
 
@@ -312,6 +312,26 @@ impl Hindcast {
             output.commit()?;
             self.forget_file_listings();
             return self.ctx.read_batches(batches);
+        }
+        if let Statement::CopyTo(copy) = &mut statement
+            && let Some(output) = RemoteOutput::for_target(&copy.target, &self.ctx.runtime_env())?
+        {
+            copy.target = output.temp_target();
+            let written = async {
+                let plan = self.ctx.state().statement_to_plan(statement).await?;
+                self.ctx.execute_logical_plan(plan).await?.collect().await
+            };
+            return match written.await {
+                Ok(batches) => {
+                    output.commit().await?;
+                    self.forget_file_listings();
+                    self.ctx.read_batches(batches)
+                }
+                Err(e) => {
+                    output.abort().await;
+                    Err(e)
+                }
+            };
         }
         let mut plan = self.ctx.state().statement_to_plan(statement).await?;
         if let (LogicalPlan::Ddl(DdlStatement::CreateExternalTable(create)), Some(definition)) =
