@@ -286,7 +286,7 @@ def datafusion_program(data, workload, sql):
 
 # ---------------------------------------------------------------- running
 def generate(args, name, workload):
-    data = os.path.join(args.data, f"gen-v1-{name.lower()}")
+    data = os.path.join(args.data, f"gen-v2-{name.lower()}")
     marker = os.path.join(data, "done")
     if not os.path.exists(marker):
         subprocess.run([args.hindcast, "generate", "--out", data] + workload["generate"].split(), check=True)

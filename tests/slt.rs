@@ -103,20 +103,26 @@ fn round_trip(
 }
 
 /// What a join's narrowing is, which `EXPLAIN` does not show: its spine bounds, whether it
-/// uses their key sets and a partition filter, and whether its time filter is the one in
-/// its right input's scan.
+/// uses their key sets and a partition filter, and whether its time and key filters are
+/// the ones in its right input's scan.
 fn narrowing(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
     let join = plan.downcast_ref::<AsOfJoinExec>()?;
     let Some(narrowing) = join.narrowing() else {
         return Some("none".into());
     };
-    let id = narrowing.time_filter.expression_id();
-    let mut shared = false;
+    // Both filters must be the scan's: the time range's and the key sets'.
+    let ids = [
+        narrowing.time_filter.expression_id(),
+        narrowing.key_filter.expression_id(),
+    ];
+    let mut found = [false; 2];
     let mut plans = vec![Arc::clone(join.right())];
     while let Some(node) = plans.pop() {
         let _ = node.apply_expressions(&mut |expr| {
             expr.apply(|e| {
-                shared |= e.expression_id().is_some() && e.expression_id() == id;
+                for (id, found) in ids.iter().zip(&mut found) {
+                    *found |= e.expression_id().is_some() && e.expression_id() == *id;
+                }
                 Ok(TreeNodeRecursion::Continue)
             })
         });
@@ -125,12 +131,15 @@ fn narrowing(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
             && let Some(filter) = config.file_source().filter()
         {
             let _ = filter.apply(|e| {
-                shared |= e.expression_id().is_some() && e.expression_id() == id;
+                for (id, found) in ids.iter().zip(&mut found) {
+                    *found |= e.expression_id().is_some() && e.expression_id() == *id;
+                }
                 Ok(TreeNodeRecursion::Continue)
             });
         }
         plans.extend(node.children().into_iter().cloned());
     }
+    let shared = found[0] && (narrowing.right_keys.is_empty() || found[1]);
     Some(format!(
         "bounds {}, key sets {}, partition filter {}, filter shared with the scan {shared}",
         narrowing.bounds.id(),

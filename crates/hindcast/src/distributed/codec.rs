@@ -166,6 +166,8 @@ struct NarrowingProto {
     time_filter: Option<PhysicalExprNode>,
     #[prost(message, optional, tag = "4")]
     partition_filter: Option<PartitionFilterProto>,
+    #[prost(message, optional, tag = "5")]
+    key_filter: Option<PhysicalExprNode>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -364,6 +366,7 @@ impl Encoder<'_> {
 
     fn narrowing(&self, narrowing: &Narrowing) -> Result<NarrowingProto> {
         let time_filter = Arc::clone(&narrowing.time_filter) as PhysicalExprRef;
+        let key_filter = Arc::clone(&narrowing.key_filter) as PhysicalExprRef;
         let partition_filter = match &narrowing.partition_filter {
             None => None,
             Some(partitions) => {
@@ -384,6 +387,7 @@ impl Encoder<'_> {
             key_sets: !narrowing.right_keys.is_empty(),
             time_filter: Some(self.expr(&time_filter)?),
             partition_filter,
+            key_filter: Some(self.expr(&key_filter)?),
         })
     }
 }
@@ -525,6 +529,7 @@ impl Decoder<'_> {
         };
         let schema = right.schema();
         let time_filter = self.expr(required(&proto.time_filter, "time filter")?, &schema)?;
+        let key_filter = self.expr(required(&proto.key_filter, "key filter")?, &schema)?;
         let partition_filter = match proto.partition_filter {
             None => None,
             Some(partitions) => {
@@ -558,7 +563,7 @@ impl Decoder<'_> {
             right_keys,
             schema,
         )?
-        .with_time_filter(dynamic_filter(time_filter)?)
+        .with_filters(dynamic_filter(time_filter)?, dynamic_filter(key_filter)?)
         .with_partition_filter(partition_filter);
         Ok(Some(Arc::new(narrowing)))
     }

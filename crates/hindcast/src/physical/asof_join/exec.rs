@@ -408,7 +408,7 @@ impl ExecutionPlan for AsOfJoinExec {
             && config.optimizer.enable_join_dynamic_filter_pushdown
             && let Some(narrowing) = &self.narrowing
         {
-            right = right.with_self_filter(Arc::clone(&narrowing.time_filter) as PhysicalExprRef);
+            right = right.with_self_filters(narrowing.scan_filters());
         }
         Ok(FilterDescription::new().with_child(left).with_child(right))
     }

@@ -121,6 +121,11 @@ pub struct Narrowing {
     /// `right_time BETWEEN lo AND hi`, pushed into the right side by DataFusion's
     /// post-optimization filter pushdown (files and row groups pruned by statistics).
     pub time_filter: Arc<DynamicFilterPhysicalExpr>,
+    /// `key IN (...)` for a spine of few entities, pushed the same way. A filter of its own,
+    /// not a conjunct of the time filter's: DataFusion prunes Parquet pages only with
+    /// filters over one column, and a file clustered by entity skips most of its pages by
+    /// this one.
+    pub key_filter: Arc<DynamicFilterPhysicalExpr>,
     pub partition_filter: Option<Arc<PartitionFilter>>,
     /// Held while the filters are set, so no partition reads right rows before they are.
     published: Mutex<bool>,
@@ -137,16 +142,18 @@ impl Narrowing {
     ) -> Result<Self> {
         let right_type = right_time.data_type(&right_schema)?;
         // `true` until the spine's bounds are known.
-        let mut columns: Vec<_> = collect_columns(&right_time).into_iter().collect();
-        for key in &right_keys {
-            columns.extend(collect_columns(key));
-        }
-        columns.sort_by_key(|c| c.index());
-        columns.dedup();
-        let columns = columns
-            .into_iter()
-            .map(|c| Arc::new(c) as PhysicalExprRef)
-            .collect();
+        let filter = |exprs: &[PhysicalExprRef]| {
+            let mut columns: Vec<_> = exprs.iter().flat_map(collect_columns).collect();
+            columns.sort_by_key(|c| c.index());
+            columns.dedup();
+            let columns = columns
+                .into_iter()
+                .map(|c| Arc::new(c) as PhysicalExprRef)
+                .collect();
+            Arc::new(DynamicFilterPhysicalExpr::new(columns, lit(true)))
+        };
+        let time_filter = filter(std::slice::from_ref(&right_time));
+        let key_filter = filter(&right_keys);
         Ok(Self {
             bounds,
             op,
@@ -155,7 +162,8 @@ impl Narrowing {
             right_type,
             right_keys,
             right_schema,
-            time_filter: Arc::new(DynamicFilterPhysicalExpr::new(columns, lit(true))),
+            time_filter,
+            key_filter,
             partition_filter: None,
             published: Mutex::new(false),
         })
@@ -166,10 +174,25 @@ impl Narrowing {
         self
     }
 
-    /// The same narrowing setting `filter` (a decoded plan's, shared with its scan).
-    pub fn with_time_filter(mut self, filter: Arc<DynamicFilterPhysicalExpr>) -> Self {
-        self.time_filter = filter;
+    /// The same narrowing setting these filters (a decoded plan's, shared with its scan).
+    pub fn with_filters(
+        mut self,
+        time: Arc<DynamicFilterPhysicalExpr>,
+        keys: Arc<DynamicFilterPhysicalExpr>,
+    ) -> Self {
+        self.time_filter = time;
+        self.key_filter = keys;
         self
+    }
+
+    /// The filters the join pushes into its right side's scan (the key filter where the
+    /// spine's key sets are this join's).
+    pub fn scan_filters(&self) -> Vec<PhysicalExprRef> {
+        let mut filters = vec![Arc::clone(&self.time_filter) as PhysicalExprRef];
+        if !self.right_keys.is_empty() {
+            filters.push(Arc::clone(&self.key_filter) as PhysicalExprRef);
+        }
+        filters
     }
 
     /// Set the filters once the spine's range is final, and say whether they are set.
@@ -238,8 +261,10 @@ impl Narrowing {
             })
             .collect::<Vec<_>>();
         self.time_filter
-            .update(conjunction(lower.into_iter().chain(upper).chain(keys)))?;
+            .update(conjunction(lower.into_iter().chain(upper)))?;
         self.time_filter.mark_complete();
+        self.key_filter.update(conjunction(keys.into_iter()))?;
+        self.key_filter.mark_complete();
         if let Some(partitions) = &self.partition_filter {
             let lo = lo.and_then(|v| domain.utc(v));
             let hi = hi.and_then(|v| domain.utc(v));
@@ -252,6 +277,8 @@ impl Narrowing {
     }
 
     fn filters(&self) -> impl Iterator<Item = &Arc<DynamicFilterPhysicalExpr>> {
-        std::iter::once(&self.time_filter).chain(self.partition_filter.iter().map(|p| &p.filter))
+        [&self.time_filter, &self.key_filter]
+            .into_iter()
+            .chain(self.partition_filter.iter().map(|p| &p.filter))
     }
 }
