@@ -194,6 +194,9 @@ async fn zero_byte_and_hidden_files_are_skipped_and_other_files_are_named() {
     // and an unfinished job's output, whose rows must not be read (here a row for day 4
     // that would win).
     std::fs::write(view.join("_SUCCESS"), b"marker").expect("marker");
+    // Hidden names that end in `.parquet` (an editor's or a copy tool's), at the top.
+    std::fs::write(view.join(".part-9.parquet"), b"half copied").expect("hidden");
+    std::fs::write(view.join("_part-9.parquet"), b"half copied").expect("hidden");
     std::fs::write(view.join("date=2025-01-02/.part-0.parquet.crc"), b"crc").expect("crc");
     let mut unfinished = good_row(4);
     unfinished[2].1 = Arc::new(Float64Array::from(vec![999.0]));
@@ -271,7 +274,16 @@ async fn drifted_schemas_widen_or_read_null_and_any_other_change_names_the_colum
         &partition(&view, 3),
         vec![
             ("user_id", Arc::new(Int32Array::from(vec![1])), true),
-            ("ts", timestamp(3), true),
+            // Milliseconds, where the view has microseconds: a finer unit loses nothing.
+            (
+                "ts",
+                cast(
+                    &timestamp(3),
+                    &DataType::Timestamp(TimeUnit::Millisecond, None),
+                )
+                .expect("ms"),
+                true,
+            ),
             ("spend", Arc::new(Float32Array::from(vec![30.0])), true),
             ("visits", Arc::new(Int32Array::from(vec![3])), true),
         ],
@@ -295,6 +307,19 @@ async fn drifted_schemas_widen_or_read_null_and_any_other_change_names_the_colum
         &file,
         "column spend is Utf8 where the view's is Float64",
     );
+
+    // A zoned time where the view's is naive: Arrow would shift it by the zone.
+    let mut zoned = good_row(2);
+    zoned[1].1 = cast(
+        &timestamp(2),
+        &DataType::Timestamp(TimeUnit::Microsecond, Some("+02:00".into())),
+    )
+    .expect("zoned");
+    write(&file, zoned, age(2));
+    let error = answer(&view)
+        .await
+        .expect_err("a zoned time read as a naive one");
+    assert_names(&error, &file, "column ts is Timestamp");
 
     // A float where the view has an integer would lose its fraction.
     let mut float = good_row(2);

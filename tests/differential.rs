@@ -607,7 +607,7 @@ async fn asof_matches_reference_on_three_workers() {
 /// too (`hindcast.key_time_sort` off).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asof_matches_reference_while_spilling() {
-    const LIMITS: [usize; 3] = [768 << 10, 1 << 20, 2 << 20];
+    const LIMITS: [usize; 3] = [1 << 20, 3 << 19, 2 << 20];
     let (mut own_spills, mut eligible, mut stock_runs) = (0, 0, 0);
     let cases = seeds(18, 1_000_000);
     for (i, &seed) in cases.iter().enumerate() {

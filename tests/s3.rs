@@ -559,7 +559,7 @@ fn object_store_faults_end_in_a_clear_error_after_bounded_retries() {
             .any(|r| r.starts_with(&format!("POST {}?delete", bucket.trim_end_matches('/')))),
         "what the failed COPY wrote was not deleted: {requests:?}"
     );
-    // The same COPY, nothing failing: every file at the target, none left beside it.
+    // The same COPY, nothing failing: every file at the target.
     proxy.set(Fault::None);
     ok(&hindcast(
         &env,
@@ -577,6 +577,24 @@ fn object_store_faults_end_in_a_clear_error_after_bounded_retries() {
         .concat(),
     ));
     assert_eq!(copied, expected);
+    // A single-file target: the one object written is copied to it.
+    let file = format!("s3://{}/one/stats.parquet", moto.bucket);
+    ok(&hindcast(
+        &env,
+        &[&repo[..], &["-c", &copy(&file)]].concat(),
+    ));
+    let file_view = view
+        .replace("faulty_stats/", "one/stats.parquet")
+        .replace("remote", "one");
+    let one = ok(&hindcast(
+        &env,
+        &[
+            &repo[..],
+            &["-c", &file_view, "-c", &JOIN.replace("VIEW", "one")],
+        ]
+        .concat(),
+    ));
+    assert_eq!(one, expected);
 
     // The server stopped in the middle of a query: an error, not a hang.
     proxy.set(Fault::Slow(std::time::Duration::from_millis(300)));

@@ -429,9 +429,10 @@ impl Generator {
 }
 
 /// Replace `target` by `partial`: the old one moved aside to a hidden name, the new one
-/// renamed in, then the old one removed, so a reader (or a kill) sees the old table or the
-/// new one, never one half removed. What a killed run leaves (`.name.partial`,
-/// `.name.old`) is hidden from readers and removed by the next run.
+/// renamed in, then the old one removed, so a reader sees the old table, the new one, or
+/// (between the two renames) none, never one half removed; a failed rename puts the old
+/// one back. What a killed run leaves (`.name.partial`, `.name.old`) is hidden from
+/// readers, and the next run, which writes the same table, removes it.
 fn publish(partial: &Path, target: &Path) -> Result<()> {
     let name = target.file_name().unwrap_or_default().to_string_lossy();
     let old = target.with_file_name(format!(".{name}.old"));
@@ -440,7 +441,10 @@ fn publish(partial: &Path, target: &Path) -> Result<()> {
         std::fs::rename(target, &old).map_err(|e| io_error(target, e))?;
     }
     hindcast::crash_point("moved-aside");
-    std::fs::rename(partial, target).map_err(|e| io_error(target, e))?;
+    if let Err(e) = std::fs::rename(partial, target) {
+        let _ = std::fs::rename(&old, target);
+        return Err(io_error(target, e));
+    }
     remove(&old)
 }
 

@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use datafusion::common::Result;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::listing::{ListingTableUrl, PartitionedFile};
@@ -105,7 +105,11 @@ pub fn file_location(store: &ObjectStoreUrl, file: &ObjectPath) -> String {
 /// lists every file of a directory, so the view drops them from its scan.
 pub fn is_hidden(root: &ObjectPath, file: &ObjectPath) -> bool {
     file.prefix_match(root).is_some_and(|mut parts| {
-        parts.any(|part| part.as_ref().starts_with('.') || part.as_ref().starts_with('_'))
+        parts.any(|part| {
+            let part = part.as_ref();
+            // `_date=2025-01-01/` is a partition (Spark hides `_` names only without `=`).
+            part.starts_with('.') || (part.starts_with('_') && !part.contains('='))
+        })
     })
 }
 
@@ -248,11 +252,21 @@ fn type_problem(found: &Field, declared: &Field) -> String {
     )
 }
 
-/// Whether a file's column of type `found` reads as the view's `declared` with no loss:
-/// the same type, an integer or float that widens, strings or binaries of another offset
-/// width, a timestamp of another unit, a date into a timestamp, or dictionary encoding on
-/// either side. This is what Spark and Delta's type widening accept; DataFusion's schema
-/// adapter performs the cast.
+/// Whether a file's column of type `found` reads as the view's `declared` with no loss
+/// (DataFusion's schema adapter performs the cast):
+/// - the same type, or dictionary encoding on either side;
+/// - an integer or float that widens; an integer of at most 16 bits into `FLOAT`, of at
+///   most 32 into `DOUBLE`; a decimal into one with at least as many digits on both sides
+///   of the point;
+/// - strings, or binaries, of another offset width; a binary as a string (DataFusion reads
+///   Parquet binaries as strings where the table says so);
+/// - a timestamp into a finer unit with the same zone-ness (a naive time read as zoned
+///   would be shifted by the zone; a coarser unit truncates); a `DATE32` into `DATE64` or
+///   a naive timestamp;
+/// - lists, maps and structs whose elements do, whatever their fields are named (writers
+///   name list elements differently); a struct field the file lacks must be nullable.
+///
+/// That is Delta's type widening (and Spark's) plus the encodings Arrow writers differ in.
 fn reads_as(found: &DataType, declared: &DataType) -> bool {
     use DataType::*;
     if found == declared {
@@ -269,24 +283,56 @@ fn reads_as(found: &DataType, declared: &DataType) -> bool {
         UInt64 => Some((false, 64)),
         _ => None,
     };
+    let decimal = |t: &DataType| match t {
+        Decimal32(p, s) | Decimal64(p, s) | Decimal128(p, s) | Decimal256(p, s) => {
+            Some((i16::from(*p), i16::from(*s)))
+        }
+        _ => None,
+    };
+    let unit = |u: &TimeUnit| match u {
+        TimeUnit::Second => 0,
+        TimeUnit::Millisecond => 1,
+        TimeUnit::Microsecond => 2,
+        TimeUnit::Nanosecond => 3,
+    };
     match (found, declared) {
         (Dictionary(_, values), _) => reads_as(values, declared),
         (_, Dictionary(_, values)) => reads_as(found, values),
         (Utf8 | LargeUtf8 | Utf8View, Utf8 | LargeUtf8 | Utf8View) => true,
         (Binary | LargeBinary | BinaryView, Binary | LargeBinary | BinaryView) => true,
+        (Binary | LargeBinary | BinaryView, Utf8 | LargeUtf8 | Utf8View) => true,
         (Float16, Float32 | Float64) | (Float32, Float64) => true,
-        (Timestamp(..), Timestamp(..)) | (Date32 | Date64, Timestamp(..)) => true,
-        (Date32, Date64) | (Date64, Date32) => true,
-        (Decimal128(p, s), Decimal128(q, t)) => {
-            t >= s && i16::from(*q) - i16::from(*t) >= i16::from(*p) - i16::from(*s)
+        (Timestamp(from, a), Timestamp(to, b)) => {
+            a.is_some() == b.is_some() && unit(from) <= unit(to)
         }
+        (Date32, Date64 | Timestamp(_, None)) => true,
         (Int8 | Int16 | UInt8 | UInt16, Float32)
         | (Int8 | Int16 | Int32 | UInt8 | UInt16 | UInt32, Float64) => true,
-        _ => match (int_width(found), int_width(declared)) {
-            (Some((signed, from)), Some((to_signed, to))) => {
-                (signed == to_signed && from <= to) || (!signed && to_signed && from < to)
-            }
-            _ => false,
+        (
+            List(a) | LargeList(a) | ListView(a) | LargeListView(a),
+            List(b) | LargeList(b) | ListView(b) | LargeListView(b),
+        )
+        | (FixedSizeList(a, _), List(b) | LargeList(b)) => reads_as(a.data_type(), b.data_type()),
+        (FixedSizeList(a, n), FixedSizeList(b, m)) => {
+            n == m && reads_as(a.data_type(), b.data_type())
+        }
+        (Map(a, _), Map(b, _)) => reads_as(a.data_type(), b.data_type()),
+        (Struct(found), Struct(declared)) => {
+            declared.iter().all(
+                |field| match found.iter().find(|f| f.name() == field.name()) {
+                    Some(f) => reads_as(f.data_type(), field.data_type()),
+                    None => field.is_nullable(),
+                },
+            )
+        }
+        _ => match (decimal(found), decimal(declared)) {
+            (Some((p, s)), Some((q, t))) => t >= s && q - t >= p - s,
+            _ => match (int_width(found), int_width(declared)) {
+                (Some((signed, from)), Some((to_signed, to))) => {
+                    (signed == to_signed && from <= to) || (!signed && to_signed && from < to)
+                }
+                _ => false,
+            },
         },
     }
 }

@@ -46,7 +46,7 @@ pub fn crash_point(point: &str) {
 
 /// A `COPY ... TO` target written under a temporary sibling name and moved into place only
 /// once the whole write succeeded, so a failed, cancelled or killed write leaves no
-/// partial dataset. Object-store targets have no rename and are written in place.
+/// partial dataset. Object-store targets are [`RemoteOutput`]'s.
 pub(super) struct TempOutput {
     /// `.hindcast-tmp-<pid>-<n>-<name>`, a sibling of `target`.
     temp: PathBuf,
@@ -112,10 +112,20 @@ impl TempOutput {
         self.replace = true;
     }
 
-    pub fn commit(mut self) -> Result<()> {
+    /// Move the write into place. `wrote_rows`: whether DataFusion reported rows written,
+    /// so a temporary output that is missing is an error, not an empty result.
+    pub fn commit(mut self, wrote_rows: bool) -> Result<()> {
         if !self.temp.exists() {
-            // Nothing was written (e.g. an empty result into a directory).
             self.committed = true;
+            if wrote_rows {
+                // `recover` in a process that cannot see this one (another host or PID
+                // namespace on a shared file system) took it for a dead writer's.
+                return Err(DataFusionError::Execution(format!(
+                    "COPY wrote its rows to {} but they are gone: another process removed them; write again",
+                    self.temp.display()
+                )));
+            }
+            // Nothing was written (e.g. an empty result into a directory).
             return Ok(());
         }
         crash_point("written");
@@ -131,28 +141,30 @@ impl TempOutput {
             crash_point("complete");
             put_in_place(&complete, &self.target, self.replace)
         });
+        // A failure leaves the complete write where it is, as a kill would: a merge that
+        // stopped halfway is then finished by the next write, not left half done.
         moved.map_err(|e| {
-            // Nothing of a failed write is left to be moved in later (a directory merge
-            // stopped halfway keeps the files it moved, each whole).
-            let _ = remove(&complete);
             DataFusionError::from(e).context(format!(
-                "COPY wrote {} but could not move it to {}",
+                "COPY wrote {} but could not move it to {}; it is kept there, and the next write to {} from another process moves it in",
                 complete.display(),
+                self.target.display(),
                 self.target.display()
             ))
         })
     }
 }
 
-/// `dir/<prefix><pid>-<n>-<name>` for the target `dir/name`.
-fn sibling(target: &Path, prefix: &str) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// `dir/<kind><pid>-<n>-<name>` for the target `dir/name`.
+fn sibling(target: &Path, kind: &str) -> PathBuf {
     let name = target.file_name().unwrap_or_default().to_string_lossy();
-    target.with_file_name(format!(
-        "{prefix}{}-{}-{name}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ))
+    target.with_file_name(format!("{}{name}", unique_prefix(kind)))
+}
+
+/// `<kind><pid>-<n>-`, a different `n` each time.
+fn unique_prefix(kind: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{kind}{}-{n}-", std::process::id())
 }
 
 /// Move the complete write `from` into place at `target`: renamed there, or its files added
@@ -293,9 +305,10 @@ pub(super) struct RemoteOutput {
     store: Arc<dyn ObjectStore>,
     /// `s3://bucket/`: what the store's paths are relative to.
     base: String,
+    /// The location DataFusion writes, as a URL (the target's, its last segment hidden).
+    temp_url: String,
     temp: ObjectPath,
     target: ObjectPath,
-    is_dir: bool,
 }
 
 impl RemoteOutput {
@@ -308,68 +321,89 @@ impl RemoteOutput {
         }
         let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
         let store = runtime.object_store(&store_url)?;
-        let path = ObjectPath::from_url_path(url.path())
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let Some(name) = path.filename().map(str::to_string) else {
+        // The temporary location is the target's URL with its last segment prefixed, in
+        // the URL's own encoding, so that DataFusion's parsing of it and this one's agree.
+        let text = url.as_str();
+        let slash = if text.ends_with('/') { "/" } else { "" };
+        let Some((parent, name)) = text.trim_end_matches('/').rsplit_once('/') else {
             return Ok(None);
         };
-        let parent: Vec<_> = path.parts().collect();
-        let parent = ObjectPath::from_iter(parent[..parent.len() - 1].iter().cloned());
-        let temp = sibling(Path::new(&name), TEMP);
-        let temp = parent.join(temp.to_string_lossy().as_ref());
+        if parent.len() < store_url.as_str().trim_end_matches('/').len() || name.is_empty() {
+            return Ok(None);
+        }
+        let temp_url = format!("{parent}/{}{name}{slash}", unique_prefix(TEMP));
+        let path = |url: &str| -> Result<ObjectPath> {
+            let url = Url::parse(url).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            ObjectPath::from_url_path(url.path())
+                .map_err(|e| DataFusionError::External(Box::new(e)))
+        };
         Ok(Some(Self {
             store,
             base: store_url.as_str().to_string(),
-            temp,
-            target: path,
-            is_dir: target.ends_with('/'),
+            temp: path(&temp_url)?,
+            target: path(text)?,
+            temp_url,
         }))
     }
 
     /// The location for DataFusion to write, shaped as the target is.
     pub fn temp_target(&self) -> String {
-        let slash = if self.is_dir { "/" } else { "" };
-        format!("{}{}{slash}", self.base, self.temp)
+        self.temp_url.clone()
+    }
+
+    /// What DataFusion wrote and where each goes: one object at the temporary path (a
+    /// file target), or objects under it (a directory; DataFusion decides which by the
+    /// target's extension and `PARTITIONED BY`, so it is read back, not guessed).
+    async fn written(&self) -> Result<Vec<(ObjectPath, ObjectPath)>> {
+        if self.store.head(&self.temp).await.is_ok() {
+            return Ok(vec![(self.temp.clone(), self.target.clone())]);
+        }
+        let objects: Vec<ObjectMeta> = self.store.list(Some(&self.temp)).try_collect().await?;
+        Ok(objects
+            .into_iter()
+            .map(|object| {
+                let to = object.location.prefix_match(&self.temp).map_or_else(
+                    || self.target.clone(),
+                    |parts| parts.fold(self.target.clone(), |path, part| path.join(part)),
+                );
+                (object.location, to)
+            })
+            .collect())
     }
 
     /// Copy every object written into place, then delete the written ones. A failure
     /// deletes what it had copied and what was written.
     pub async fn commit(self) -> Result<()> {
-        let written: Vec<ObjectMeta> = self.store.list(Some(&self.temp)).try_collect().await?;
+        let written = match self.written().await {
+            Ok(written) => written,
+            Err(e) => {
+                self.abort().await;
+                return Err(e);
+            }
+        };
         let mut copied = vec![];
-        for object in &written {
-            let to = match object.location.prefix_match(&self.temp) {
-                Some(parts) if self.is_dir => {
-                    parts.fold(self.target.clone(), |path, part| path.join(part))
-                }
-                _ => self.target.clone(),
-            };
-            if let Err(e) = self.store.copy(&object.location, &to).await {
-                for path in copied.iter().chain(written.iter().map(|o| &o.location)) {
+        for (from, to) in &written {
+            if let Err(e) = self.store.copy(from, to).await {
+                for path in copied.iter().chain(written.iter().map(|(from, _)| from)) {
                     let _ = self.store.delete(path).await;
                 }
                 return Err(DataFusionError::from(e).context(format!(
-                    "COPY wrote {}{} but could not copy it into place",
-                    self.base, self.temp
+                    "COPY wrote {} but could not copy it into place",
+                    self.temp_url
                 )));
             }
-            copied.push(to);
+            copied.push(to.clone());
         }
         self.abort().await;
         Ok(())
     }
 
     /// Delete what was written (best effort: the store may be why the write failed).
-    pub async fn abort(self) {
-        if let Ok(written) = self
-            .store
-            .list(Some(&self.temp))
-            .try_collect::<Vec<ObjectMeta>>()
-            .await
-        {
-            for object in written {
-                if let Err(e) = self.store.delete(&object.location).await {
-                    log::warn!("cannot delete {}{}: {e}", self.base, object.location);
+    pub async fn abort(&self) {
+        if let Ok(written) = self.written().await {
+            for (object, _) in written {
+                if let Err(e) = self.store.delete(&object).await {
+                    log::warn!("cannot delete {}{object}: {e}", self.base);
                 }
             }
         }

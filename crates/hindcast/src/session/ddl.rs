@@ -696,18 +696,20 @@ async fn parquet_view_table(
         .filter(|f| !is_hidden(url.prefix(), &f.location))
         .collect();
     for file in &files {
-        let directories: Vec<&str> = url
+        // As DataFusion reads partition values: the first directories below the location,
+        // one `name=value` for each partition column in order (deeper ones are free).
+        let parts: Vec<&str> = url
             .strip_prefix(&file.location)
             .into_iter()
             .flatten()
             .collect();
-        let keys: Vec<&str> = directories
-            .split_last()
-            .map_or(&[][..], |(_, directories)| directories)
-            .iter()
-            .filter_map(|part| part.split_once('=').map(|(key, _)| key))
-            .collect();
-        if !partitions.is_empty() && keys != partitions {
+        let directories = parts.split_last().map_or(&[][..], |(_, dirs)| dirs);
+        let in_partitions = directories.len() >= partitions.len()
+            && partitions
+                .iter()
+                .zip(directories)
+                .all(|(p, dir)| dir.split_once('=').is_some_and(|(key, _)| key == p));
+        if !in_partitions {
             return Err(DataFusionError::External(Box::new(BadFile {
                 view: view.to_string(),
                 file: file_location(&url.object_store(), &file.location),

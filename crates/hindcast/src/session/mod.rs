@@ -309,7 +309,7 @@ impl Hindcast {
                 let manifest = recorder.finish(&physical, dir).await?;
                 manifest::write(&manifest, dir)?;
             }
-            output.commit()?;
+            output.commit(wrote_rows(&batches))?;
             self.forget_file_listings();
             return self.ctx.read_batches(batches);
         }
@@ -342,7 +342,7 @@ impl Hindcast {
         if let Some(insert) = insert::into_parquet_view(&plan)? {
             let frame = self.ctx.execute_logical_plan(insert.copy).await?;
             let batches = frame.collect().await?;
-            insert.output.commit()?;
+            insert.output.commit(wrote_rows(&batches))?;
             self.forget_file_listings();
             return self.ctx.read_batches(batches);
         }
@@ -507,6 +507,19 @@ impl HindcastBuilder {
         let runtime = runtime::runtime_env(self.memory_limit)?;
         Ok(Hindcast::build(config, runtime))
     }
+}
+
+/// Whether a `COPY`'s or `INSERT`'s result (DataFusion's one `count` row) says rows were
+/// written.
+fn wrote_rows(batches: &[RecordBatch]) -> bool {
+    use datafusion::arrow::array::{Array, UInt64Array};
+    batches.iter().any(|batch| {
+        batch
+            .columns()
+            .first()
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+            .is_some_and(|counts| counts.iter().any(|n| n.unwrap_or(0) > 0))
+    })
 }
 
 /// An error as one readable line, as the shell and the Python package show it: DataFusion
